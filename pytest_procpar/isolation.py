@@ -1,0 +1,103 @@
+"""Turn a copy of pytest's state into a worker's: what must not be shared with the controller.
+
+A forked worker starts as an exact copy of the controller after collection. Several pieces of
+that copy would act on resources the controller still owns: the terminal, the junit XML file,
+the stepwise cache entry, the capture temp files (same open file description, so same offset),
+and the base temp dir. Each is reset or withdrawn here, so the worker looks to every plugin like
+a pytest-xdist worker: ``config.workerinput`` is set and controller-only plugins are gone.
+Spawned workers get the same treatment right after their own ``pytest_configure``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _pytest.junitxml import xml_key
+from _pytest.tmpdir import TempPathFactory
+
+# Plugins that only make sense once per run; the controller keeps them.
+CONTROLLER_ONLY_PLUGINS = ("stepwiseplugin",)
+
+
+class SilentTerminal:
+    """Stands in for the terminal reporter inside a worker.
+
+    Plugins and pytest itself look the reporter up (assertion rewriting asks it for its
+    writer's highlighter), so it must exist; but a real reporter would listen to every test
+    hook and print to the controller's terminal. This object forwards attribute lookups to a
+    reporter writing to ``os.devnull`` and, having no ``pytest_*`` attributes of its own, is
+    called by no hook.
+    """
+
+    def __init__(self, config: pytest.Config, like: Any) -> None:
+        self._devnull = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives with the worker
+        self._reporter = pytest.TerminalReporter(config, self._devnull)
+        if like is not None:  # colour the assertion explanations like the controller would
+            self._reporter._tw.hasmarkup = like._tw.hasmarkup
+            self._reporter._tw.code_highlight = like._tw.code_highlight
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reporter, name)
+
+
+def silence_terminal(config: pytest.Config) -> None:
+    """Replace the terminal reporter by a :class:`SilentTerminal`."""
+    manager = config.pluginmanager
+    reporter = manager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    manager.unregister(reporter, name="terminalreporter")
+    manager.register(SilentTerminal(config, reporter), "terminalreporter")
+
+
+def withdraw_controller_plugins(config: pytest.Config) -> None:
+    """Unregister plugins that write run-wide files (junit XML, stepwise state)."""
+    manager = config.pluginmanager
+    xml = config.stash.get(xml_key, None)
+    if xml is not None:
+        manager.unregister(xml)
+        del config.stash[xml_key]
+    for name in CONTROLLER_ONLY_PLUGINS:
+        plugin = manager.get_plugin(name)
+        if plugin is not None:
+            manager.unregister(plugin, name=name)
+
+
+def restart_capture(config: pytest.Config) -> None:
+    """Give a forked worker its own capture temp files.
+
+    The inherited ones share their file offset with the controller and every other worker, so
+    one worker reading its captured output would truncate what another just wrote.
+    """
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    if capman is None:
+        return
+    capman.stop_global_capturing()
+    capman.start_global_capturing()
+    capman.suspend_global_capture()
+
+
+def worker_basetemp(config: pytest.Config, controller_basetemp: Path) -> None:
+    """Point tmp_path at ``<controller basetemp>/popen-<workerid>``, as xdist workers do."""
+    workerid = config.workerinput["workerid"]  # type: ignore[attr-defined]
+    config.option.basetemp = str(controller_basetemp / f"popen-{workerid}")
+    config._tmp_path_factory = TempPathFactory.from_config(config, _ispytest=True)  # type: ignore[attr-defined]
+
+
+def export_identity(workerinput: dict[str, Any]) -> None:
+    """The environment variables xdist-aware code reads to learn it runs in a worker."""
+    os.environ["PYTEST_XDIST_WORKER"] = workerinput["workerid"]
+    os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(workerinput["workercount"])
+    os.environ["PYTEST_XDIST_TESTRUNUID"] = workerinput["testrunuid"]
+
+
+def become_worker(config: pytest.Config, workerinput: dict[str, Any]) -> None:
+    """Everything both start paths need: identity, quiet terminal, no controller plugins."""
+    config.workerinput = workerinput  # type: ignore[attr-defined]
+    config.workeroutput = {}  # type: ignore[attr-defined]
+    export_identity(workerinput)
+    silence_terminal(config)
+    withdraw_controller_plugins(config)

@@ -1,0 +1,154 @@
+"""Starting worker processes: pipes, the start method, and what each worker is handed.
+
+With ``fork`` a worker is a copy of the controller right after collection, so it never imports
+or collects again and shares the controller's memory pages (``gc.freeze()`` first, so the
+garbage collector does not touch, and thereby copy, every inherited object). With ``spawn`` and
+``forkserver`` a worker is a fresh interpreter that rebuilds the config from the controller's
+options and collects by itself.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import pickle
+import threading
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_procpar import protocol, worker
+
+
+@dataclass
+class WorkerProcess:
+    """A started worker: its process and the controller's ends of its two pipes."""
+
+    process: BaseProcess
+    reader: protocol.FrameReader
+    command_fd: int
+    connections: list[Any] = field(default_factory=list)  # own the controller-side fds
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        try:
+            protocol.send(self.command_fd, message)
+        except OSError:  # the worker is gone; its exit is handled from its sentinel
+            pass
+
+    def close(self) -> None:
+        for connection in self.connections:
+            connection.close()
+        self.connections = []
+
+
+def picklable_options(config: pytest.Config) -> dict[str, Any]:
+    """The parsed options a spawned worker needs to rebuild the same config."""
+    options = {}
+    for name, value in vars(config.option).items():
+        if name == "file_or_dir":  # comes again from the command line arguments
+            continue
+        try:
+            pickle.dumps(value)
+        except Exception:
+            continue
+        options[name] = value
+    return options
+
+
+def other_threads() -> list[str]:
+    """Names of threads besides this one: forking copies none of them, but does copy their locks."""
+    current = threading.current_thread()
+    return [thread.name for thread in threading.enumerate() if thread is not current]
+
+
+class Launcher:
+    """Starts workers with one start method and hands each its share of the run."""
+
+    def __init__(
+        self, session: pytest.Session, start_method: str, slots: int, basetemp: Path
+    ) -> None:
+        self.session = session
+        self.start_method = start_method
+        self.context = multiprocessing.get_context(start_method)
+        maxfail = int(session.config.option.maxfail or 0)
+        self.shared = worker.Shared(
+            self.context.RawArray("i", slots), self.context.RawValue("i", 0), maxfail
+        )
+        self.basetemp = basetemp
+        self.controller_fds: set[int] = set()
+        self._options: dict[str, Any] | None = None
+
+    def start(self, workerinput: dict[str, Any], slot: int, initial: list[int]) -> WorkerProcess:
+        results_r, results_w = self.context.Pipe(duplex=False)
+        commands_r, commands_w = self.context.Pipe(duplex=False)
+        protocol.enlarge_pipe(results_w.fileno())
+        self.controller_fds |= {results_r.fileno(), commands_w.fileno()}
+        if self.start_method == "fork":
+            target, argument = worker.run_forked, self._fork_start(
+                workerinput, slot, initial, commands_r.fileno(), results_w.fileno()
+            )
+        else:
+            target, argument = worker.run_spawned, self._spawn_start(
+                workerinput, slot, initial, commands_r, results_w
+            )
+        process = self.context.Process(
+            target=target, args=(argument,), name=f"procpar-{workerinput['workerid']}"
+        )
+        if self.start_method == "fork":
+            gc.freeze()  # keep the collector from writing to (and so copying) inherited objects
+        process.start()
+        results_w.close()
+        commands_r.close()
+        return WorkerProcess(
+            process, protocol.FrameReader(results_r.fileno()), commands_w.fileno(),
+            [results_r, commands_w],
+        )  # fmt: skip
+
+    def forget(self, started: WorkerProcess) -> None:
+        """The worker has ended: later forks need not close its pipe ends any more."""
+        self.controller_fds -= {started.reader.fd, started.command_fd}
+        started.close()
+
+    def close(self) -> None:
+        """The run is over: let the controller's collector see its objects again."""
+        if self.start_method == "fork":
+            gc.unfreeze()
+
+    def _fork_start(
+        self, workerinput: dict[str, Any], slot: int, initial: list[int], read_fd: int, write_fd: int
+    ) -> worker.ForkStart:
+        return worker.ForkStart(
+            session=self.session,
+            workerinput=workerinput,
+            slot=slot,
+            read_fd=read_fd,
+            write_fd=write_fd,
+            close_fds=sorted(self.controller_fds),
+            shared=self.shared,
+            initial=initial,
+            basetemp=self.basetemp,
+        )
+
+    def _spawn_start(
+        self, workerinput: dict[str, Any], slot: int, initial: list[int], reader: Any, writer: Any
+    ) -> worker.SpawnStart:
+        config = self.session.config
+        if self._options is None:
+            self._options = picklable_options(config)
+        options = dict(self._options, basetemp=str(self.basetemp / f"popen-{workerinput['workerid']}"))
+        return worker.SpawnStart(
+            args=list(config.invocation_params.args),
+            option_dict=options,
+            invocation_dir=str(config.invocation_params.dir),
+            workerinput=workerinput,
+            slot=slot,
+            reader=reader,
+            writer=writer,
+            shared=self.shared,
+            initial=initial,
+            nodeids=[item.nodeid for item in self.session.items],
+        )
+

@@ -1,0 +1,178 @@
+"""Command-line and ini options, and turning their values into one validated :class:`Settings`.
+
+Every value a user can give is parsed by one function here, whether it comes from the command
+line (argparse calls it, so a bad value is a pytest usage error naming the option) or from the
+ini file (:func:`resolve` calls it and raises :class:`pytest.UsageError`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+from pytest_procpar.cpus import available_cpus
+
+START_METHODS = ("fork", "forkserver", "spawn")
+AUTO_ENV_VARS = ("PYTEST_PROCPAR_AUTO_NUM_WORKERS", "PYTEST_XDIST_AUTO_NUM_WORKERS")
+NumProcesses = int | str  # a count, or "auto" / "logical"
+
+# Options that make no sense on workers: pytest runs them serially, as if -n were not given.
+SERIAL_ONLY_OPTIONS = {
+    "usepdb": "--pdb",
+    "trace": "--trace",
+    "setuponly": "--setup-only",
+    "setupplan": "--setup-plan",
+    "setupshow": "--setup-show",
+}
+
+
+def parse_numprocesses(value: str) -> NumProcesses:
+    """``-n`` value: ``auto``, ``logical`` or a whole number >= 0."""
+    text = str(value).strip()
+    if text in ("auto", "logical"):
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto', 'logical' or a whole number >= 0, got {value!r}"
+        )
+    return count
+
+
+def parse_maxprocesses(value: str) -> int:
+    """``--maxprocesses`` value: a whole number >= 1."""
+    try:
+        count = int(str(value).strip())
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return count
+
+
+def parse_start_method(value: str) -> str:
+    """``--procpar-start`` value: one of :data:`START_METHODS` this platform offers."""
+    text = str(value).strip()
+    if text not in START_METHODS:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(START_METHODS)}, got {value!r}"
+        )
+    if text not in multiprocessing.get_all_start_methods():
+        raise argparse.ArgumentTypeError(f"start method {text!r} is not available on {sys.platform}")
+    return text
+
+
+def default_start_method() -> str:
+    """fork where the platform has it (workers then share the collected items), else spawn."""
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
+    """Add procpar's options; ``-n`` and ``--maxprocesses`` only when xdist does not own them."""
+    group = parser.getgroup("procpar", "parallel test execution (procpar)")
+    if with_xdist_names:
+        # pytest reserves lowercase short options for itself; -n is xdist's established name.
+        group._addoption(
+            "-n",
+            "--numprocesses",
+            dest="numprocesses",
+            metavar="N",
+            type=parse_numprocesses,
+            default=None,
+            help="Run tests on N workers: a number, 'auto' (the CPUs this process may use, "
+            "honouring affinity and cgroup quotas), 'logical' (all logical CPUs) "
+            "or 0 (plain serial pytest). Ini: procpar_numprocesses.",
+        )
+        group.addoption(
+            "--maxprocesses",
+            dest="maxprocesses",
+            metavar="N",
+            type=parse_maxprocesses,
+            default=None,
+            help="Never start more than N workers. Ini: procpar_maxprocesses.",
+        )
+    group.addoption(
+        "--procpar-start",
+        dest="procpar_start",
+        metavar="METHOD",
+        type=parse_start_method,
+        default=None,
+        help="How workers are started: fork (default on Linux: workers inherit the "
+        "collected tests), forkserver or spawn (workers collect again). Ini: procpar_start.",
+    )
+    parser.addini("procpar_numprocesses", "Default for -n/--numprocesses.", default=None)
+    parser.addini("procpar_maxprocesses", "Default for --maxprocesses.", default=None)
+    parser.addini("procpar_start", "Default for --procpar-start.", default=None)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the user asked for, resolved against this machine."""
+
+    workers: int  # 0 means: run serially, procpar stays out of the way
+    start_method: str
+    serial_reason: str | None = None  # set when -n was asked for but an option needs serial
+
+
+def _from_ini(config: pytest.Config, name: str, parse: object) -> object:
+    raw = config.getini(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return parse(raw)  # type: ignore[operator]
+    except argparse.ArgumentTypeError as exc:
+        raise pytest.UsageError(f"ini option {name}: {exc}") from None
+
+
+def _option(config: pytest.Config, dest: str, ini: str, parse: object) -> object:
+    value = getattr(config.option, dest, None)
+    return value if value is not None else _from_ini(config, ini, parse)
+
+
+def auto_workers() -> int:
+    """Worker count for ``-n auto``: an env override, else the CPUs we may really use."""
+    for name in AUTO_ENV_VARS:
+        raw = os.environ.get(name)
+        if raw:
+            try:
+                count = int(raw)
+            except ValueError:
+                count = 0
+            if count < 1:
+                raise pytest.UsageError(f"{name} must be a whole number >= 1, got {raw!r}")
+            return count
+    return available_cpus()
+
+
+def count_workers(requested: NumProcesses) -> int:
+    if requested == "auto":
+        return auto_workers()
+    if requested == "logical":
+        return os.cpu_count() or 1
+    assert isinstance(requested, int)
+    return requested
+
+
+def resolve(config: pytest.Config) -> Settings:
+    """Validate every procpar option and decide how many workers this run gets."""
+    requested = _option(config, "numprocesses", "procpar_numprocesses", parse_numprocesses)
+    maximum = _option(config, "maxprocesses", "procpar_maxprocesses", parse_maxprocesses)
+    start = _option(config, "procpar_start", "procpar_start", parse_start_method)
+    start_method = str(start) if start is not None else default_start_method()
+    if requested is None:
+        return Settings(0, start_method)
+    workers = count_workers(requested)  # type: ignore[arg-type]
+    if isinstance(maximum, int):
+        workers = min(workers, maximum)
+    for dest, flag in SERIAL_ONLY_OPTIONS.items():
+        if workers and getattr(config.option, dest, False):
+            return Settings(0, start_method, serial_reason=f"{flag} runs serially")
+    return Settings(workers, start_method)

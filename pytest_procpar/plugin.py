@@ -1,0 +1,53 @@
+"""The ``procpar`` pytest plugin: options, validation, and the switch into controller mode.
+
+Nothing here runs tests. With ``-n`` absent or 0, procpar registers nothing beyond its options
+and pytest runs exactly as without it. In a worker (``config.workerinput`` is set) the worker
+modules are in charge and this plugin only provides the xdist fixtures.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_procpar import options, xdist_compat
+from pytest_procpar.controller import Controller
+from pytest_procpar.xdist_compat import testrun_uid, worker_id
+
+__all__ = ["testrun_uid", "worker_id"]
+
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    if not xdist_compat.xdist_loaded(pluginmanager):
+        xdist_compat.add_missing_hookspecs(pluginmanager)
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    active = not xdist_compat.xdist_loaded(pluginmanager)
+    if active:
+        xdist_compat.block_xdist(pluginmanager)
+    options.register(parser, with_xdist_names=active)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Validate every option before anything else happens: bad values are usage errors."""
+    if xdist_compat.xdist_loaded(config.pluginmanager) or hasattr(config, "workerinput"):
+        return
+    settings = options.resolve(config)
+    config.stash[SETTINGS_KEY] = settings
+
+
+SETTINGS_KEY = pytest.StashKey[options.Settings]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is None:
+        return
+    if settings.serial_reason:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"procpar: {settings.serial_reason}, no workers started")
+    if settings.workers > 0:
+        config.pluginmanager.register(Controller(settings), "procpar_controller")

@@ -1,0 +1,195 @@
+"""The controller–worker wire protocol: framed messages over one pipe pair per worker.
+
+Each worker has its own pipes rather than sharing one ``multiprocessing.Queue``: a worker killed
+while writing (OOM killer, segfault) can then only cut its own stream short, never hold a shared
+lock that hangs everybody else. A frame is a 4-byte big-endian length and a pickle of a tuple whose
+first element is the message kind. Workers write one frame per test item, so the kernel's pipe
+buffer does the batching and nothing a finished test reported can be lost when a later test
+kills the worker; the controller reads whatever is buffered in one system call.
+
+Reports travel as pytest's own ``pytest_report_to_serializable`` dicts, never as pickled
+exceptions. A report with nothing beyond what the controller already knows from its own copy of
+the item (no longrepr, no sections, no extra attributes) travels as a short tuple instead.
+See docs/protocol.rst for the message table.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import struct
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+# Controller -> worker.
+RUN = "run"  # ("run", [item index, ...]): append these items to the worker's queue
+DONE = "done"  # ("done",): no more items will come; finish the queue and the session
+
+# Worker -> controller.
+READY = "ready"  # ("ready", None): the worker is up and has the items
+ITEM = "item"  # ("item", index, [event, ...]): everything one item reported, in order
+WANT = "want"  # ("want",): the worker's queue is running low
+STOP = "stop"  # ("stop", shouldfail, shouldstop): the worker's session asked to stop
+FINISHED = "finished"  # ("finished", workeroutput): session finished cleanly
+FATAL = "fatal"  # ("fatal", kind, payload): the worker loop ended by an exception
+
+# Events inside an ITEM frame.
+LOGSTART = "logstart"  # ("logstart", location) or ("logstart", location, nodeid)
+LOGFINISH = "logfinish"  # ("logfinish", location) or ("logfinish", location, nodeid)
+REPORT = "report"  # ("report", serialized report dict)
+PLAIN_REPORT = "plain"  # ("plain", when, outcome, duration, start, stop)
+WARNING = "warning"  # ("warning", serialized warning dict)
+
+_HEADER = struct.Struct("!I")
+_PIPE_SIZE = 1 << 20
+_F_SETPIPE_SZ = 1031  # Linux fcntl command; other platforms keep the default pipe size
+
+
+def enlarge_pipe(fd: int) -> None:
+    """Ask Linux for a 1 MiB pipe buffer so a burst of results never stalls a worker."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+    except (ImportError, OSError):
+        pass
+
+
+def send(fd: int, message: tuple[Any, ...]) -> None:
+    """Write one frame, all of it (a pipe write may be cut short by a signal)."""
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_HEADER.pack(len(payload)) + payload)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class FrameReader:
+    """Turns the bytes read from one pipe into whole messages."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.eof = False
+        self._buffer = bytearray()
+
+    def read_available(self) -> list[tuple[Any, ...]]:
+        """Read what the pipe holds now (call when it is readable) and return complete frames."""
+        chunk = os.read(self.fd, _PIPE_SIZE)
+        if not chunk:
+            self.eof = True
+        self._buffer += chunk
+        return list(self._frames())
+
+    def receive(self, block: bool) -> list[tuple[Any, ...]]:
+        """Frames available now; with ``block``, wait until at least one arrives or EOF."""
+        messages: list[tuple[Any, ...]] = []
+        while not self.eof and (block and not messages or select.select([self.fd], [], [], 0)[0]):
+            messages += self.read_available()
+        return messages
+
+    def _frames(self) -> Iterator[tuple[Any, ...]]:
+        buffer, pos = self._buffer, 0
+        while len(buffer) - pos >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buffer, pos)
+            end = pos + _HEADER.size + size
+            if len(buffer) < end:
+                break
+            yield pickle.loads(bytes(buffer[pos + _HEADER.size : end]))
+            pos = end
+        del buffer[:pos]
+
+
+# The attributes of a report made from nothing but the constructor's arguments; pytest versions
+# differ in how they store some of them, so ask this one.
+_PLAIN_KEYS = frozenset(vars(pytest.TestReport("x", ("x", 0, "x"), {}, "passed", None, "call")))
+
+
+def encode_report(
+    config: pytest.Config,
+    report: pytest.TestReport,
+    item: pytest.Item | None,
+    keywords: dict[str, int],
+) -> tuple[Any, ...]:
+    """A report as an event: the short form when the controller can rebuild it exactly."""
+    if (
+        item is not None
+        and type(report) is pytest.TestReport
+        and report.__dict__.keys() == _PLAIN_KEYS
+        and report.longrepr is None
+        and not report.sections
+        and not report.user_properties
+        and report.nodeid == item.nodeid
+        and report.location == item.location
+        and report.keywords == keywords
+    ):
+        return (PLAIN_REPORT, report.when, report.outcome, report.duration, report.start,
+                report.stop)  # fmt: skip
+    data = config.hook.pytest_report_to_serializable(config=config, report=report)
+    return (REPORT, data)
+
+
+def decode_report(
+    config: pytest.Config,
+    event: tuple[Any, ...],
+    item: pytest.Item,
+    location: tuple[str, int | None, str],
+    keywords: dict[str, int],
+) -> pytest.TestReport:
+    """The controller's copy of a report sent by :func:`encode_report`."""
+    if event[0] == PLAIN_REPORT:
+        _, when, outcome, duration, start, stop = event
+        return pytest.TestReport(
+            nodeid=item.nodeid,
+            location=location,
+            keywords=dict(keywords),
+            outcome=outcome,
+            longrepr=None,
+            when=when,
+            sections=[],
+            duration=duration,
+            start=start,
+            stop=stop,
+            user_properties=[],
+        )
+    report: pytest.TestReport = config.hook.pytest_report_from_serializable(
+        config=config, data=event[1]
+    )
+    return report
+
+
+def encode_warning(message: warnings.WarningMessage) -> dict[str, Any]:
+    """A recorded warning as plain data: category by import path, message as text."""
+    category = message.category
+    return {
+        "message": str(message.message),
+        "category_module": category.__module__,
+        "category_name": category.__qualname__,
+        "filename": message.filename,
+        "lineno": message.lineno,
+        "line": message.line,
+    }
+
+
+def decode_warning(data: dict[str, Any]) -> warnings.WarningMessage:
+    """Rebuild a warning; an unimportable category becomes a UserWarning naming it."""
+    category: type[Warning] = UserWarning
+    text = data["message"]
+    try:
+        module = __import__(data["category_module"], fromlist=["_"])
+        found = module
+        for part in data["category_name"].split("."):
+            found = getattr(found, part)
+        if isinstance(found, type) and issubclass(found, Warning):
+            category = found
+    except Exception:
+        text = f"{data['category_module']}.{data['category_name']}: {text}"
+    try:
+        instance = category(text)
+    except Exception:
+        instance = UserWarning(text)
+    return warnings.WarningMessage(
+        instance, type(instance), data["filename"], data["lineno"], line=data["line"]
+    )

@@ -1,0 +1,80 @@
+"""Replaying a worker's events in the controller as the hook calls serial pytest would make.
+
+The terminal reporter, junitxml, the cache (--lf, --ff, --sw), --durations, the warnings summary
+and every other plugin listening to these hooks in the controller see the same calls, with the
+same reports, as in a serial run. Each report carries ``node`` (the worker), as under xdist.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from pytest_procpar import protocol
+
+
+class Replayer:
+    """Turns the event lists of ITEM frames into hook calls on the controller's config."""
+
+    def __init__(self, config: pytest.Config, items: Sequence[pytest.Item]) -> None:
+        self.config = config
+        self.hook = config.hook
+        self.items = items
+
+    def replay(self, node: Any, index: int | None, events: list[tuple[Any, ...]]) -> None:
+        item = self.items[index] if index is not None else None
+        keywords = {name: 1 for name in item.keywords} if item is not None else {}
+        location = None  # the item's, as computed by the worker and sent with logstart
+        for event in events:
+            kind = event[0]
+            if kind in (protocol.PLAIN_REPORT, protocol.REPORT):
+                if location is None and item is not None:
+                    location = item.location
+                report = protocol.decode_report(self.config, event, item, location, keywords)  # type: ignore[arg-type]
+                report.node = node  # type: ignore[attr-defined]
+                self.hook.pytest_runtest_logreport(report=report)
+            elif kind in (protocol.LOGSTART, protocol.LOGFINISH):
+                nodeid = event[2] if len(event) > 2 else item.nodeid  # type: ignore[union-attr]
+                if len(event) == 2:
+                    location = event[1]
+                hook = (
+                    self.hook.pytest_runtest_logstart
+                    if kind == protocol.LOGSTART
+                    else self.hook.pytest_runtest_logfinish
+                )
+                hook(nodeid=nodeid, location=event[1])
+            elif kind == protocol.WARNING:
+                _, data, when, nodeid, where = event
+                self.hook.pytest_warning_recorded.call_historic(
+                    kwargs=dict(
+                        warning_message=protocol.decode_warning(data),
+                        when=when,
+                        nodeid=nodeid,
+                        location=where,
+                    )
+                )
+
+    def fail_item(self, node: Any, item: pytest.Item, message: str) -> pytest.TestReport:
+        """Report ``item`` as failed for a reason the worker could not report itself."""
+        now = time.time()
+        report = pytest.TestReport(
+            nodeid=item.nodeid,
+            location=item.location,
+            keywords={name: 1 for name in item.keywords},
+            outcome="failed",
+            longrepr=message,
+            when="call",
+            sections=[],
+            duration=0.0,
+            start=now,
+            stop=now,
+            user_properties=[],
+        )
+        report.node = node  # type: ignore[attr-defined]
+        self.hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        self.hook.pytest_runtest_logreport(report=report)
+        self.hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return report

@@ -1,0 +1,325 @@
+"""The worker: runs the items the controller hands it and streams back what they report.
+
+A worker runs an ordinary pytest session over its share of the items: the same
+``pytest_runtest_protocol`` serial pytest calls, with the real next item so module and class
+fixtures are torn down exactly when serial pytest would. Since the next item may not have
+arrived yet, the worker asks for more work while it still holds a few items, and only blocks
+when its queue is down to the item about to run.
+
+Two start paths lead here. Forked workers (the default) inherit the collected session and go
+straight to :func:`run_forked`. Spawned and forkserver workers start a fresh interpreter,
+collect themselves (:func:`run_spawned`), and check they found the controller's nodeids.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+import warnings
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_procpar import isolation, protocol
+
+
+# Set on the worker's session so the running item's teardown takes every fixture down, as serial
+# pytest does after -x; not news for the controller, which stopped the run itself.
+RUN_STOPPING = "procpar: the run is stopping"
+
+
+@dataclass
+class Shared:
+    """Run-wide state in shared memory, written without locks.
+
+    ``failures[i]`` is written only by worker ``i``; ``stop`` only by the controller. Workers read
+    both before starting each item, so ``-x`` stops every worker without a round trip.
+    """
+
+    failures: Any  # multiprocessing RawArray of int, one slot per worker slot
+    stop: Any  # multiprocessing RawValue of int
+    maxfail: int
+
+    def should_stop(self) -> bool:
+        return bool(self.stop.value) or bool(self.maxfail and sum(self.failures) >= self.maxfail)
+
+
+class EventRecorder:
+    """Registered in the worker: records the events of the running item for the controller."""
+
+    def __init__(self, config: pytest.Config, shared: Shared, slot: int) -> None:
+        self.config = config
+        self.shared = shared
+        self.slot = slot
+        self.events: list[tuple[Any, ...]] = []
+        self.item: pytest.Item | None = None
+        self.keywords: dict[str, int] = {}
+        self.live = False  # historic hook replays at registration are not this worker's news
+
+    def begin(self, item: pytest.Item | None) -> None:
+        """Start recording for ``item`` (None: the session's own start or end)."""
+        self.item = item
+        self.keywords = {name: 1 for name in item.keywords} if item is not None else {}
+        self.events = []
+
+    def _location_event(self, kind: str, nodeid: str, location: Any) -> tuple[Any, ...]:
+        """The location always travels (the worker computed it anyway, the controller need
+        not); the nodeid only when it is not the running item's."""
+        item = self.item
+        if item is not None and nodeid == item.nodeid:
+            return (kind, tuple(location))
+        return (kind, tuple(location), nodeid)
+
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        self.events.append(self._location_event(protocol.LOGSTART, nodeid, location))
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
+        self.events.append(self._location_event(protocol.LOGFINISH, nodeid, location))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed and not hasattr(report, "wasxfail"):
+            self.shared.failures[self.slot] += 1
+        if self.item is not None and self.shared.should_stop():
+            # Like serial -x: the running item's teardown then takes everything down.
+            session = self.item.session
+            session.shouldstop = session.shouldstop or RUN_STOPPING
+        self.events.append(protocol.encode_report(self.config, report, self.item, self.keywords))
+
+    def pytest_warning_recorded(
+        self, warning_message: warnings.WarningMessage, when: str, nodeid: str, location: Any
+    ) -> None:
+        if self.live:
+            data = protocol.encode_warning(warning_message)
+            self.events.append((protocol.WARNING, data, when, nodeid, location))
+
+
+class WorkerLoop:
+    """Pulls item indexes from the controller and runs them in order."""
+
+    def __init__(
+        self,
+        session: pytest.Session,
+        reader: protocol.FrameReader,
+        write_fd: int,
+        shared: Shared,
+        slot: int,
+    ) -> None:
+        self.session = session
+        self.items = session.items
+        self.reader = reader
+        self.write_fd = write_fd
+        self.shared = shared
+        self.queue: deque[int] = deque()
+        self.no_more = False
+        self.asked = False
+        self.low_water = 1
+        self.recorder = EventRecorder(session.config, shared, slot)
+        session.config.pluginmanager.register(self.recorder, "procpar_worker")
+        self.recorder.live = True
+
+    def take(self, messages: list[tuple[Any, ...]]) -> None:
+        """Apply controller commands: more items (and how early to ask again), or no more."""
+        for message in messages:
+            if message[0] == protocol.RUN:
+                self.queue.extend(message[1])
+                self.low_water = max(1, len(message[1]) // 2)
+                self.asked = False
+            elif message[0] == protocol.DONE:
+                self.no_more = True
+        if self.reader.eof:  # the controller is gone: nothing more will come
+            self.no_more = True
+
+    def _ask(self) -> None:
+        if not self.asked:
+            protocol.send(self.write_fd, (protocol.WANT,))
+            self.asked = True
+
+    def _refill(self) -> None:
+        """Ask early for more work; wait for it only when the next item is needed."""
+        if not self.no_more and len(self.queue) <= self.low_water:
+            self._ask()
+        self.take(self.reader.receive(block=False))
+        while not self.no_more and len(self.queue) < 2:
+            self._ask()
+            self.take(self.reader.receive(block=True))
+
+    def send_events(self, index: int | None) -> None:
+        protocol.send(self.write_fd, (protocol.ITEM, index, self.recorder.events))
+        self.recorder.begin(None)
+
+    def run(self) -> None:
+        """Run items until the queue is empty and the controller has no more, or a stop."""
+        session = self.session
+        self._refill()
+        while self.queue and not self.shared.should_stop():
+            index = self.queue.popleft()
+            nextitem = self.items[self.queue[0]] if self.queue else None
+            self.recorder.begin(self.items[index])
+            try:
+                self.items[index].config.hook.pytest_runtest_protocol(
+                    item=self.items[index], nextitem=nextitem
+                )
+            finally:
+                self.send_events(index)
+            if session.shouldstop == RUN_STOPPING:
+                break
+            if session.shouldfail or session.shouldstop:
+                protocol.send(self.write_fd, (protocol.STOP, session.shouldfail, session.shouldstop))
+                break
+            self._refill()
+
+    def exitstatus(self) -> pytest.ExitCode:
+        return pytest.ExitCode.TESTS_FAILED if self.session.testsfailed else pytest.ExitCode.OK
+
+    def send_finished(self) -> None:
+        self.send_events(None)
+        workeroutput = self.session.config.workeroutput  # type: ignore[attr-defined]
+        protocol.send(self.write_fd, (protocol.FINISHED, workeroutput))
+
+    def serve(self, end_session: bool) -> bool:
+        """Run, then (if ``end_session``) finish the session; report a fatal end. True if clean."""
+        try:
+            self.run()
+            if end_session:
+                self.session.config.hook.pytest_sessionfinish(
+                    session=self.session, exitstatus=self.exitstatus()
+                )
+                self.send_finished()
+            return True
+        except pytest.exit.Exception as exc:
+            fatal: tuple[Any, ...] = ("exit", exc.msg, exc.returncode)
+        except KeyboardInterrupt:
+            fatal = ("interrupt", traceback.format_exc())
+        except BaseException:
+            fatal = ("internal", traceback.format_exc())
+        self.send_events(None)
+        protocol.send(self.write_fd, (protocol.FATAL, *fatal))
+        return False
+
+
+@dataclass
+class ForkStart:
+    """What a forked worker receives (inherited through fork, never pickled)."""
+
+    session: pytest.Session
+    workerinput: dict[str, Any]
+    slot: int
+    read_fd: int
+    write_fd: int
+    close_fds: Sequence[int]
+    shared: Shared
+    initial: Sequence[int]
+    basetemp: Path
+
+
+def _exit_process(code: int) -> None:
+    """Leave without running the controller's atexit handlers, which this copy inherited."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run_forked(start: ForkStart) -> None:
+    """Entry point of a forked worker."""
+    for fd in start.close_fds:  # other workers' pipe ends: EOF must mean what it says
+        os.close(fd)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    session = start.session
+    config = session.config
+    isolation.become_worker(config, start.workerinput)
+    isolation.restart_capture(config)
+    isolation.worker_basetemp(config, start.basetemp)
+    session.testsfailed = 0
+    session.shouldfail = session.shouldstop = False
+    loop = WorkerLoop(session, protocol.FrameReader(start.read_fd), start.write_fd, start.shared,
+                      start.slot)  # fmt: skip
+    loop.take([(protocol.RUN, list(start.initial))])
+    protocol.send(start.write_fd, (protocol.READY, None))
+    _exit_process(0 if loop.serve(end_session=True) else 1)
+
+
+@dataclass
+class SpawnStart:
+    """What a spawned or forkserver worker receives, pickled: enough to collect again."""
+
+    args: list[str]
+    option_dict: dict[str, Any]
+    invocation_dir: str
+    workerinput: dict[str, Any]
+    slot: int
+    reader: Any  # multiprocessing Connection, used only for its file descriptor
+    writer: Any
+    shared: Shared
+    initial: list[int]
+    nodeids: list[str]
+
+
+def match_items(items: Sequence[pytest.Item], nodeids: Sequence[str]) -> list[pytest.Item]:
+    """The worker's own items in the controller's order; a clear error when they differ."""
+    own = {item.nodeid: item for item in items}
+    missing = [nodeid for nodeid in nodeids if nodeid not in own]
+    wanted = set(nodeids)
+    extra = [item.nodeid for item in items if item.nodeid not in wanted]
+    if missing or extra:
+        raise WorkerCollectionMismatch(
+            f"collected {len(items)} items, the controller {len(nodeids)}; "
+            f"first only in the controller: {missing[:1] or 'none'}, "
+            f"first only in the worker: {extra[:1] or 'none'}"
+        )
+    return [own[nodeid] for nodeid in nodeids]
+
+
+class WorkerCollectionMismatch(Exception):
+    """A spawned worker collected other tests than the controller."""
+
+
+class SpawnedWorker:
+    """Plugin driving a spawned worker's own pytest session through the same loop."""
+
+    def __init__(self, start: SpawnStart) -> None:
+        self.start = start
+        self.loop: WorkerLoop | None = None
+        self.clean = False
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        isolation.become_worker(config, self.start.workerinput)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        start = self.start
+        write_fd = start.writer.fileno()
+        try:
+            session.items = match_items(session.items, start.nodeids)
+        except WorkerCollectionMismatch as exc:
+            protocol.send(write_fd, (protocol.FATAL, "mismatch", str(exc)))
+            return True
+        protocol.send(write_fd, (protocol.READY, None))
+        self.loop = WorkerLoop(session, protocol.FrameReader(start.reader.fileno()), write_fd,
+                               start.shared, start.slot)  # fmt: skip
+        self.loop.take([(protocol.RUN, start.initial)])
+        self.clean = self.loop.serve(end_session=False)
+        return True
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(self) -> Any:
+        result = yield
+        if self.loop is not None and self.clean:
+            self.loop.send_finished()
+        return result
+
+
+def run_spawned(start: SpawnStart) -> None:
+    """Entry point of a spawned or forkserver worker: collect like the controller, then serve."""
+    os.chdir(start.invocation_dir)
+    config = pytest.Config.fromdictargs(start.option_dict, start.args)
+    config.workerinput = start.workerinput  # type: ignore[attr-defined]  # before any plugin looks
+    config.pluginmanager.register(SpawnedWorker(start), "procpar_spawned")
+    config.hook.pytest_cmdline_main(config=config)
+    _exit_process(0)

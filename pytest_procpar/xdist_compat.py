@@ -1,0 +1,114 @@
+"""What pytest-xdist users and plugins rely on, provided by procpar.
+
+Workers look like xdist workers (``config.workerinput``/``workeroutput``, the ``PYTEST_XDIST_*``
+environment variables, see :mod:`pytest_procpar.isolation`), the controller calls xdist's node
+hooks with a node object shaped like xdist's, and the ``worker_id`` / ``testrun_uid`` fixtures
+exist. When xdist itself is installed, procpar blocks it for the run so the two do not both own
+``-n``; xdist's hook specifications are then declared here instead.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import uuid
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+XDIST_PLUGIN_NAMES = ("xdist", "xdist.plugin")
+
+
+def xdist_loaded(pluginmanager: pytest.PytestPluginManager) -> bool:
+    """Whether pytest-xdist registered before procpar (and so owns ``-n``)."""
+    return any(pluginmanager.has_plugin(name) for name in XDIST_PLUGIN_NAMES)
+
+
+def block_xdist(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Keep xdist from loading later in this run; ``-p no:procpar`` lets it load instead."""
+    for name in XDIST_PLUGIN_NAMES:
+        pluginmanager.set_blocked(name)
+
+
+class XdistHookSpecs:
+    """xdist's hook specifications that procpar calls, with xdist's names and arguments."""
+
+    @pytest.hookspec()
+    def pytest_configure_node(self, node: Any) -> None:
+        """Called in the controller before a worker starts; may update ``node.workerinput``."""
+
+    @pytest.hookspec()
+    def pytest_testnodeready(self, node: Any) -> None:
+        """Called in the controller when a worker is ready to run tests."""
+
+    @pytest.hookspec()
+    def pytest_testnodedown(self, node: Any, error: object | None) -> None:
+        """Called in the controller when a worker is gone; ``node.workeroutput`` is filled in."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> Any:
+        """Called in the controller for the item a crashed worker was running."""
+
+
+def add_missing_hookspecs(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Declare xdist's hooks unless something (xdist itself) already did."""
+    missing = [
+        name
+        for name in dir(XdistHookSpecs)
+        if name.startswith("pytest_")
+        and getattr(getattr(pluginmanager.hook, name, None), "spec", None) is None
+    ]
+    if missing:
+        specs = type("XdistHookSpecs", (), {name: getattr(XdistHookSpecs, name) for name in missing})
+        pluginmanager.add_hookspecs(specs)
+
+
+class WorkerNode:
+    """The controller's handle on one worker, in the shape xdist-aware plugins expect.
+
+    ``report.node`` is set to it (the terminal shows ``[gw0]`` from ``node.gateway.id``), and
+    it is the ``node`` argument of the xdist node hooks.
+    """
+
+    def __init__(self, config: pytest.Config, workerinput: dict[str, Any]) -> None:
+        self.config = config
+        self.workerinput = workerinput
+        self.workeroutput: dict[str, Any] = {}
+        self.gateway = SimpleNamespace(id=workerinput["workerid"])
+        self.workerinfo = interpreter_info(workerinput["workerid"])
+
+    def __repr__(self) -> str:
+        return f"<WorkerNode {self.gateway.id}>"
+
+
+def interpreter_info(workerid: str) -> dict[str, Any]:
+    """The ``workerinfo`` xdist's nodes carry; pytest prints it above a worker's failures."""
+    return {
+        "id": workerid,
+        "version": sys.version,
+        "version_info": tuple(sys.version_info),
+        "sysplatform": sys.platform,
+        "platform": platform.platform(),
+        "executable": sys.executable,
+        "cwd": os.getcwd(),
+    }
+
+
+def new_testrunuid() -> str:
+    return uuid.uuid4().hex
+
+
+@pytest.fixture(scope="session")
+def worker_id(request: pytest.FixtureRequest) -> str:
+    """The id of this worker (``gw0``, ``gw1``, ...), or ``"master"`` when not parallel."""
+    workerinput = getattr(request.config, "workerinput", None)
+    return str(workerinput["workerid"]) if workerinput else "master"
+
+
+@pytest.fixture(scope="session")
+def testrun_uid(request: pytest.FixtureRequest) -> str:
+    """An id shared by every worker of this run, unique to the run."""
+    workerinput = getattr(request.config, "workerinput", None)
+    return str(workerinput["testrunuid"]) if workerinput else new_testrunuid()
