@@ -40,7 +40,11 @@ def cgroup_cpu_limit(proc: Path, cgroup_root: Path) -> int | None:
         if controllers == "":
             limits += _walk(cgroup_root, path, _v2_limit)
         elif "cpu" in controllers.split(","):
-            for mount in (cgroup_root / controllers, cgroup_root / "cpu,cpuacct", cgroup_root / "cpu"):
+            for mount in (
+                cgroup_root / controllers,
+                cgroup_root / "cpu,cpuacct",
+                cgroup_root / "cpu",
+            ):
                 if mount.is_dir():
                     limits += _walk(mount, path, _v1_limit)
                     break

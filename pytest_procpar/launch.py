@@ -9,10 +9,12 @@ options and collects by itself.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import pickle
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -33,10 +35,9 @@ class WorkerProcess:
     connections: list[Any] = field(default_factory=list)  # own the controller-side fds
 
     def send(self, message: tuple[Any, ...]) -> None:
-        try:
+        # A worker that is gone cannot be told anything; its exit is handled from its sentinel.
+        with contextlib.suppress(OSError):
             protocol.send(self.command_fd, message)
-        except OSError:  # the worker is gone; its exit is handled from its sentinel
-            pass
 
     def close(self) -> None:
         for connection in self.connections:
@@ -86,15 +87,16 @@ class Launcher:
         commands_r, commands_w = self.context.Pipe(duplex=False)
         protocol.enlarge_pipe(results_w.fileno())
         self.controller_fds |= {results_r.fileno(), commands_w.fileno()}
+        argument: worker.ForkStart | worker.SpawnStart
         if self.start_method == "fork":
-            target, argument = worker.run_forked, self._fork_start(
+            target: Callable[..., None] = worker.run_forked
+            argument = self._fork_start(
                 workerinput, slot, initial, commands_r.fileno(), results_w.fileno()
             )
         else:
-            target, argument = worker.run_spawned, self._spawn_start(
-                workerinput, slot, initial, commands_r, results_w
-            )
-        process = self.context.Process(
+            target = worker.run_spawned
+            argument = self._spawn_start(workerinput, slot, initial, commands_r, results_w)
+        process = self.context.Process(  # type: ignore[attr-defined]
             target=target, args=(argument,), name=f"procpar-{workerinput['workerid']}"
         )
         if self.start_method == "fork":
@@ -118,7 +120,12 @@ class Launcher:
             gc.unfreeze()
 
     def _fork_start(
-        self, workerinput: dict[str, Any], slot: int, initial: list[int], read_fd: int, write_fd: int
+        self,
+        workerinput: dict[str, Any],
+        slot: int,
+        initial: list[int],
+        read_fd: int,
+        write_fd: int,
     ) -> worker.ForkStart:
         return worker.ForkStart(
             session=self.session,
@@ -138,7 +145,9 @@ class Launcher:
         config = self.session.config
         if self._options is None:
             self._options = picklable_options(config)
-        options = dict(self._options, basetemp=str(self.basetemp / f"popen-{workerinput['workerid']}"))
+        options = dict(
+            self._options, basetemp=str(self.basetemp / f"popen-{workerinput['workerid']}")
+        )
         return worker.SpawnStart(
             args=list(config.invocation_params.args),
             option_dict=options,
@@ -151,4 +160,3 @@ class Launcher:
             initial=initial,
             nodeids=[item.nodeid for item in self.session.items],
         )
-

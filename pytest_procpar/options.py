@@ -66,7 +66,9 @@ def parse_start_method(value: str) -> str:
             f"expected one of {', '.join(START_METHODS)}, got {value!r}"
         )
     if text not in multiprocessing.get_all_start_methods():
-        raise argparse.ArgumentTypeError(f"start method {text!r} is not available on {sys.platform}")
+        raise argparse.ArgumentTypeError(
+            f"start method {text!r} is not available on {sys.platform}"
+        )
     return text
 
 

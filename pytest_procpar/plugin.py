@@ -15,6 +15,7 @@ from pytest_procpar.xdist_compat import testrun_uid, worker_id
 
 __all__ = ["testrun_uid", "worker_id"]
 
+SETTINGS_KEY = pytest.StashKey[options.Settings]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -38,16 +39,17 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
 
 
-SETTINGS_KEY = pytest.StashKey[options.Settings]()
-
-
+@pytest.hookimpl(trylast=True)  # after the terminal reporter exists
 def pytest_configure(config: pytest.Config) -> None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None:
         return
-    if settings.serial_reason:
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"procpar: {settings.serial_reason}, no workers started")
     if settings.workers > 0:
         config.pluginmanager.register(Controller(settings), "procpar_controller")
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is None or not settings.serial_reason:
+        return None
+    return f"procpar: {settings.serial_reason}, no workers started"

@@ -1,4 +1,4 @@
-"""The controller–worker wire protocol: framed messages over one pipe pair per worker.
+"""The controller-worker wire protocol: framed messages over one pipe pair per worker.
 
 Each worker has its own pipes rather than sharing one ``multiprocessing.Queue``: a worker killed
 while writing (OOM killer, segfault) can then only cut its own stream short, never hold a shared
@@ -86,7 +86,7 @@ class FrameReader:
     def receive(self, block: bool) -> list[tuple[Any, ...]]:
         """Frames available now; with ``block``, wait until at least one arrives or EOF."""
         messages: list[tuple[Any, ...]] = []
-        while not self.eof and (block and not messages or select.select([self.fd], [], [], 0)[0]):
+        while not self.eof and ((block and not messages) or select.select([self.fd], [], [], 0)[0]):
             messages += self.read_available()
         return messages
 
@@ -144,7 +144,7 @@ def decode_report(
         return pytest.TestReport(
             nodeid=item.nodeid,
             location=location,
-            keywords=dict(keywords),
+            keywords=dict(keywords),  # type: ignore[arg-type]
             outcome=outcome,
             longrepr=None,
             when=when,

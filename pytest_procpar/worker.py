@@ -28,7 +28,6 @@ import pytest
 
 from pytest_procpar import isolation, protocol
 
-
 # Set on the worker's session so the running item's teardown takes every fixture down, as serial
 # pytest does after -x; not news for the controller, which stopped the run itself.
 RUN_STOPPING = "procpar: the run is stopping"
@@ -170,7 +169,9 @@ class WorkerLoop:
             if session.shouldstop == RUN_STOPPING:
                 break
             if session.shouldfail or session.shouldstop:
-                protocol.send(self.write_fd, (protocol.STOP, session.shouldfail, session.shouldstop))
+                protocol.send(
+                    self.write_fd, (protocol.STOP, session.shouldfail, session.shouldstop)
+                )
                 break
             self._refill()
 

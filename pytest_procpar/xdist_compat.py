@@ -61,7 +61,9 @@ def add_missing_hookspecs(pluginmanager: pytest.PytestPluginManager) -> None:
         and getattr(getattr(pluginmanager.hook, name, None), "spec", None) is None
     ]
     if missing:
-        specs = type("XdistHookSpecs", (), {name: getattr(XdistHookSpecs, name) for name in missing})
+        specs = type(
+            "XdistHookSpecs", (), {name: getattr(XdistHookSpecs, name) for name in missing}
+        )
         pluginmanager.add_hookspecs(specs)
 
 

@@ -1,0 +1,66 @@
+"""A worker that dies costs only the test it was running; the run goes on."""
+
+from __future__ import annotations
+
+import pytest
+
+CRASHING_SUITE = """
+import os, signal
+
+def test_before():
+    pass
+
+def test_segfault():
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+def test_killed():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def test_exit_code():
+    os._exit(3)
+
+{passing}
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_crashes_fail_only_their_test(pytester: pytest.Pytester, method: str) -> None:
+    passing = "".join(f"def test_ok_{i}():\n    pass\n\n" for i in range(30))
+    pytester.makepyfile(test_crash=CRASHING_SUITE.format(passing=passing))
+    result = pytester.runpytest_subprocess(
+        "-p", "procpar", "-n", "2", "--procpar-start", method, "-p", "no:faulthandler"
+    )
+    result.assert_outcomes(passed=31, failed=3)
+    assert result.ret == 1
+    result.stdout.re_match_lines(
+        [r".*worker gw\d+ crashed while running test_crash.py::test_segfault: signal 11 \(SIGSEGV\)"],
+        consecutive=False,
+    )
+    result.stdout.re_match_lines(
+        [r".*crashed while running test_crash.py::test_killed: signal 9 \(SIGKILL\)"]
+    )
+    result.stdout.re_match_lines([r".*crashed while running test_crash.py::test_exit_code: exit code 3"])
+
+
+def test_every_worker_crashing_does_not_hang(pytester: pytest.Pytester) -> None:
+    body = "".join(f"def test_die_{i}():\n    import os; os._exit(1)\n\n" for i in range(12))
+    pytester.makepyfile(test_die=body)
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    assert result.ret == 1
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 1
+    assert outcomes.get("passed", 0) == 0
+
+
+def test_threads_at_fork_time_switch_to_forkserver(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import threading
+        stop = threading.Event()
+        threading.Thread(target=stop.wait, name="conftest-thread", daemon=True).start()
+        """
+    )
+    pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["procpar: 2 workers (forkserver; *conftest-thread*), 2 items"])
