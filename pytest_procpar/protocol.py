@@ -40,9 +40,9 @@ FATAL = "fatal"  # ("fatal", kind, payload): the worker loop ended by an excepti
 # Events inside an ITEM frame.
 LOGSTART = "logstart"  # ("logstart", location) or ("logstart", location, nodeid)
 LOGFINISH = "logfinish"  # ("logfinish", location) or ("logfinish", location, nodeid)
-REPORT = "report"  # ("report", serialized report dict)
+REPORT = "report"  # ("report", serialized report dict, longrepr is text without a crash line)
 PLAIN_REPORT = "plain"  # ("plain", when, outcome, duration, start, stop)
-WARNING = "warning"  # ("warning", serialized warning dict)
+WARNING = "warning"  # ("warning", serialized warning dict, when, nodeid, location)
 
 _HEADER = struct.Struct("!I")
 _PIPE_SIZE = 1 << 20
@@ -128,7 +128,11 @@ def encode_report(
         return (PLAIN_REPORT, report.when, report.outcome, report.duration, report.start,
                 report.stop)  # fmt: skip
     data = config.hook.pytest_report_to_serializable(config=config, report=report)
-    return (REPORT, data)
+    # pytest serializes a failure representation without a crash line (a doctest failure,
+    # a plugin's own repr) as its text; say so, or the text would pass for the crash message.
+    longrepr = report.longrepr
+    opaque = hasattr(longrepr, "toterminal") and not hasattr(longrepr, "reprcrash")
+    return (REPORT, data, opaque)
 
 
 def decode_report(
@@ -157,7 +161,23 @@ def decode_report(
     report: pytest.TestReport = config.hook.pytest_report_from_serializable(
         config=config, data=event[1]
     )
+    if event[2] and isinstance(report.longrepr, str):
+        report.longrepr = TextRepr(report.longrepr)  # type: ignore[assignment]
     return report
+
+
+class TextRepr:
+    """A failure representation that arrived as text: printed as it is, with no crash line."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def toterminal(self, tw: Any) -> None:
+        for line in self.text.splitlines():
+            tw.line(line)
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def encode_warning(message: warnings.WarningMessage) -> dict[str, Any]:

@@ -27,6 +27,8 @@ class Replayer:
     def replay(self, node: Any, index: int | None, events: list[tuple[Any, ...]]) -> None:
         item = self.items[index] if index is not None else None
         keywords = {name: 1 for name in item.keywords} if item is not None else {}
+        # As in serial pytest: only the conftests on the item's path hear about it.
+        hooks = item.ihook if item is not None else self.hook
         location = None  # the item's, as computed by the worker and sent with logstart
         for event in events:
             kind = event[0]
@@ -35,20 +37,20 @@ class Replayer:
                     location = item.location
                 report = protocol.decode_report(self.config, event, item, location, keywords)  # type: ignore[arg-type]
                 report.node = node  # type: ignore[attr-defined]
-                self.hook.pytest_runtest_logreport(report=report)
+                hooks.pytest_runtest_logreport(report=report)
             elif kind in (protocol.LOGSTART, protocol.LOGFINISH):
                 nodeid = event[2] if len(event) > 2 else item.nodeid  # type: ignore[union-attr]
                 if len(event) == 2:
                     location = event[1]
                 hook = (
-                    self.hook.pytest_runtest_logstart
+                    hooks.pytest_runtest_logstart
                     if kind == protocol.LOGSTART
-                    else self.hook.pytest_runtest_logfinish
+                    else hooks.pytest_runtest_logfinish
                 )
                 hook(nodeid=nodeid, location=event[1])
             elif kind == protocol.WARNING:
                 _, data, when, nodeid, where = event
-                self.hook.pytest_warning_recorded.call_historic(
+                hooks.pytest_warning_recorded.call_historic(
                     kwargs=dict(
                         warning_message=protocol.decode_warning(data),
                         when=when,
@@ -74,7 +76,7 @@ class Replayer:
             user_properties=[],
         )
         report.node = node  # type: ignore[attr-defined]
-        self.hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-        self.hook.pytest_runtest_logreport(report=report)
-        self.hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        item.ihook.pytest_runtest_logreport(report=report)
+        item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return report

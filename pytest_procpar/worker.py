@@ -184,21 +184,32 @@ class WorkerLoop:
         protocol.send(self.write_fd, (protocol.FINISHED, workeroutput))
 
     def serve(self, end_session: bool) -> bool:
-        """Run, then (if ``end_session``) finish the session; report a fatal end. True if clean."""
+        """Run, then (if ``end_session``) finish the session as serial pytest would even after
+        ``pytest.exit`` or Ctrl-C, so session fixtures are torn down. True if it ended cleanly."""
+        fatal: tuple[Any, ...] | None = None
+        exitstatus: int = pytest.ExitCode.INTERRUPTED
         try:
             self.run()
-            if end_session:
-                self.session.config.hook.pytest_sessionfinish(
-                    session=self.session, exitstatus=self.exitstatus()
-                )
-                self.send_finished()
-            return True
+            exitstatus = self.exitstatus()
         except pytest.exit.Exception as exc:
-            fatal: tuple[Any, ...] = ("exit", exc.msg, exc.returncode)
+            fatal = ("exit", exc.msg, exc.returncode)
+            exitstatus = exc.returncode if exc.returncode is not None else exitstatus
         except KeyboardInterrupt:
             fatal = ("interrupt", traceback.format_exc())
         except BaseException:
             fatal = ("internal", traceback.format_exc())
+            exitstatus = pytest.ExitCode.INTERNAL_ERROR
+        if end_session:
+            try:
+                self.session.config.hook.pytest_sessionfinish(
+                    session=self.session, exitstatus=exitstatus
+                )
+            except BaseException:
+                fatal = fatal or ("internal", traceback.format_exc())
+        if fatal is None:
+            if end_session:
+                self.send_finished()
+            return True
         self.send_events(None)
         protocol.send(self.write_fd, (protocol.FATAL, *fatal))
         return False

@@ -33,13 +33,18 @@ def test_crashes_fail_only_their_test(pytester: pytest.Pytester, method: str) ->
     result.assert_outcomes(passed=31, failed=3)
     assert result.ret == 1
     result.stdout.re_match_lines(
-        [r".*worker gw\d+ crashed while running test_crash.py::test_segfault: signal 11 \(SIGSEGV\)"],
+        [
+            r".*worker gw\d+ crashed while running test_crash.py::test_segfault: "
+            r"signal 11 \(SIGSEGV\)"
+        ],
         consecutive=False,
     )
     result.stdout.re_match_lines(
         [r".*crashed while running test_crash.py::test_killed: signal 9 \(SIGKILL\)"]
     )
-    result.stdout.re_match_lines([r".*crashed while running test_crash.py::test_exit_code: exit code 3"])
+    result.stdout.re_match_lines(
+        [r".*crashed while running test_crash.py::test_exit_code: exit code 3"]
+    )
 
 
 def test_every_worker_crashing_does_not_hang(pytester: pytest.Pytester) -> None:

@@ -6,8 +6,6 @@ import os
 import threading
 import warnings
 
-import pytest
-
 from pytest_procpar import protocol
 
 

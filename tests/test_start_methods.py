@@ -1,0 +1,61 @@
+"""Spawned and forkserver workers collect by themselves and must find the controller's tests."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_collection_mismatch_is_a_clear_error(pytester: pytest.Pytester, method: str) -> None:
+    pytester.makeconftest(
+        """
+        def pytest_collection_modifyitems(config, items):
+            if hasattr(config, "workerinput"):  # only workers drop a test
+                items[:] = [item for item in items if item.name != "test_b"]
+        """
+    )
+    pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "--procpar-start", method)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        [
+            "*procpar: worker gw* collected 1 items, the controller 2; "
+            "first only in the controller: [[]*::test_b*"
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_forked_workers_do_not_collect_again(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        def pytest_collection_finish(session):
+            with open("collections.txt", "a") as out:
+                out.write(str(getattr(session.config, "workerinput", "controller")) + "\\n")
+        """
+    )
+    pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result.assert_outcomes(passed=2)
+    assert (pytester.path / "collections.txt").read_text().split() == ["controller"]
+
+
+def test_spawned_workers_collect_and_match(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        "import pytest\n@pytest.mark.parametrize('x', range(6))\ndef test_x(x): pass\n"
+    )
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "--procpar-start", "spawn")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["procpar: 2 workers (spawn), 6 items"])
+
+
+def test_side_by_side_with_xdist(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
+    ours = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    ours.assert_outcomes(passed=2)
+    ours.stdout.fnmatch_lines(["procpar: 2 workers (fork), 2 items"])
+    theirs = pytester.runpytest_subprocess("-p", "no:procpar", "-n", "2")
+    theirs.assert_outcomes(passed=2)
+    assert "procpar:" not in theirs.stdout.str()
+    theirs.stdout.fnmatch_lines(["*2 workers [[]2 items[]]*"])
