@@ -1,0 +1,45 @@
+"""A forked worker starts as a copy of the controller: nothing the copy holds may act twice."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_output_buffered_before_the_fork_is_written_once(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import sys
+
+        def pytest_collection_finish(session):
+            sys.stdout.write("BUFFERED-BEFORE-FORK")  # no newline, no flush: still in the buffer
+        """
+    )
+    pytester.makepyfile("".join(f"def test_{i}(): pass\n" for i in range(6)))
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "3")
+    result.assert_outcomes(passed=6)
+    assert result.stdout.str().count("BUFFERED-BEFORE-FORK") == 1
+
+
+def test_summary_and_header_printed_once(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_ok(): pass\ndef test_bad(): assert 0\n")
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "-rA")
+    output = result.stdout.str()
+    assert output.count("test session starts") == 1
+    assert output.count("procpar: 2 workers") == 1
+    assert output.count("short test summary info") == 1
+    assert output.count("FAILED ") == 1
+    assert output.count("PASSED ") == 1
+
+
+def test_capture_files_are_not_shared(pytester: pytest.Pytester) -> None:
+    """Each failing test shows exactly its own output, however the workers interleave."""
+    body = "".join(
+        f"def test_{i}():\n    print('own-output-{i}-' * 50)\n    assert False\n\n"
+        for i in range(20)
+    )
+    pytester.makepyfile(test_out=body)
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result.assert_outcomes(failed=20)
+    output = result.stdout.str()
+    for i in range(20):
+        assert output.count(f"own-output-{i}-" * 50) == 1
