@@ -19,10 +19,12 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import launch, protocol
+from pytest_procpar import launch, protocol, workitems
+from pytest_procpar.durations import DurationStore
 from pytest_procpar.options import Settings
 from pytest_procpar.replay import Replayer
-from pytest_procpar.scheduler import LoadScheduler, Scheduler
+from pytest_procpar.runreport import RunReport
+from pytest_procpar.scheduler import POLICIES, Scheduler
 from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid
 
 RESTARTS_PER_WORKER = 4  # like xdist: a crashing suite cannot restart workers forever
@@ -64,7 +66,9 @@ class WorkerState:
 class ParallelRun:
     """One parallel execution of ``session.items``."""
 
-    def __init__(self, session: pytest.Session, settings: Settings) -> None:
+    def __init__(
+        self, session: pytest.Session, settings: Settings, durations: DurationStore
+    ) -> None:
         self.session = session
         self.config = session.config
         self.items = session.items
@@ -75,7 +79,8 @@ class ParallelRun:
         if threads:
             self.start_method = "forkserver"
             self.notice = f"; fork is unsafe with threads running ({', '.join(threads)})"
-        self.scheduler: Scheduler = LoadScheduler(len(self.items), self.worker_count)
+        self.scheduler = self._make_scheduler(settings.dist, durations)
+        self.report = RunReport(settings.dist)
         self.replayer = Replayer(self.config, self.items)
         basetemp = self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
         self.launcher = launch.Launcher(session, self.start_method, self.worker_count, basetemp)
@@ -85,6 +90,15 @@ class ParallelRun:
         self.started_count = 0
         self.restarts_left = RESTARTS_PER_WORKER * self.worker_count
         self.fatal: tuple[WorkerState, str, tuple[Any, ...]] | None = None
+
+    def _make_scheduler(self, dist: str, durations: DurationStore) -> Scheduler:
+        cache = self.config.cache
+        lastfailed = cache.get("cache/lastfailed", {}) if cache is not None else {}
+        described = workitems.describe(self.items, durations.known, lastfailed)
+        custom: Scheduler | None = self.config.hook.pytest_procpar_make_scheduler(
+            config=self.config, items=described, workers=self.worker_count
+        )
+        return custom if custom is not None else POLICIES[dist](described, self.worker_count)
 
     # -- starting -------------------------------------------------------------------------
 
@@ -98,6 +112,7 @@ class ParallelRun:
         self.started_count += 1
         node = WorkerNode(self.config, workerinput)
         self.config.hook.pytest_configure_node(node=node)
+        self.scheduler.add_worker(node.gateway.id)
         initial = self.scheduler.next_batch(node.gateway.id)
         sys.stdout.flush()  # buffered output must not be written again by the copy
         sys.stderr.flush()
@@ -139,6 +154,7 @@ class ParallelRun:
             raise
         finally:
             self._terminate_all()
+            self.report.finish()
         self._raise_fatal()
 
     @property
@@ -169,9 +185,11 @@ class ParallelRun:
     def _dispatch(self, state: WorkerState, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == protocol.ITEM:
-            _, index, events = message
-            if index is not None and index in state.assigned:
-                state.assigned.remove(index)
+            _, index, events, seconds = message
+            if index is not None:
+                if index in state.assigned:
+                    state.assigned.remove(index)
+                self.report.item_done(state.workerid, seconds)
             self.replayer.replay(state.node, index, events)
         elif kind == protocol.WANT:
             self._give_work(state)
@@ -227,7 +245,7 @@ class ParallelRun:
             )
         else:
             message = f"worker {state.workerid} crashed: {how}"
-        self.scheduler.requeue(list(state.assigned))
+        self.scheduler.remove_worker(state.workerid, list(state.assigned))
         state.assigned.clear()
         self.config.hook.pytest_testnodedown(node=state.node, error=message)
         if not self.scheduler.has_pending() or self.stopping:
@@ -273,8 +291,10 @@ class ParallelRun:
 class Controller:
     """Plugin registered in the main process when the run has workers."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.settings = settings
+        self.durations = DurationStore(config)
+        self.run: ParallelRun | None = None
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
@@ -289,9 +309,31 @@ class Controller:
             raise session.Interrupted(f"{count} error{'s' if count != 1 else ''} during collection")
         if session.config.option.collectonly or not session.items:
             return True
-        ParallelRun(session, self.settings).execute()
+        self.run = ParallelRun(session, self.settings, self.durations)
+        self.run.execute()
         if session.shouldfail:
             raise session.Failed(session.shouldfail)
         if session.shouldstop:
             raise session.Interrupted(session.shouldstop)
         return True
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.durations.record(report)
+
+    def pytest_sessionfinish(self) -> None:
+        if self.run is not None:
+            self.durations.save()
+
+    def pytest_terminal_summary(
+        self, terminalreporter: pytest.TerminalReporter, config: pytest.Config
+    ) -> None:
+        run = self.run
+        if run is None or not run.report.workers:
+            return
+        if config.option.procpar_report or config.get_verbosity() > 0:
+            terminalreporter.write_sep("=", "procpar run report")
+            for line in run.report.table(run.worker_count, self.durations.slowest(5)):
+                terminalreporter.write_line(line)
+        else:
+            slowest = self.durations.slowest(1)
+            terminalreporter.write_line(run.report.summary_line(run.worker_count, slowest))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from pytest_procpar.cpus import available_cpus
+from pytest_procpar.scheduler import DEFAULT_POLICY, POLICIES, SERIAL_POLICY
 
 START_METHODS = ("fork", "forkserver", "spawn")
 AUTO_ENV_VARS = ("PYTEST_PROCPAR_AUTO_NUM_WORKERS", "PYTEST_XDIST_AUTO_NUM_WORKERS")
@@ -72,6 +73,15 @@ def parse_start_method(value: str) -> str:
     return text
 
 
+def parse_dist(value: str) -> str:
+    """``--dist`` value: a scheduling policy name, or ``no`` for a serial run."""
+    text = str(value).strip()
+    if text not in POLICIES and text != SERIAL_POLICY:
+        choices = ", ".join([*POLICIES, SERIAL_POLICY])
+        raise argparse.ArgumentTypeError(f"expected one of {choices}, got {value!r}")
+    return text
+
+
 def default_start_method() -> str:
     """fork where the platform has it (workers then share the collected items), else spawn."""
     return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -101,6 +111,16 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
             default=None,
             help="Never start more than N workers. Ini: procpar_maxprocesses.",
         )
+        group.addoption(
+            "--dist",
+            dest="dist",
+            metavar="POLICY",
+            type=parse_dist,
+            default=None,
+            help=f"How tests are shared out: {', '.join(POLICIES)} (default {DEFAULT_POLICY}: "
+            "longest first by the durations of earlier runs, keeping tests that share a "
+            "module or class fixture together), or no (serial). Ini: procpar_dist.",
+        )
     group.addoption(
         "--procpar-start",
         dest="procpar_start",
@@ -110,7 +130,24 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
         help="How workers are started: fork (default on Linux: workers inherit the "
         "collected tests), forkserver or spawn (workers collect again). Ini: procpar_start.",
     )
+    group.addoption(
+        "--procpar-durations",
+        dest="procpar_durations",
+        metavar="PATH",
+        default=None,
+        help="Read and update test durations in this JSON file (pytest-split's format) "
+        "instead of pytest's cache, e.g. to cache or commit it in CI.",
+    )
+    group.addoption(
+        "--procpar-report",
+        dest="procpar_report",
+        action="store_true",
+        default=False,
+        help="Print a per-worker table of items, busy and idle time after a parallel run "
+        "(also shown with -v).",
+    )
     parser.addini("procpar_numprocesses", "Default for -n/--numprocesses.", default=None)
+    parser.addini("procpar_dist", "Default for --dist.", default=None)
     parser.addini("procpar_maxprocesses", "Default for --maxprocesses.", default=None)
     parser.addini("procpar_start", "Default for --procpar-start.", default=None)
 
@@ -121,6 +158,7 @@ class Settings:
 
     workers: int  # 0 means: run serially, procpar stays out of the way
     start_method: str
+    dist: str = DEFAULT_POLICY
     serial_reason: str | None = None  # set when -n was asked for but an option needs serial
 
 
@@ -139,8 +177,8 @@ def _option(config: pytest.Config, dest: str, ini: str, parse: object) -> object
     return value if value is not None else _from_ini(config, ini, parse)
 
 
-def auto_workers() -> int:
-    """Worker count for ``-n auto``: an env override, else the CPUs we may really use."""
+def auto_workers(config: pytest.Config) -> int:
+    """Worker count for ``-n auto``: an env override, a plugin's answer, else our CPUs."""
     for name in AUTO_ENV_VARS:
         raw = os.environ.get(name)
         if raw:
@@ -151,12 +189,13 @@ def auto_workers() -> int:
             if count < 1:
                 raise pytest.UsageError(f"{name} must be a whole number >= 1, got {raw!r}")
             return count
-    return available_cpus()
+    from_plugin = config.hook.pytest_procpar_auto_num_workers(config=config)
+    return int(from_plugin) if from_plugin else available_cpus()
 
 
-def count_workers(requested: NumProcesses) -> int:
+def count_workers(config: pytest.Config, requested: NumProcesses) -> int:
     if requested == "auto":
-        return auto_workers()
+        return auto_workers(config)
     if requested == "logical":
         return os.cpu_count() or 1
     assert isinstance(requested, int)
@@ -168,13 +207,16 @@ def resolve(config: pytest.Config) -> Settings:
     requested = _option(config, "numprocesses", "procpar_numprocesses", parse_numprocesses)
     maximum = _option(config, "maxprocesses", "procpar_maxprocesses", parse_maxprocesses)
     start = _option(config, "procpar_start", "procpar_start", parse_start_method)
+    dist = str(_option(config, "dist", "procpar_dist", parse_dist) or DEFAULT_POLICY)
     start_method = str(start) if start is not None else default_start_method()
     if requested is None:
-        return Settings(0, start_method)
-    workers = count_workers(requested)  # type: ignore[arg-type]
+        return Settings(0, start_method, dist)
+    workers = count_workers(config, requested)  # type: ignore[arg-type]
     if isinstance(maximum, int):
         workers = min(workers, maximum)
+    if workers and dist == SERIAL_POLICY:
+        return Settings(0, start_method, dist, serial_reason="--dist no runs serially")
     for dest, flag in SERIAL_ONLY_OPTIONS.items():
         if workers and getattr(config.option, dest, False):
-            return Settings(0, start_method, serial_reason=f"{flag} runs serially")
-    return Settings(workers, start_method)
+            return Settings(0, start_method, dist, serial_reason=f"{flag} runs serially")
+    return Settings(workers, start_method, dist)

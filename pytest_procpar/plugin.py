@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_procpar import options, xdist_compat
+from pytest_procpar import hookspecs, options, xdist_compat
 from pytest_procpar.controller import Controller
 from pytest_procpar.xdist_compat import testrun_uid, worker_id
 
@@ -19,6 +19,7 @@ SETTINGS_KEY = pytest.StashKey[options.Settings]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
     if not xdist_compat.xdist_loaded(pluginmanager):
         xdist_compat.add_missing_hookspecs(pluginmanager)
 
@@ -41,11 +42,16 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)  # after the terminal reporter exists
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "procpar_group(name): with --dist loadgroup, run these tests on one worker"
+    )
+    if not xdist_compat.xdist_loaded(config.pluginmanager):
+        config.addinivalue_line("markers", "xdist_group(name): the same as procpar_group")
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None:
         return
     if settings.workers > 0:
-        config.pluginmanager.register(Controller(settings), "procpar_controller")
+        config.pluginmanager.register(Controller(config, settings), "procpar_controller")
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

@@ -31,7 +31,7 @@ DONE = "done"  # ("done",): no more items will come; finish the queue and the se
 
 # Worker -> controller.
 READY = "ready"  # ("ready", None): the worker is up and has the items
-ITEM = "item"  # ("item", index, [event, ...]): everything one item reported, in order
+ITEM = "item"  # ("item", index, [event, ...], seconds): all one item reported, and its time
 WANT = "want"  # ("want",): the worker's queue is running low
 STOP = "stop"  # ("stop", shouldfail, shouldstop): the worker's session asked to stop
 FINISHED = "finished"  # ("finished", workeroutput): session finished cleanly

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 import traceback
 import warnings
 from collections import deque
@@ -118,6 +119,7 @@ class WorkerLoop:
         self.no_more = False
         self.asked = False
         self.low_water = 1
+        self.pid = os.getpid()
         self.recorder = EventRecorder(session.config, shared, slot)
         session.config.pluginmanager.register(self.recorder, "procpar_worker")
         self.recorder.live = True
@@ -148,8 +150,8 @@ class WorkerLoop:
             self._ask()
             self.take(self.reader.receive(block=True))
 
-    def send_events(self, index: int | None) -> None:
-        protocol.send(self.write_fd, (protocol.ITEM, index, self.recorder.events))
+    def send_events(self, index: int | None, seconds: float = 0.0) -> None:
+        protocol.send(self.write_fd, (protocol.ITEM, index, self.recorder.events, seconds))
         self.recorder.begin(None)
 
     def run(self) -> None:
@@ -160,12 +162,15 @@ class WorkerLoop:
             index = self.queue.popleft()
             nextitem = self.items[self.queue[0]] if self.queue else None
             self.recorder.begin(self.items[index])
+            started = time.perf_counter()
             try:
                 self.items[index].config.hook.pytest_runtest_protocol(
                     item=self.items[index], nextitem=nextitem
                 )
             finally:
-                self.send_events(index)
+                if os.getpid() != self.pid:  # a test forked and its child came back up here
+                    os._exit(0)
+                self.send_events(index, time.perf_counter() - started)
             if session.shouldstop == RUN_STOPPING:
                 break
             if session.shouldfail or session.shouldstop:

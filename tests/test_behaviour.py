@@ -47,7 +47,12 @@ def run_bare(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 
 def headers(result: pytest.RunResult) -> list[str]:
-    return [line for line in result.outlines if line.startswith("procpar:")]
+    """Lines announcing workers or a serial run (not the closing run report)."""
+    return [
+        line
+        for line in result.outlines
+        if line.startswith("procpar:") and "scheduling," not in line
+    ]
 
 
 def header(result: pytest.RunResult) -> tuple[int, str, int]:

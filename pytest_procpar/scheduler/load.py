@@ -1,34 +1,30 @@
-"""Pull scheduling with shrinking chunks: big batches early, single items at the end.
-
-A worker asks for work when its queue runs low. It gets ``pending / (FACTOR * workers)`` items,
-so the first batches are large (few round trips for thousands of tiny tests) and the last ones
-hold a single item each (no worker sits idle while another still has a queue).
-"""
+"""``--dist load``: items in collection order, pulled in batches that shrink towards the end."""
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Sequence
 
-CHUNK_FACTOR = 4
-MAX_CHUNK = 2000
+from pytest_procpar.scheduler.base import WorkItem, guided_count
 
 
 class LoadScheduler:
-    """Hands out items in collection order, in chunks that shrink as the run nears its end."""
+    """Whoever asks gets the next ``pending / (4 x workers)`` items in collection order."""
 
-    def __init__(self, item_count: int, worker_count: int) -> None:
-        self.pending: deque[int] = deque(range(item_count))
-        self.worker_count = max(1, worker_count)
+    def __init__(self, items: Sequence[WorkItem], workers: int) -> None:
+        self.pending: deque[int] = deque(item.index for item in items)
+        self.workers = max(1, workers)
+
+    def add_worker(self, worker: str) -> None:
+        pass
 
     def next_batch(self, worker: str) -> list[int]:
-        size = math.ceil(len(self.pending) / (CHUNK_FACTOR * self.worker_count))
-        size = min(max(1, size), MAX_CHUNK)
-        return [self.pending.popleft() for _ in range(min(size, len(self.pending)))]
+        return [
+            self.pending.popleft() for _ in range(guided_count(len(self.pending), self.workers))
+        ]
 
-    def requeue(self, indexes: Sequence[int]) -> None:
-        self.pending.extendleft(reversed(indexes))
+    def remove_worker(self, worker: str, unfinished: Sequence[int]) -> None:
+        self.pending.extendleft(reversed(unfinished))
 
     def has_pending(self) -> bool:
         return bool(self.pending)

@@ -1,0 +1,28 @@
+"""procpar's own hooks: the public contract for plugins that extend it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_procpar.scheduler import Scheduler, WorkItem
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_procpar_auto_num_workers(config: pytest.Config) -> int | None:
+    """Return the number of workers ``-n auto`` starts, or None to let procpar decide.
+
+    The environment variables ``PYTEST_PROCPAR_AUTO_NUM_WORKERS`` and
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still take precedence, so a CI job can override a plugin.
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_procpar_make_scheduler(
+    config: pytest.Config, items: Sequence[WorkItem], workers: int
+) -> Scheduler | None:
+    """Return a scheduler for this run (see ``pytest_procpar.scheduler.base.Scheduler``), or
+    None to use the ``--dist`` policy. ``items`` describe the collected tests in order."""

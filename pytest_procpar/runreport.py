@@ -1,0 +1,63 @@
+"""The run report: how busy each worker was, so a bad schedule is visible at a glance.
+
+Efficiency is busy time over (workers x wall time): 100% means no worker ever waited, and the
+run could not have finished sooner with the same workers (short of running tests faster).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class WorkerStats:
+    items: int = 0
+    busy: float = 0.0
+
+
+@dataclass
+class RunReport:
+    policy: str
+    workers: dict[str, WorkerStats] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    ended: float | None = None
+
+    def item_done(self, worker: str, seconds: float) -> None:
+        stats = self.workers.setdefault(worker, WorkerStats())
+        stats.items += 1
+        stats.busy += seconds
+
+    def finish(self) -> None:
+        self.ended = time.perf_counter()
+
+    @property
+    def wall(self) -> float:
+        return (self.ended or time.perf_counter()) - self.started
+
+    @property
+    def busy(self) -> float:
+        return sum(stats.busy for stats in self.workers.values())
+
+    def efficiency(self, worker_slots: int) -> float:
+        return self.busy / (worker_slots * self.wall) if self.wall > 0 and worker_slots else 0.0
+
+    def summary_line(self, worker_slots: int, slowest: list[tuple[str, float]]) -> str:
+        line = (
+            f"procpar: {self.policy} scheduling, {worker_slots} workers, "
+            f"efficiency {self.efficiency(worker_slots):.0%} "
+            f"(busy {self.busy:.1f}s of {worker_slots} x {self.wall:.1f}s)"
+        )
+        if slowest:
+            nodeid, seconds = slowest[0]
+            line += f", slowest {nodeid} {seconds:.2f}s"
+        return line
+
+    def table(self, worker_slots: int, slowest: list[tuple[str, float]]) -> list[str]:
+        lines = [f"{'worker':<8} {'items':>7} {'busy s':>8} {'idle s':>8}"]
+        for worker, stats in sorted(self.workers.items(), key=lambda entry: int(entry[0][2:])):
+            idle = max(0.0, self.wall - stats.busy)
+            lines.append(f"{worker:<8} {stats.items:>7} {stats.busy:>8.2f} {idle:>8.2f}")
+        lines.append(self.summary_line(worker_slots, []))
+        lines += [f"slowest: {seconds:8.2f}s {nodeid}" for nodeid, seconds in slowest]
+        return lines

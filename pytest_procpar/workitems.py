@@ -1,0 +1,61 @@
+"""What the scheduler is told about each collected item (see ``scheduler.base.WorkItem``)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+from pytest_procpar.scheduler.base import WorkItem
+
+GROUP_MARKERS = ("procpar_group", "xdist_group")
+SHARED_SCOPES = ("package", "module", "class")
+
+
+def group_name(item: pytest.Item) -> str | None:
+    for name in GROUP_MARKERS:
+        marker = item.get_closest_marker(name)
+        if marker is not None:
+            value = marker.args[0] if marker.args else marker.kwargs.get("name", "default")
+            return str(value)
+    return None
+
+
+def fixture_scope(item: pytest.Item, file: str, scope: str) -> str | None:
+    """The module (or class) whose scoped fixtures this item shares with its neighbours."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    scopes = {defs[-1].scope for defs in info.name2fixturedefs.values() if defs}
+    if scopes & {"package", "module"}:
+        return file
+    if "class" in scopes:
+        return scope
+    return None
+
+
+def describe(
+    items: Sequence[pytest.Item], durations: Mapping[str, float], lastfailed: Mapping[str, object]
+) -> list[WorkItem]:
+    known = [durations[item.nodeid] for item in items if item.nodeid in durations]
+    median = statistics.median(known) if known else 1.0
+    described = []
+    for index, item in enumerate(items):
+        nodeid = item.nodeid
+        file = nodeid.split("::", 1)[0]
+        scope = nodeid.rsplit("::", 1)[0]
+        described.append(
+            WorkItem(
+                index=index,
+                nodeid=nodeid,
+                file=file,
+                scope=scope,
+                fixture_scope=fixture_scope(item, file, scope),
+                group=group_name(item),
+                expected=durations.get(nodeid, median),
+                known=nodeid in durations,
+                failed_last=nodeid in lastfailed,
+            )
+        )
+    return described
