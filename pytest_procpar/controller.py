@@ -10,16 +10,19 @@ after a stop), so exit codes and closing messages are the same.
 
 from __future__ import annotations
 
+import os
 import selectors
 import signal
 import sys
+import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from pytest_procpar import launch, protocol, workitems
+from pytest_procpar import faults, launch, protocol, workitems
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.options import Settings
 from pytest_procpar.replay import Replayer
@@ -35,17 +38,6 @@ class WorkerFailure(Exception):
     """An error inside a worker's own loop (not in a test): serial pytest's INTERNALERROR."""
 
 
-def describe_exit(exitcode: int | None) -> str:
-    """``signal 11 (SIGSEGV)`` or ``exit code 3``, for crash messages."""
-    if exitcode is not None and exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = "unknown signal"
-        return f"signal {-exitcode} ({name})"
-    return f"exit code {exitcode}"
-
-
 @dataclass
 class WorkerState:
     """The controller's bookkeeping for one worker process."""
@@ -57,10 +49,18 @@ class WorkerState:
     finished: bool = False
     fatal: bool = False
     told_done: bool = False
+    alive: bool = True
+    timed_out: tuple[int, float] | None = None  # (item index, limit) once overdue
+    kill_at: float = 0.0  # when to SIGKILL a worker told to stop
+    internal_error: tuple[int, str] | None = None  # (item index, traceback)
 
     @property
     def workerid(self) -> str:
         return str(self.node.gateway.id)
+
+    @property
+    def pid(self) -> int:
+        return int(self.started.process.pid or 0)
 
 
 class ParallelRun:
@@ -79,17 +79,25 @@ class ParallelRun:
         if threads:
             self.start_method = "forkserver"
             self.notice = f"; fork is unsafe with threads running ({', '.join(threads)})"
+        self.dist = settings.dist
         self.scheduler = self._make_scheduler(settings.dist, durations)
         self.report = RunReport(settings.dist)
         self.replayer = Replayer(self.config, self.items)
+        self.deadlines = faults.Deadlines(settings.timeout, self.items)
         basetemp = self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
         self.launcher = launch.Launcher(session, self.start_method, self.worker_count, basetemp)
         self.testrunuid = new_testrunuid()
         self.selector = selectors.DefaultSelector()
         self.workers: list[WorkerState] = []
         self.started_count = 0
-        self.restarts_left = RESTARTS_PER_WORKER * self.worker_count
+        self.restarts_left = (
+            settings.max_restarts
+            if settings.max_restarts is not None
+            else RESTARTS_PER_WORKER * self.worker_count
+        )
         self.fatal: tuple[WorkerState, str, tuple[Any, ...]] | None = None
+        self.done: set[int] = set()
+        self.gave_up: str | None = None
 
     def _make_scheduler(self, dist: str, durations: DurationStore) -> Scheduler:
         cache = self.config.cache
@@ -135,27 +143,39 @@ class ParallelRun:
 
     def execute(self) -> None:
         self._write_header()
+        restore = _interrupt_on_sigterm()
         try:
             for slot in range(self.worker_count):
                 self._start_worker(slot)
-            while self.selector.get_map():
-                for key, _ in self.selector.select():
-                    if self.selector.get_map().get(key.fd) is not key:
-                        continue  # closed by an earlier event of this round
-                    state, what = key.data
-                    if what == "pipe":
-                        self._read(state)
-                    else:
-                        self._exited(state)
-                self._check_stop()
+            self._serve(until=None)
         except KeyboardInterrupt:
-            self._stop()
-            self._drain_until_gone(SHUTDOWN_GRACE_S)
+            self._interrupt()
             raise
         finally:
+            restore()
             self._terminate_all()
             self.report.finish()
+        self._account()
         self._raise_fatal()
+
+    def _serve(self, until: float | None) -> None:
+        """Handle worker output and exits until every worker is gone (or ``until``)."""
+        while self.selector.get_map():
+            wait = self._wait_time()
+            if until is not None:
+                wait = max(0.0, min(wait if wait is not None else until, until - faults.now()))
+                if wait == 0.0:
+                    return
+            for key, _ in self.selector.select(wait):
+                if self.selector.get_map().get(key.fd) is not key:
+                    continue  # closed by an earlier event of this round
+                state, what = key.data
+                if what == "pipe":
+                    self._read(state)
+                else:
+                    self._exited(state)
+            self._enforce_deadlines()
+            self._check_stop()
 
     @property
     def stopping(self) -> bool:
@@ -189,6 +209,7 @@ class ParallelRun:
             if index is not None:
                 if index in state.assigned:
                     state.assigned.remove(index)
+                self.done.add(index)
                 self.report.item_done(state.workerid, seconds)
             self.replayer.replay(state.node, index, events)
         elif kind == protocol.WANT:
@@ -203,6 +224,8 @@ class ParallelRun:
             state.node.workeroutput = message[1]
             state.finished = True
             self.config.hook.pytest_testnodedown(node=state.node, error=None)
+        elif kind == protocol.FATAL and message[1] == "internal" and message[3] is not None:
+            state.internal_error = (message[3], message[2])  # the test broke its worker
         elif kind == protocol.FATAL:
             state.fatal = True
             if self.fatal is None:
@@ -216,6 +239,41 @@ class ParallelRun:
         else:
             self._tell_done(state)
 
+    # -- time limits ----------------------------------------------------------------------
+
+    def _running(self) -> list[tuple[WorkerState, int, float]]:
+        shared = self.launcher.shared
+        return [
+            (state, shared.running[state.slot], shared.started[state.slot])
+            for state in self.workers
+            if state.alive
+        ]
+
+    def _wait_time(self) -> float | None:
+        now = faults.now()
+        waits = [state.kill_at - now for state in self.workers if state.kill_at and state.alive]
+        if self.deadlines.enabled:
+            pairs = [(index, started) for _, index, started in self._running()]
+            deadline_wait = self.deadlines.wait_time(pairs, now)
+            if deadline_wait is not None:
+                waits.append(deadline_wait)
+        return max(0.0, min(waits)) if waits else None
+
+    def _enforce_deadlines(self) -> None:
+        now = faults.now()
+        for state in self.workers:
+            if state.kill_at and state.alive and now >= state.kill_at:
+                faults.signal_group(state.pid, signal.SIGKILL)
+        if not self.deadlines.enabled:
+            return
+        for state, index, started in self._running():
+            limit = self.deadlines.overdue(index, started, now)
+            if limit is not None and state.timed_out is None:
+                state.timed_out = (index, limit)
+                os.kill(state.pid, faults.STACK_SIGNAL)  # faulthandler: dump the hung stack
+                faults.signal_group(state.pid, signal.SIGTERM)
+                state.kill_at = now + SHUTDOWN_GRACE_S
+
     # -- endings --------------------------------------------------------------------------
 
     def _forget(self, state: WorkerState) -> None:
@@ -223,6 +281,7 @@ class ParallelRun:
             if fd in self.selector.get_map():
                 self.selector.unregister(fd)
         state.started.process.join()
+        state.alive = False
         self.launcher.forget(state.started)
 
     def _exited(self, state: WorkerState) -> None:
@@ -230,21 +289,36 @@ class ParallelRun:
         for message in reader.receive(block=False):
             self._dispatch(state, message)
         self._forget(state)
-        if state.finished or state.fatal:
-            return
-        self._crashed(state, describe_exit(state.started.process.exitcode))
+        stack = faults.read_stack(self.launcher.stack_path(state.node.workerinput))
+        if state.timed_out is not None:
+            index, limit = state.timed_out
+            self._lost(state, index, f"Timeout after {limit:g}s", stack)
+        elif state.internal_error is not None:
+            index, trace = state.internal_error
+            self._lost(state, index, "the test left its worker unusable", trace)
+        elif not (state.finished or state.fatal):
+            running = state.assigned[0] if state.assigned else None
+            how = faults.describe_exit(state.started.process.exitcode)
+            self._lost(state, running, f"worker {state.workerid} crashed", stack, how)
 
-    def _crashed(self, state: WorkerState, how: str) -> None:
-        """The worker died: fail the item it was running, give its queue to others."""
-        if state.assigned:
-            item = self.items[state.assigned.popleft()]
-            message = f"worker {state.workerid} crashed while running {item.nodeid}: {how}"
-            report = self.replayer.fail_item(state.node, item, message)
+    def _lost(
+        self, state: WorkerState, index: int | None, what: str, detail: str, how: str = ""
+    ) -> None:
+        """A worker is gone without finishing: fail its test, give its queue to others."""
+        where = f" while running {self.items[index].nodeid}" if index is not None else ""
+        message = f"{what}{where}" + (f": {how}" if how else "")
+        if index is not None:
+            if index in state.assigned:
+                state.assigned.remove(index)
+            item = self.items[index]
+            longrepr = message + (f"\n\n{detail}" if detail else "")
+            # A test that already reported keeps its outcome and gains a teardown error.
+            when = "teardown" if index in self.done else "call"
+            report = self.replayer.fail_item(state.node, item, longrepr, when)
+            self.done.add(index)
             self.config.hook.pytest_handlecrashitem(
                 crashitem=item.nodeid, report=report, sched=self.scheduler
             )
-        else:
-            message = f"worker {state.workerid} crashed: {how}"
         self.scheduler.remove_worker(state.workerid, list(state.assigned))
         state.assigned.clear()
         self.config.hook.pytest_testnodedown(node=state.node, error=message)
@@ -253,27 +327,45 @@ class ParallelRun:
         if self.restarts_left > 0:
             self.restarts_left -= 1
             self._start_worker(state.slot)
-        elif not any(not other.finished and not other.fatal for other in self.workers):
-            self.session.shouldstop = "procpar: too many worker crashes, stopping"
+        elif not any(other.alive for other in self.workers):
+            self.gave_up = (
+                f"no workers left after {self.started_count - self.worker_count} restarts"
+            )
+            self._stop()
 
-    def _drain_until_gone(self, timeout: float) -> None:
-        """After Ctrl-C: keep replaying what workers still send, for a short while."""
+    def _interrupt(self) -> None:
+        """Ctrl-C or SIGTERM: stop every worker's test as serial pytest's would stop, keep
+        what they report for a moment, then make sure nothing is left running."""
+        self._stop()
         for state in self.workers:
-            state.started.process.join(timeout)
-            if state.started.reader.fd in self.selector.get_map():
-                for message in state.started.reader.receive(block=False):
-                    if message[0] == protocol.ITEM:
-                        self._dispatch(state, message)
+            if state.alive:
+                faults.signal_group(state.pid, signal.SIGINT)
+        self._serve(until=faults.now() + SHUTDOWN_GRACE_S)
 
     def _terminate_all(self) -> None:
         for state in self.workers:
+            if state.alive:
+                faults.signal_group(state.pid, signal.SIGTERM)
+        for state in self.workers:
             process = state.started.process
+            process.join(SHUTDOWN_GRACE_S)
             if process.is_alive():
-                process.kill()
-            process.join()
+                faults.signal_group(state.pid, signal.SIGKILL)
+                process.join()
+            state.alive = False
             self.launcher.forget(state.started)
         self.selector.close()
         self.launcher.close()
+
+    def _account(self) -> None:
+        """Every collected item ends with an outcome: report those that never ran."""
+        if self.dist == "each" or (self.stopping and not self.gave_up):
+            return
+        reason = self.gave_up or "procpar lost track of it; please report this as a bug"
+        for index, item in enumerate(self.items):
+            if index not in self.done:
+                self.replayer.fail_item(None, item, f"not run: {reason}", "call")
+                self.done.add(index)
 
     def _raise_fatal(self) -> None:
         if self.fatal is None:
@@ -286,6 +378,22 @@ class ParallelRun:
         if kind == "mismatch":
             raise self.session.Interrupted(f"procpar: worker {state.workerid} {payload[0]}")
         raise WorkerFailure(f"worker {state.workerid} failed:\n{payload[0]}")
+
+
+def _interrupt_on_sigterm() -> Callable[[], None]:
+    """While workers run, SIGTERM to the controller ends the run like Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 class Controller:

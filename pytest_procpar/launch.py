@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import multiprocessing
+import os
 import pickle
 import threading
 from collections.abc import Callable
@@ -76,7 +77,11 @@ class Launcher:
         self.context = multiprocessing.get_context(start_method)
         maxfail = int(session.config.option.maxfail or 0)
         self.shared = worker.Shared(
-            self.context.RawArray("i", slots), self.context.RawValue("i", 0), maxfail
+            failures=self.context.RawArray("i", slots),
+            stop=self.context.RawValue("i", 0),
+            maxfail=maxfail,
+            running=self.context.RawArray("l", [-1] * slots),
+            started=self.context.RawArray("d", slots),
         )
         self.basetemp = basetemp
         self.controller_fds: set[int] = set()
@@ -114,6 +119,10 @@ class Launcher:
         self.controller_fds -= {started.reader.fd, started.command_fd}
         started.close()
 
+    def stack_path(self, workerinput: dict[str, Any]) -> Path:
+        """Where the worker's faulthandler writes: beside its basetemp, which it may wipe."""
+        return self.basetemp / f"procpar-{workerinput['workerid']}.stack"
+
     def close(self) -> None:
         """The run is over: let the controller's collector see its objects again."""
         if self.start_method == "fork":
@@ -137,6 +146,8 @@ class Launcher:
             shared=self.shared,
             initial=initial,
             basetemp=self.basetemp,
+            stack_path=self.stack_path(workerinput),
+            parent_pid=os.getpid() if self.start_method != "forkserver" else None,
         )
 
     def _spawn_start(
@@ -159,4 +170,6 @@ class Launcher:
             shared=self.shared,
             initial=initial,
             nodeids=[item.nodeid for item in self.session.items],
+            stack_path=self.stack_path(workerinput),
+            parent_pid=os.getpid() if self.start_method != "forkserver" else None,
         )

@@ -11,7 +11,7 @@ import argparse
 import multiprocessing
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -73,6 +73,28 @@ def parse_start_method(value: str) -> str:
     return text
 
 
+def parse_seconds(value: str) -> float:
+    """``--procpar-timeout`` value: seconds >= 0 (0: no limit)."""
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def parse_restarts(value: str) -> int:
+    """``--max-worker-restart`` value: a whole number >= 0."""
+    try:
+        count = int(str(value).strip())
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}")
+    return count
+
+
 def parse_dist(value: str) -> str:
     """``--dist`` value: a scheduling policy name, or ``no`` for a serial run."""
     text = str(value).strip()
@@ -130,6 +152,26 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
         help="How workers are started: fork (default on Linux: workers inherit the "
         "collected tests), forkserver or spawn (workers collect again). Ini: procpar_start.",
     )
+    if with_xdist_names:
+        group.addoption(
+            "--max-worker-restart",
+            dest="maxworkerrestart",
+            metavar="N",
+            type=parse_restarts,
+            default=None,
+            help="Replace at most N crashed workers (default: 4 per worker); the tests "
+            "left after that are reported as not run. Ini: procpar_max_worker_restart.",
+        )
+    group.addoption(
+        "--procpar-timeout",
+        dest="procpar_timeout",
+        metavar="SECONDS",
+        type=parse_seconds,
+        default=None,
+        help="Fail a test that runs longer than SECONDS (its stack is shown), kill its worker "
+        "and go on with a new one; 0 means no limit. Per test: "
+        "@pytest.mark.procpar_timeout(SECONDS). Ini: procpar_timeout.",
+    )
     group.addoption(
         "--procpar-durations",
         dest="procpar_durations",
@@ -148,6 +190,8 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
     )
     parser.addini("procpar_numprocesses", "Default for -n/--numprocesses.", default=None)
     parser.addini("procpar_dist", "Default for --dist.", default=None)
+    parser.addini("procpar_timeout", "Default for --procpar-timeout.", default=None)
+    parser.addini("procpar_max_worker_restart", "Default for --max-worker-restart.", default=None)
     parser.addini("procpar_maxprocesses", "Default for --maxprocesses.", default=None)
     parser.addini("procpar_start", "Default for --procpar-start.", default=None)
 
@@ -159,6 +203,8 @@ class Settings:
     workers: int  # 0 means: run serially, procpar stays out of the way
     start_method: str
     dist: str = DEFAULT_POLICY
+    timeout: float = 0.0  # seconds a test may run, 0: no limit
+    max_restarts: int | None = None  # None: 4 per worker
     serial_reason: str | None = None  # set when -n was asked for but an option needs serial
 
 
@@ -208,15 +254,18 @@ def resolve(config: pytest.Config) -> Settings:
     maximum = _option(config, "maxprocesses", "procpar_maxprocesses", parse_maxprocesses)
     start = _option(config, "procpar_start", "procpar_start", parse_start_method)
     dist = str(_option(config, "dist", "procpar_dist", parse_dist) or DEFAULT_POLICY)
+    timeout = _option(config, "procpar_timeout", "procpar_timeout", parse_seconds) or 0.0
+    restarts = _option(config, "maxworkerrestart", "procpar_max_worker_restart", parse_restarts)
     start_method = str(start) if start is not None else default_start_method()
+    base = Settings(0, start_method, dist, float(timeout), restarts)  # type: ignore[arg-type]
     if requested is None:
-        return Settings(0, start_method, dist)
+        return base
     workers = count_workers(config, requested)  # type: ignore[arg-type]
     if isinstance(maximum, int):
         workers = min(workers, maximum)
     if workers and dist == SERIAL_POLICY:
-        return Settings(0, start_method, dist, serial_reason="--dist no runs serially")
+        return replace(base, serial_reason="--dist no runs serially")
     for dest, flag in SERIAL_ONLY_OPTIONS.items():
         if workers and getattr(config.option, dest, False):
-            return Settings(0, start_method, dist, serial_reason=f"{flag} runs serially")
-    return Settings(workers, start_method, dist)
+            return replace(base, serial_reason=f"{flag} runs serially")
+    return replace(base, workers=workers)

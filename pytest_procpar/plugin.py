@@ -45,6 +45,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "procpar_group(name): with --dist loadgroup, run these tests on one worker"
     )
+    config.addinivalue_line(
+        "markers", "procpar_timeout(seconds): with -n, fail this test after so many seconds"
+    )
     if not xdist_compat.xdist_loaded(config.pluginmanager):
         config.addinivalue_line("markers", "xdist_group(name): the same as procpar_group")
     settings = config.stash.get(SETTINGS_KEY, None)

@@ -59,8 +59,8 @@ class Replayer:
                     )
                 )
 
-    def fail_item(self, node: Any, item: pytest.Item, message: str) -> pytest.TestReport:
-        """Report ``item`` as failed for a reason the worker could not report itself."""
+    def fail_item(self, node: Any, item: pytest.Item, message: str, when: str) -> pytest.TestReport:
+        """Report ``item`` as failed for a reason its worker could not report itself."""
         now = time.time()
         report = pytest.TestReport(
             nodeid=item.nodeid,
@@ -68,14 +68,15 @@ class Replayer:
             keywords={name: 1 for name in item.keywords},
             outcome="failed",
             longrepr=message,
-            when="call",
+            when=when,  # type: ignore[arg-type]
             sections=[],
             duration=0.0,
             start=now,
             stop=now,
             user_properties=[],
         )
-        report.node = node  # type: ignore[attr-defined]
+        if node is not None:
+            report.node = node  # type: ignore[attr-defined]
         item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         item.ihook.pytest_runtest_logreport(report=report)
         item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import isolation, protocol
+from pytest_procpar import faults, isolation, protocol
 
 # Set on the worker's session so the running item's teardown takes every fixture down, as serial
 # pytest does after -x; not news for the controller, which stopped the run itself.
@@ -45,6 +45,8 @@ class Shared:
     failures: Any  # multiprocessing RawArray of int, one slot per worker slot
     stop: Any  # multiprocessing RawValue of int
     maxfail: int
+    running: Any  # RawArray of int: index of the item each slot runs now, -1 between items
+    started: Any  # RawArray of double: when it started (faults.now()), for timeouts
 
     def should_stop(self) -> bool:
         return bool(self.stop.value) or bool(self.maxfail and sum(self.failures) >= self.maxfail)
@@ -115,6 +117,7 @@ class WorkerLoop:
         self.reader = reader
         self.write_fd = write_fd
         self.shared = shared
+        self.slot = slot
         self.queue: deque[int] = deque()
         self.no_more = False
         self.asked = False
@@ -163,6 +166,8 @@ class WorkerLoop:
             nextitem = self.items[self.queue[0]] if self.queue else None
             self.recorder.begin(self.items[index])
             started = time.perf_counter()
+            self.shared.started[self.slot] = faults.now()
+            self.shared.running[self.slot] = index
             try:
                 self.items[index].config.hook.pytest_runtest_protocol(
                     item=self.items[index], nextitem=nextitem
@@ -170,6 +175,7 @@ class WorkerLoop:
             finally:
                 if os.getpid() != self.pid:  # a test forked and its child came back up here
                     os._exit(0)
+                self.shared.running[self.slot] = -1
                 self.send_events(index, time.perf_counter() - started)
             if session.shouldstop == RUN_STOPPING:
                 break
@@ -202,7 +208,8 @@ class WorkerLoop:
         except KeyboardInterrupt:
             fatal = ("interrupt", traceback.format_exc())
         except BaseException:
-            fatal = ("internal", traceback.format_exc())
+            running = self.shared.running[self.slot]
+            fatal = ("internal", traceback.format_exc(), running if running >= 0 else None)
             exitstatus = pytest.ExitCode.INTERNAL_ERROR
         if end_session:
             try:
@@ -233,6 +240,8 @@ class ForkStart:
     shared: Shared
     initial: Sequence[int]
     basetemp: Path
+    stack_path: Path
+    parent_pid: int | None
 
 
 def _exit_process(code: int) -> None:
@@ -246,7 +255,9 @@ def run_forked(start: ForkStart) -> None:
     """Entry point of a forked worker."""
     for fd in start.close_fds:  # other workers' pipe ends: EOF must mean what it says
         os.close(fd)
+    faults.prepare_worker_process(start.stack_path, start.parent_pid)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     session = start.session
     config = session.config
     isolation.become_worker(config, start.workerinput)
@@ -275,6 +286,8 @@ class SpawnStart:
     shared: Shared
     initial: list[int]
     nodeids: list[str]
+    stack_path: Path
+    parent_pid: int | None
 
 
 def match_items(items: Sequence[pytest.Item], nodeids: Sequence[str]) -> list[pytest.Item]:
@@ -334,6 +347,7 @@ class SpawnedWorker:
 
 def run_spawned(start: SpawnStart) -> None:
     """Entry point of a spawned or forkserver worker: collect like the controller, then serve."""
+    faults.prepare_worker_process(start.stack_path, start.parent_pid)
     os.chdir(start.invocation_dir)
     config = pytest.Config.fromdictargs(start.option_dict, start.args)
     config.workerinput = start.workerinput  # type: ignore[attr-defined]  # before any plugin looks

@@ -1,0 +1,116 @@
+"""When workers die, hang or are interrupted: the pieces both sides need.
+
+Worker side: a worker leads its own process group (so it and whatever its tests started can be
+stopped together), dies with the controller (Linux parent-death signal), and points
+faulthandler at a per-worker file, so a segfault or a timeout leaves a Python stack the
+controller can read after the process is gone.
+
+Controller side: per-item deadlines (``--procpar-timeout`` or the ``procpar_timeout`` marker),
+checked against the start times workers write to shared memory, and the messages for the
+reports of tests that could not report themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import faulthandler
+import os
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+TIMEOUT_MARKER = "procpar_timeout"
+STACK_SIGNAL = signal.SIGUSR1
+_PR_SET_PDEATHSIG = 1
+_kept_open: list[IO[str]] = []  # faulthandler writes to these until the process ends
+
+
+def prepare_worker_process(stack_path: Path, parent_pid: int | None) -> None:
+    """Own process group, death with the parent, stacks to ``stack_path``.
+
+    ``parent_pid`` is the controller for fork and spawn; a forkserver worker's parent is the
+    fork server (None here), which itself ends when the controller does.
+    """
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if parent_pid is not None and os.getppid() != parent_pid:  # died before the line above
+        os._exit(1)
+    stream = open(stack_path, "w", encoding="utf-8")  # noqa: SIM115 - kept for faulthandler
+    _kept_open.append(stream)
+    faulthandler.enable(file=stream, all_threads=True)
+    faulthandler.register(STACK_SIGNAL, file=stream, all_threads=True, chain=False)
+
+
+def read_stack(stack_path: Path) -> str:
+    try:
+        return stack_path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """``signal 11 (SIGSEGV)`` or ``exit code 3``, for crash messages."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"signal {-exitcode} ({name})"
+    return f"exit code {exitcode}"
+
+
+def signal_group(pid: int, signum: int) -> None:
+    """Send ``signum`` to the worker's process group (its tests' children too)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
+
+
+class Deadlines:
+    """Per-item time limits, enforced from the controller."""
+
+    def __init__(self, default: float, items: Sequence[pytest.Item]) -> None:
+        self.default = default
+        self.items = items
+        self._limits: dict[int, float] = {}
+        self.enabled = self.default > 0 or any(
+            item.get_closest_marker(TIMEOUT_MARKER) for item in items
+        )
+
+    def limit(self, index: int) -> float:
+        """Seconds item ``index`` may run; 0 means no limit."""
+        if index not in self._limits:
+            marker = self.items[index].get_closest_marker(TIMEOUT_MARKER)
+            value = marker.args[0] if marker is not None and marker.args else self.default
+            self._limits[index] = float(value)
+        return self._limits[index]
+
+    def overdue(self, running: int, started: float, now: float) -> float | None:
+        """The limit ``running`` has passed, if it has."""
+        if running < 0:
+            return None
+        limit = self.limit(running)
+        return limit if limit > 0 and now - started > limit else None
+
+    def wait_time(self, running: Sequence[tuple[int, float]], now: float) -> float | None:
+        """How long the controller may block before some running item becomes overdue."""
+        waits = [
+            started + self.limit(index) - now
+            for index, started in running
+            if index >= 0 and self.limit(index) > 0
+        ]
+        return max(0.0, min(waits)) + 0.01 if waits else None
+
+
+def now() -> float:
+    """The clock workers and controller share (CLOCK_MONOTONIC is system-wide on Linux)."""
+    return time.monotonic()
