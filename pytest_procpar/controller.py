@@ -25,6 +25,7 @@ import pytest
 from pytest_procpar import faults, launch, protocol, workitems
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.options import Settings
+from pytest_procpar.output import OutputRelay
 from pytest_procpar.replay import Replayer
 from pytest_procpar.runreport import RunReport
 from pytest_procpar.scheduler import POLICIES, Scheduler
@@ -53,6 +54,7 @@ class WorkerState:
     timed_out: tuple[int, float] | None = None  # (item index, limit) once overdue
     kill_at: float = 0.0  # when to SIGKILL a worker told to stop
     internal_error: tuple[int, str] | None = None  # (item index, traceback)
+    relays: list[OutputRelay] = field(default_factory=list)
 
     @property
     def workerid(self) -> str:
@@ -129,12 +131,18 @@ class ParallelRun:
         self.workers.append(state)
         self.selector.register(started.reader.fd, selectors.EVENT_READ, (state, "pipe"))
         self.selector.register(started.process.sentinel, selectors.EVENT_READ, (state, "exit"))
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        for stream, fd in started.output_fds.items():
+            relay = OutputRelay(fd, state.workerid, stream, reporter)
+            state.relays.append(relay)
+            self.selector.register(fd, selectors.EVENT_READ, (state, relay))
 
     def _write_header(self) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line(
-                f"procpar: {self.worker_count} workers ({self.start_method}{self.notice}), "
+                f"procpar: {self.worker_count} worker{'s' if self.worker_count != 1 else ''} "
+                f"({self.start_method}{self.notice}), "
                 f"{len(self.items)} items"
             )
             reporter.flush()
@@ -172,8 +180,10 @@ class ParallelRun:
                 state, what = key.data
                 if what == "pipe":
                     self._read(state)
-                else:
+                elif what == "exit":
                     self._exited(state)
+                elif not what.read():
+                    self.selector.unregister(key.fd)
             self._enforce_deadlines()
             self._check_stop()
 
@@ -277,7 +287,10 @@ class ParallelRun:
     # -- endings --------------------------------------------------------------------------
 
     def _forget(self, state: WorkerState) -> None:
-        for fd in (state.started.reader.fd, state.started.process.sentinel):
+        for relay in state.relays:
+            relay.drain()
+        fds = [state.started.reader.fd, state.started.process.sentinel]
+        for fd in fds + [relay.fd for relay in state.relays]:
             if fd in self.selector.get_map():
                 self.selector.unregister(fd)
         state.started.process.join()

@@ -11,7 +11,9 @@ Spawned workers get the same treatment right after their own ``pytest_configure`
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -66,18 +68,44 @@ def withdraw_controller_plugins(config: pytest.Config) -> None:
             manager.unregister(plugin, name=name)
 
 
-def restart_capture(config: pytest.Config) -> None:
-    """Give a forked worker its own capture temp files.
+def restart_capture(config: pytest.Config, redirect_output: Callable[[], None]) -> None:
+    """Give a forked worker its own capture temp files, and its own stdout and stderr.
 
-    The inherited ones share their file offset with the controller and every other worker, so
-    one worker reading its captured output would truncate what another just wrote.
+    The inherited temp files share their file offset with the controller and every other
+    worker, so one worker reading its captured output would truncate what another just wrote.
+    Between stopping the old capture (which puts the terminal back on fds 1 and 2) and
+    starting the new one, ``redirect_output`` points fds 1 and 2 at the controller's pipes, so
+    whatever escapes capture (``-s``, live logs) reaches the terminal tagged with the worker.
     """
     capman = config.pluginmanager.get_plugin("capturemanager")
-    if capman is None:
-        return
-    capman.stop_global_capturing()
-    capman.start_global_capturing()
-    capman.suspend_global_capture()
+    if capman is not None:
+        capman.stop_global_capturing()
+    redirect_output()
+    if capman is not None:
+        capman.start_global_capturing()
+        capman.suspend_global_capture()
+
+
+BUILTIN_PLUGIN_MODULES = ("_pytest.", "pytest_procpar.")
+
+
+def _is_builtin(plugin: object) -> bool:
+    module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
+    return module.startswith(BUILTIN_PLUGIN_MODULES)
+
+
+def start_plugin_sessions(session: pytest.Session) -> None:
+    """Run third-party plugins' and conftests' ``pytest_sessionstart`` in a forked worker.
+
+    Under xdist every worker is a whole pytest session, and plugins (pytest-cov, database
+    plugins, conftests) set up per-worker state there, looking at ``config.workerinput``. The
+    fork copied the controller after its session start, so they get that call now; pytest's
+    own plugins must not, they already set up the copied session.
+    """
+    manager = session.config.pluginmanager
+    builtin = [plugin for plugin in manager.get_plugins() if _is_builtin(plugin)]
+    hook = manager.subset_hook_caller("pytest_sessionstart", remove_plugins=builtin)
+    hook(session=session)
 
 
 def worker_basetemp(config: pytest.Config, controller_basetemp: Path) -> None:

@@ -33,6 +33,7 @@ class WorkerProcess:
     process: BaseProcess
     reader: protocol.FrameReader
     command_fd: int
+    output_fds: dict[str, int]  # "stdout"/"stderr": what the worker writes outside captures
     connections: list[Any] = field(default_factory=list)  # own the controller-side fds
 
     def send(self, message: tuple[Any, ...]) -> None:
@@ -88,35 +89,40 @@ class Launcher:
         self._options: dict[str, Any] | None = None
 
     def start(self, workerinput: dict[str, Any], slot: int, initial: list[int]) -> WorkerProcess:
-        results_r, results_w = self.context.Pipe(duplex=False)
         commands_r, commands_w = self.context.Pipe(duplex=False)
+        results_r, results_w = self.context.Pipe(duplex=False)
+        stdout_r, stdout_w = self.context.Pipe(duplex=False)
+        stderr_r, stderr_w = self.context.Pipe(duplex=False)
         protocol.enlarge_pipe(results_w.fileno())
-        self.controller_fds |= {results_r.fileno(), commands_w.fileno()}
+        ends = worker.ChildEnds(commands_r, results_w, stdout_w, stderr_w)
+        ours = [results_r, commands_w, stdout_r, stderr_r]
+        self.controller_fds |= {connection.fileno() for connection in ours}
         argument: worker.ForkStart | worker.SpawnStart
         if self.start_method == "fork":
             target: Callable[..., None] = worker.run_forked
-            argument = self._fork_start(
-                workerinput, slot, initial, commands_r.fileno(), results_w.fileno()
-            )
+            argument = self._fork_start(workerinput, slot, initial, ends)
         else:
             target = worker.run_spawned
-            argument = self._spawn_start(workerinput, slot, initial, commands_r, results_w)
+            argument = self._spawn_start(workerinput, slot, initial, ends)
         process = self.context.Process(  # type: ignore[attr-defined]
             target=target, args=(argument,), name=f"procpar-{workerinput['workerid']}"
         )
         if self.start_method == "fork":
             gc.freeze()  # keep the collector from writing to (and so copying) inherited objects
         process.start()
-        results_w.close()
-        commands_r.close()
+        for connection in (commands_r, results_w, stdout_w, stderr_w):
+            connection.close()
         return WorkerProcess(
-            process, protocol.FrameReader(results_r.fileno()), commands_w.fileno(),
-            [results_r, commands_w],
-        )  # fmt: skip
+            process=process,
+            reader=protocol.FrameReader(results_r.fileno()),
+            command_fd=commands_w.fileno(),
+            output_fds={"stdout": stdout_r.fileno(), "stderr": stderr_r.fileno()},
+            connections=ours,
+        )
 
     def forget(self, started: WorkerProcess) -> None:
         """The worker has ended: later forks need not close its pipe ends any more."""
-        self.controller_fds -= {started.reader.fd, started.command_fd}
+        self.controller_fds -= {connection.fileno() for connection in started.connections}
         started.close()
 
     def stack_path(self, workerinput: dict[str, Any]) -> Path:
@@ -129,19 +135,13 @@ class Launcher:
             gc.unfreeze()
 
     def _fork_start(
-        self,
-        workerinput: dict[str, Any],
-        slot: int,
-        initial: list[int],
-        read_fd: int,
-        write_fd: int,
+        self, workerinput: dict[str, Any], slot: int, initial: list[int], ends: worker.ChildEnds
     ) -> worker.ForkStart:
         return worker.ForkStart(
             session=self.session,
             workerinput=workerinput,
             slot=slot,
-            read_fd=read_fd,
-            write_fd=write_fd,
+            ends=ends,
             close_fds=sorted(self.controller_fds),
             shared=self.shared,
             initial=initial,
@@ -151,7 +151,7 @@ class Launcher:
         )
 
     def _spawn_start(
-        self, workerinput: dict[str, Any], slot: int, initial: list[int], reader: Any, writer: Any
+        self, workerinput: dict[str, Any], slot: int, initial: list[int], ends: worker.ChildEnds
     ) -> worker.SpawnStart:
         config = self.session.config
         if self._options is None:
@@ -165,8 +165,7 @@ class Launcher:
             invocation_dir=str(config.invocation_params.dir),
             workerinput=workerinput,
             slot=slot,
-            reader=reader,
-            writer=writer,
+            ends=ends,
             shared=self.shared,
             initial=initial,
             nodeids=[item.nodeid for item in self.session.items],

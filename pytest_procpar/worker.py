@@ -228,27 +228,35 @@ class WorkerLoop:
 
 
 @dataclass
+class ChildEnds:
+    """The worker's ends of its pipes (multiprocessing Connections, so spawn can send them)."""
+
+    commands: Any  # read: RUN / DONE from the controller
+    results: Any  # write: frames for the controller
+    stdout: Any  # becomes the worker's file descriptor 1: the controller tags and prints it
+    stderr: Any  # becomes file descriptor 2
+
+    def redirect_output(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self.stdout.fileno(), 1)
+        os.dup2(self.stderr.fileno(), 2)
+
+
+@dataclass
 class ForkStart:
     """What a forked worker receives (inherited through fork, never pickled)."""
 
     session: pytest.Session
     workerinput: dict[str, Any]
     slot: int
-    read_fd: int
-    write_fd: int
+    ends: ChildEnds
     close_fds: Sequence[int]
     shared: Shared
     initial: Sequence[int]
     basetemp: Path
     stack_path: Path
     parent_pid: int | None
-
-
-def _exit_process(code: int) -> None:
-    """Leave without running the controller's atexit handlers, which this copy inherited."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def run_forked(start: ForkStart) -> None:
@@ -261,15 +269,18 @@ def run_forked(start: ForkStart) -> None:
     session = start.session
     config = session.config
     isolation.become_worker(config, start.workerinput)
-    isolation.restart_capture(config)
+    isolation.restart_capture(config, start.ends.redirect_output)
     isolation.worker_basetemp(config, start.basetemp)
+    isolation.start_plugin_sessions(session)
     session.testsfailed = 0
     session.shouldfail = session.shouldstop = False
-    loop = WorkerLoop(session, protocol.FrameReader(start.read_fd), start.write_fd, start.shared,
-                      start.slot)  # fmt: skip
+    write_fd = start.ends.results.fileno()
+    commands = protocol.FrameReader(start.ends.commands.fileno())
+    loop = WorkerLoop(session, commands, write_fd, start.shared, start.slot)
     loop.take([(protocol.RUN, list(start.initial))])
-    protocol.send(start.write_fd, (protocol.READY, None))
-    _exit_process(0 if loop.serve(end_session=True) else 1)
+    protocol.send(write_fd, (protocol.READY, None))
+    if not loop.serve(end_session=True):
+        sys.exit(1)  # multiprocessing ends the process, skipping the controller's atexit handlers
 
 
 @dataclass
@@ -281,8 +292,7 @@ class SpawnStart:
     invocation_dir: str
     workerinput: dict[str, Any]
     slot: int
-    reader: Any  # multiprocessing Connection, used only for its file descriptor
-    writer: Any
+    ends: ChildEnds
     shared: Shared
     initial: list[int]
     nodeids: list[str]
@@ -324,15 +334,15 @@ class SpawnedWorker:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         start = self.start
-        write_fd = start.writer.fileno()
+        write_fd = start.ends.results.fileno()
         try:
             session.items = match_items(session.items, start.nodeids)
         except WorkerCollectionMismatch as exc:
             protocol.send(write_fd, (protocol.FATAL, "mismatch", str(exc)))
             return True
         protocol.send(write_fd, (protocol.READY, None))
-        self.loop = WorkerLoop(session, protocol.FrameReader(start.reader.fileno()), write_fd,
-                               start.shared, start.slot)  # fmt: skip
+        commands = protocol.FrameReader(start.ends.commands.fileno())
+        self.loop = WorkerLoop(session, commands, write_fd, start.shared, start.slot)
         self.loop.take([(protocol.RUN, start.initial)])
         self.clean = self.loop.serve(end_session=False)
         return True
@@ -348,9 +358,9 @@ class SpawnedWorker:
 def run_spawned(start: SpawnStart) -> None:
     """Entry point of a spawned or forkserver worker: collect like the controller, then serve."""
     faults.prepare_worker_process(start.stack_path, start.parent_pid)
+    start.ends.redirect_output()
     os.chdir(start.invocation_dir)
     config = pytest.Config.fromdictargs(start.option_dict, start.args)
     config.workerinput = start.workerinput  # type: ignore[attr-defined]  # before any plugin looks
     config.pluginmanager.register(SpawnedWorker(start), "procpar_spawned")
     config.hook.pytest_cmdline_main(config=config)
-    _exit_process(0)

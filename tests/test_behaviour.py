@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 TIMEOUT_S = 120
-HEADER = re.compile(r"^procpar: (\d+) workers \((\w+)\), (\d+) items$")
+HEADER = re.compile(r"^procpar: (\d+) workers? \((\w+)\), (\d+) items$")
 IDENTITY_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
 
 # Counts the workers the controller starts, through the xdist hook procpar calls for each.

@@ -352,7 +352,8 @@ def test_parallel_run_reports_like_serial(
     pytester: pytest.Pytester, serial: dict[str, Any], workers: int, method: str
 ) -> None:
     parallel = run_suite(pytester, "-n", str(workers), "--procpar-start", method)
-    parallel["result"].stdout.fnmatch_lines([f"procpar: {workers} workers ({method}), * items"])
+    noun = "worker" if workers == 1 else "workers"
+    parallel["result"].stdout.fnmatch_lines([f"procpar: {workers} {noun} ({method}), * items"])
     assert parallel["outcomes"] == serial["outcomes"]
     assert without_doctest_messages(parallel["summary"]) == without_doctest_messages(
         serial["summary"]
