@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import faults, launch, protocol, workitems
+from pytest_procpar import faults, launch, once, protocol, workitems
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.options import Settings
 from pytest_procpar.output import OutputRelay
@@ -100,6 +100,7 @@ class ParallelRun:
         self.fatal: tuple[WorkerState, str, tuple[Any, ...]] | None = None
         self.done: set[int] = set()
         self.gave_up: str | None = None
+        self.run_fixtures: list[once.RunFixture] = []
 
     def _make_scheduler(self, dist: str, durations: DurationStore) -> Scheduler:
         cache = self.config.cache
@@ -119,6 +120,8 @@ class ParallelRun:
             "testrunuid": self.testrunuid,
             "mainargv": list(sys.argv),
         }
+        if self.start_method != "fork":  # forked workers inherit the values themselves
+            workerinput[once.WORKERINPUT_KEY] = once.values_for_spawn(self.run_fixtures)
         self.started_count += 1
         node = WorkerNode(self.config, workerinput)
         self.config.hook.pytest_configure_node(node=node)
@@ -153,6 +156,7 @@ class ParallelRun:
         self._write_header()
         restore = _interrupt_on_sigterm()
         try:
+            self.run_fixtures = once.set_up_for(self.items, self.config)
             for slot in range(self.worker_count):
                 self._start_worker(slot)
             self._serve(until=None)
@@ -162,6 +166,7 @@ class ParallelRun:
         finally:
             restore()
             self._terminate_all()
+            once.tear_down(self.run_fixtures)
             self.report.finish()
         self._account()
         self._raise_fatal()

@@ -1,0 +1,59 @@
+"""What workers print outside pytest's capture reaches the terminal tagged, a line at a time."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+PRINTING = """
+import sys
+
+def test_{name}():
+    for i in range(20):
+        print("{name}-line-" + str(i))
+        print("{name}-err-" + str(i), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_dash_s_lines_are_tagged_and_in_order(pytester: pytest.Pytester, method: str) -> None:
+    for name in ("alpha", "beta", "gamma"):
+        pytester.makepyfile(**{f"test_{name}": PRINTING.format(name=name)})
+    result = pytester.runpytest_subprocess(
+        "-p", "procpar", "-n", "2", "-s", "--procpar-start", method
+    )
+    result.assert_outcomes(passed=3)
+    for stream in (result.outlines, result.errlines):
+        kind = "line" if stream is result.outlines else "err"
+        for name in ("alpha", "beta", "gamma"):
+            pattern = re.compile(rf"^\[(gw\d+)\] {name}-{kind}-(\d+)$")
+            matches = [pattern.match(line) for line in stream]
+            found = [match for match in matches if match]
+            assert [int(match[2]) for match in found] == list(range(20)), name
+            assert len({match[1] for match in found}) == 1  # one test, one worker
+        assert not any(f"-{kind}-" in line and not line.startswith("[gw") for line in stream)
+
+
+def test_captured_output_stays_captured(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(PRINTING.format(name="quiet"))
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result.assert_outcomes(passed=1)
+    assert "quiet-line" not in result.stdout.str()
+    assert "quiet-err" not in result.stderr.str()
+
+
+def test_live_log_records_are_tagged(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import logging
+
+        def test_logs():
+            logging.getLogger("app").warning("live-record-marker")
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "--log-cli-level=WARNING")
+    result.assert_outcomes(passed=1)
+    result.stdout.re_match_lines(
+        [r"^\[gw\d+\] WARNING +app:test_live_log_records_are_tagged.py:\d+ live-record-marker$"]
+    )
