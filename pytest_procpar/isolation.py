@@ -21,7 +21,7 @@ from _pytest.junitxml import xml_key
 from _pytest.tmpdir import TempPathFactory
 
 # Plugins that only make sense once per run; the controller keeps them.
-CONTROLLER_ONLY_PLUGINS = ("stepwiseplugin",)
+CONTROLLER_ONLY_PLUGINS = ("stepwiseplugin", "procpar_controller")
 
 
 class SilentTerminal:

@@ -186,45 +186,60 @@ class WorkerLoop:
                 break
             self._refill()
 
-    def exitstatus(self) -> pytest.ExitCode:
-        return pytest.ExitCode.TESTS_FAILED if self.session.testsfailed else pytest.ExitCode.OK
-
-    def send_finished(self) -> None:
-        self.send_events(None)
-        workeroutput = self.session.config.workeroutput  # type: ignore[attr-defined]
-        protocol.send(self.write_fd, (protocol.FINISHED, workeroutput))
-
-    def serve(self, end_session: bool) -> bool:
-        """Run, then (if ``end_session``) finish the session as serial pytest would even after
-        ``pytest.exit`` or Ctrl-C, so session fixtures are torn down. True if it ended cleanly."""
-        fatal: tuple[Any, ...] | None = None
-        exitstatus: int = pytest.ExitCode.INTERRUPTED
+    def serve(self) -> Fatal | None:
+        """Run the items; how the loop ended if not cleanly (``pytest.exit``, Ctrl-C, a bug)."""
         try:
             self.run()
-            exitstatus = self.exitstatus()
         except pytest.exit.Exception as exc:
-            fatal = ("exit", exc.msg, exc.returncode)
-            exitstatus = exc.returncode if exc.returncode is not None else exitstatus
+            code = exc.returncode if exc.returncode is not None else pytest.ExitCode.INTERRUPTED
+            return Fatal(("exit", exc.msg, exc.returncode), code)
         except KeyboardInterrupt:
-            fatal = ("interrupt", traceback.format_exc())
+            return Fatal(("interrupt", traceback.format_exc()))
         except BaseException:
             running = self.shared.running[self.slot]
-            fatal = ("internal", traceback.format_exc(), running if running >= 0 else None)
-            exitstatus = pytest.ExitCode.INTERNAL_ERROR
-        if end_session:
-            try:
-                self.session.config.hook.pytest_sessionfinish(
-                    session=self.session, exitstatus=exitstatus
-                )
-            except BaseException:
-                fatal = fatal or ("internal", traceback.format_exc())
-        if fatal is None:
-            if end_session:
-                self.send_finished()
-            return True
+            message = ("internal", traceback.format_exc(), running if running >= 0 else None)
+            return Fatal(message, pytest.ExitCode.INTERNAL_ERROR)
+        return None
+
+    def exitstatus(self, fatal: Fatal | None) -> int:
+        """What serial pytest would pass to ``pytest_sessionfinish`` after this loop."""
+        if fatal is not None:
+            return fatal.exitstatus
+        return pytest.ExitCode.TESTS_FAILED if self.session.testsfailed else pytest.ExitCode.OK
+
+    def report_end(self, fatal: Fatal | None) -> None:
+        """Last events, then FINISHED with ``workeroutput``, or FATAL."""
         self.send_events(None)
-        protocol.send(self.write_fd, (protocol.FATAL, *fatal))
-        return False
+        if fatal is None:
+            workeroutput = self.session.config.workeroutput  # type: ignore[attr-defined]
+            protocol.send(self.write_fd, (protocol.FINISHED, workeroutput))
+        else:
+            protocol.send(self.write_fd, (protocol.FATAL, *fatal.message))
+
+
+@dataclass
+class Fatal:
+    """How a worker's loop ended badly: the FATAL message and the session's exit status."""
+
+    message: tuple[Any, ...]
+    exitstatus: int = pytest.ExitCode.INTERRUPTED
+
+
+class LoopPlugin:
+    """Runs the worker loop as the worker's ``pytest_runtestloop``.
+
+    Plugins that wrap the run loop (pytest-cov ends a worker's measurement there, the logging
+    plugin attaches its handlers) then do in each worker what they do in an xdist worker.
+    """
+
+    def __init__(self, loop: WorkerLoop) -> None:
+        self.loop = loop
+        self.fatal: Fatal | None = None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        self.fatal = self.loop.serve()
+        return True
 
 
 @dataclass
@@ -279,7 +294,18 @@ def run_forked(start: ForkStart) -> None:
     loop = WorkerLoop(session, commands, write_fd, start.shared, start.slot)
     loop.take([(protocol.RUN, list(start.initial))])
     protocol.send(write_fd, (protocol.READY, None))
-    if not loop.serve(end_session=True):
+    runner = LoopPlugin(loop)
+    config.pluginmanager.register(runner, "procpar_loop")
+    try:
+        config.hook.pytest_runtestloop(session=session)
+    except BaseException:  # a plugin's wrapper failed after the loop
+        runner.fatal = runner.fatal or Fatal(("internal", traceback.format_exc(), None))
+    try:  # also after pytest.exit or Ctrl-C, as serial pytest does: session fixtures go down
+        config.hook.pytest_sessionfinish(session=session, exitstatus=loop.exitstatus(runner.fatal))
+    except BaseException:
+        runner.fatal = runner.fatal or Fatal(("internal", traceback.format_exc(), None))
+    loop.report_end(runner.fatal)
+    if runner.fatal is not None:
         sys.exit(1)  # multiprocessing ends the process, skipping the controller's atexit handlers
 
 
@@ -324,15 +350,16 @@ class SpawnedWorker:
 
     def __init__(self, start: SpawnStart) -> None:
         self.start = start
-        self.loop: WorkerLoop | None = None
-        self.clean = False
+        self.runner: LoopPlugin | None = None
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
         isolation.become_worker(config, self.start.workerinput)
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        """Check the collection, then hand over to the loop (registered just now, so it runs
+        next, inside every plugin's run-loop wrapper)."""
         start = self.start
         write_fd = start.ends.results.fileno()
         try:
@@ -342,16 +369,19 @@ class SpawnedWorker:
             return True
         protocol.send(write_fd, (protocol.READY, None))
         commands = protocol.FrameReader(start.ends.commands.fileno())
-        self.loop = WorkerLoop(session, commands, write_fd, start.shared, start.slot)
-        self.loop.take([(protocol.RUN, start.initial)])
-        self.clean = self.loop.serve(end_session=False)
+        loop = WorkerLoop(session, commands, write_fd, start.shared, start.slot)
+        loop.take([(protocol.RUN, start.initial)])
+        self.runner = LoopPlugin(loop)
+        self.runner.pytest_runtestloop(session)
+        if self.runner.fatal is not None:
+            loop.report_end(self.runner.fatal)
         return True
 
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self) -> Any:
         result = yield
-        if self.loop is not None and self.clean:
-            self.loop.send_finished()
+        if self.runner is not None and self.runner.fatal is None:
+            self.runner.loop.report_end(None)
         return result
 
 

@@ -78,8 +78,10 @@ class WorkerNode:
         self.config = config
         self.workerinput = workerinput
         self.workeroutput: dict[str, Any] = {}
-        self.gateway = SimpleNamespace(id=workerinput["workerid"])
         self.workerinfo = interpreter_info(workerinput["workerid"])
+        remote = SimpleNamespace(**self.workerinfo)  # what execnet's gateway._rinfo() returns
+        self.gateway = SimpleNamespace(id=workerinput["workerid"], _rinfo=lambda: remote)
+        self.nodemanager = SimpleNamespace(roots=[])  # pytest-cov: no rsync roots, same files
 
     def __repr__(self) -> str:
         return f"<WorkerNode {self.gateway.id}>"
