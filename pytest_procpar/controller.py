@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import faults, launch, once, protocol, workitems
+from pytest_procpar import coverage_support, faults, launch, once, protocol, workitems
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.options import Settings
 from pytest_procpar.output import OutputRelay
@@ -119,6 +119,9 @@ class ParallelRun:
             "workercount": self.worker_count,
             "testrunuid": self.testrunuid,
             "mainargv": list(sys.argv),
+            coverage_support.SETTINGS_KEY: coverage_support.settings_for_workers(
+                self.config.pluginmanager.has_plugin("_cov")
+            ),
         }
         if self.start_method != "fork":  # forked workers inherit the values themselves
             workerinput[once.WORKERINPUT_KEY] = once.values_for_spawn(self.run_fixtures)
@@ -238,6 +241,7 @@ class ParallelRun:
         elif kind == protocol.FINISHED:
             state.node.workeroutput = message[1]
             state.finished = True
+            coverage_support.merge(state.node.workeroutput)
             self.config.hook.pytest_testnodedown(node=state.node, error=None)
         elif kind == protocol.FATAL and message[1] == "internal" and message[3] is not None:
             state.internal_error = (message[3], message[2])  # the test broke its worker

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import faults, isolation, protocol
+from pytest_procpar import coverage_support, faults, isolation, protocol
 
 # Set on the worker's session so the running item's teardown takes every fixture down, as serial
 # pytest does after -x; not news for the controller, which stopped the run itself.
@@ -286,6 +286,7 @@ def run_forked(start: ForkStart) -> None:
     isolation.become_worker(config, start.workerinput)
     isolation.restart_capture(config, start.ends.redirect_output)
     isolation.worker_basetemp(config, start.basetemp)
+    measuring = coverage_support.WorkerCoverage(start.workerinput)
     isolation.start_plugin_sessions(session)
     session.testsfailed = 0
     session.shouldfail = session.shouldstop = False
@@ -304,6 +305,7 @@ def run_forked(start: ForkStart) -> None:
         config.hook.pytest_sessionfinish(session=session, exitstatus=loop.exitstatus(runner.fatal))
     except BaseException:
         runner.fatal = runner.fatal or Fatal(("internal", traceback.format_exc(), None))
+    measuring.finish(config.workeroutput)  # type: ignore[attr-defined]
     loop.report_end(runner.fatal)
     if runner.fatal is not None:
         sys.exit(1)  # multiprocessing ends the process, skipping the controller's atexit handlers
@@ -351,6 +353,7 @@ class SpawnedWorker:
     def __init__(self, start: SpawnStart) -> None:
         self.start = start
         self.runner: LoopPlugin | None = None
+        self.measuring = coverage_support.WorkerCoverage(start.workerinput)
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
@@ -381,6 +384,7 @@ class SpawnedWorker:
     def pytest_sessionfinish(self) -> Any:
         result = yield
         if self.runner is not None and self.runner.fatal is None:
+            self.measuring.finish(self.runner.loop.session.config.workeroutput)  # type: ignore[attr-defined]
             self.runner.loop.report_end(None)
         return result
 
