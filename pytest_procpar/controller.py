@@ -22,7 +22,15 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import coverage_support, faults, launch, once, protocol, workitems
+from pytest_procpar import (
+    coverage_support,
+    faults,
+    isolation,
+    launch,
+    once,
+    protocol,
+    workitems,
+)
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.options import Settings
 from pytest_procpar.output import OutputRelay
@@ -122,6 +130,7 @@ class ParallelRun:
             coverage_support.SETTINGS_KEY: coverage_support.settings_for_workers(
                 self.config.pluginmanager.has_plugin("_cov")
             ),
+            isolation.LOG_FILE_KEY: isolation.log_file_configured(self.config),
         }
         if self.start_method != "fork":  # forked workers inherit the values themselves
             workerinput[once.WORKERINPUT_KEY] = once.values_for_spawn(self.run_fixtures)

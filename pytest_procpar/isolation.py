@@ -129,3 +129,40 @@ def become_worker(config: pytest.Config, workerinput: dict[str, Any]) -> None:
     export_identity(workerinput)
     silence_terminal(config)
     withdraw_controller_plugins(config)
+
+
+LOG_FILE_KEY = "procpar_log_file"
+
+
+class LogFileStream:
+    """Stands in for the ``--log-file`` stream in a worker: records become events, and only
+    the controller writes the file (workers writing it too would interleave or truncate)."""
+
+    def __init__(self, events: Callable[[], list[tuple[Any, ...]]]) -> None:
+        self.events = events
+
+    def write(self, text: str) -> None:
+        self.events().append(("logfile", text))
+
+    def flush(self) -> None:
+        pass
+
+
+def forward_log_file(config: pytest.Config, stream: LogFileStream) -> None:
+    if not config.workerinput.get(LOG_FILE_KEY):  # type: ignore[attr-defined]
+        return
+    plugin = config.pluginmanager.get_plugin("logging-plugin")
+    if plugin is not None:
+        plugin.log_file_handler.setStream(stream)
+
+
+def write_log_file(config: pytest.Config, text: str) -> None:
+    """In the controller: a worker's record into the real ``--log-file``."""
+    plugin = config.pluginmanager.get_plugin("logging-plugin")
+    if plugin is not None:
+        plugin.log_file_handler.stream.write(text)
+        plugin.log_file_handler.flush()
+
+
+def log_file_configured(config: pytest.Config) -> bool:
+    return bool(config.getoption("log_file", None) or config.getini("log_file"))

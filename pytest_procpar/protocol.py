@@ -42,6 +42,7 @@ LOGSTART = "logstart"  # ("logstart", location) or ("logstart", location, nodeid
 LOGFINISH = "logfinish"  # ("logfinish", location) or ("logfinish", location, nodeid)
 REPORT = "report"  # ("report", serialized report dict, longrepr is text without a crash line)
 PLAIN_REPORT = "plain"  # ("plain", when, outcome, duration, start, stop)
+LOG_FILE = "logfile"  # ("logfile", text): a record for --log-file, formatted by the worker
 WARNING = "warning"  # ("warning", serialized warning dict, when, nodeid, location)
 
 _HEADER = struct.Struct("!I")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import protocol
+from pytest_procpar import isolation, protocol
 
 
 class Replayer:
@@ -48,6 +48,8 @@ class Replayer:
                     else hooks.pytest_runtest_logfinish
                 )
                 hook(nodeid=nodeid, location=event[1])
+            elif kind == protocol.LOG_FILE:
+                isolation.write_log_file(self.config, event[1])
             elif kind == protocol.WARNING:
                 _, data, when, nodeid, where = event
                 hooks.pytest_warning_recorded.call_historic(

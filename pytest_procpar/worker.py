@@ -126,6 +126,8 @@ class WorkerLoop:
         self.recorder = EventRecorder(session.config, shared, slot)
         session.config.pluginmanager.register(self.recorder, "procpar_worker")
         self.recorder.live = True
+        stream = isolation.LogFileStream(lambda: self.recorder.events)
+        isolation.forward_log_file(session.config, stream)
 
     def take(self, messages: list[tuple[Any, ...]]) -> None:
         """Apply controller commands: more items (and how early to ask again), or no more."""

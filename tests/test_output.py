@@ -57,3 +57,25 @@ def test_live_log_records_are_tagged(pytester: pytest.Pytester) -> None:
     result.stdout.re_match_lines(
         [r"^\[gw\d+\] WARNING +app:test_live_log_records_are_tagged.py:\d+ live-record-marker$"]
     )
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_log_file_written_by_the_controller_only(pytester: pytest.Pytester, method: str) -> None:
+    pytester.makepyfile(
+        """
+        import logging, pytest
+
+        @pytest.mark.parametrize("n", range(30))
+        def test_logs(n):
+            logging.getLogger("app").warning("file-record-%d", n)
+        """
+    )
+    pytester.makefile(".log", run="stale content the run must replace")
+    args = ["-p", "procpar", "-n", "2", "--procpar-start", method, "--log-file=run.log"]
+    result = pytester.runpytest_subprocess(*args, "--log-file-level=WARNING")
+    result.assert_outcomes(passed=30)
+    lines = (pytester.path / "run.log").read_text().splitlines()
+    assert sorted(lines, key=lambda line: int(line.rsplit("-", 1)[1])) == [
+        f"WARNING  app:test_log_file_written_by_the_controller_only.py:5 file-record-{n}"
+        for n in range(30)
+    ]
