@@ -144,6 +144,8 @@ class ParallelRun:
         started = self.launcher.start(node.workerinput, slot, initial)
         state = WorkerState(node, slot, started, deque(initial))
         self.workers.append(state)
+        self.config.hook.pytest_procpar_worker_started(node=node)
+        self._scheduled(state, initial)
         self.selector.register(started.reader.fd, selectors.EVENT_READ, (state, "pipe"))
         self.selector.register(started.process.sentinel, selectors.EVENT_READ, (state, "exit"))
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -252,6 +254,7 @@ class ParallelRun:
             state.finished = True
             coverage_support.merge(state.node.workeroutput)
             self.config.hook.pytest_testnodedown(node=state.node, error=None)
+            self.config.hook.pytest_procpar_worker_finished(node=state.node, error=None)
         elif kind == protocol.FATAL and message[1] == "internal" and message[3] is not None:
             state.internal_error = (message[3], message[2])  # the test broke its worker
         elif kind == protocol.FATAL:
@@ -264,8 +267,13 @@ class ParallelRun:
         if batch:
             state.assigned.extend(batch)
             state.started.send((protocol.RUN, batch))
+            self._scheduled(state, batch)
         else:
             self._tell_done(state)
+
+    def _scheduled(self, state: WorkerState, batch: list[int]) -> None:
+        nodeids = [self.items[index].nodeid for index in batch]
+        self.config.hook.pytest_procpar_items_scheduled(node=state.node, nodeids=nodeids)
 
     # -- time limits ----------------------------------------------------------------------
 
@@ -353,6 +361,7 @@ class ParallelRun:
         self.scheduler.remove_worker(state.workerid, list(state.assigned))
         state.assigned.clear()
         self.config.hook.pytest_testnodedown(node=state.node, error=message)
+        self.config.hook.pytest_procpar_worker_finished(node=state.node, error=message)
         if not self.scheduler.has_pending() or self.stopping:
             return
         if self.restarts_left > 0:

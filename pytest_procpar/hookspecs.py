@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -26,3 +26,19 @@ def pytest_procpar_make_scheduler(
 ) -> Scheduler | None:
     """Return a scheduler for this run (see ``pytest_procpar.scheduler.base.Scheduler``), or
     None to use the ``--dist`` policy. ``items`` describe the collected tests in order."""
+
+
+@pytest.hookspec()
+def pytest_procpar_worker_started(node: Any) -> None:
+    """A worker process started (``node.gateway.id``, ``node.workerinput``). Controller only."""
+
+
+@pytest.hookspec()
+def pytest_procpar_worker_finished(node: Any, error: str | None) -> None:
+    """A worker is gone: ``error`` is None after a clean finish (``node.workeroutput`` then
+    holds what it reported), else why it ended. Controller only."""
+
+
+@pytest.hookspec()
+def pytest_procpar_items_scheduled(node: Any, nodeids: Sequence[str]) -> None:
+    """``nodeids`` were handed to the worker ``node``, to run in this order. Controller only."""
