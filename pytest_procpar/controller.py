@@ -82,7 +82,10 @@ class ParallelRun:
         self.session = session
         self.config = session.config
         self.items = session.items
-        self.worker_count = min(settings.workers, len(self.items))
+        # Never more workers than items, except that "each" runs every item on every worker.
+        self.worker_count = (
+            settings.workers if settings.dist == "each" else min(settings.workers, len(self.items))
+        )
         self.start_method = settings.start_method
         self.notice = ""
         threads = launch.other_threads() if self.start_method == "fork" else []
@@ -91,7 +94,8 @@ class ParallelRun:
             self.notice = f"; fork is unsafe with threads running ({', '.join(threads)})"
         self.dist = settings.dist
         self.scheduler = self._make_scheduler(settings.dist, durations)
-        self.report = RunReport(settings.dist)
+        custom = not isinstance(self.scheduler, POLICIES[settings.dist])  # type: ignore[arg-type]
+        self.report = RunReport(type(self.scheduler).__name__ if custom else settings.dist)
         self.replayer = Replayer(self.config, self.items)
         self.deadlines = faults.Deadlines(settings.timeout, self.items)
         basetemp = self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
@@ -111,7 +115,7 @@ class ParallelRun:
         self.run_fixtures: list[once.RunFixture] = []
 
     def _make_scheduler(self, dist: str, durations: DurationStore) -> Scheduler:
-        cache = self.config.cache
+        cache = getattr(self.config, "cache", None)
         lastfailed = cache.get("cache/lastfailed", {}) if cache is not None else {}
         described = workitems.describe(self.items, durations.known, lastfailed)
         custom: Scheduler | None = self.config.hook.pytest_procpar_make_scheduler(
@@ -367,7 +371,8 @@ class ParallelRun:
         if self.restarts_left > 0:
             self.restarts_left -= 1
             self._start_worker(state.slot)
-        elif not any(other.alive for other in self.workers):
+        elif not any(other.alive and not other.told_done for other in self.workers):
+            # Nobody left who will ask for work again: what is pending cannot run.
             self.gave_up = (
                 f"no workers left after {self.started_count - self.worker_count} restarts"
             )

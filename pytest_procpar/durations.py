@@ -20,6 +20,9 @@ CACHE_KEY = "procpar/durations"
 class DurationStore:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+        self.cache: pytest.Cache | None = getattr(
+            config, "cache", None
+        )  # None: -p no:cacheprovider
         option = config.getoption("procpar_durations", None)
         self.path = Path(option) if option else None
         self.known = self._load()
@@ -34,8 +37,8 @@ class DurationStore:
                 data = None
             except (OSError, ValueError) as exc:
                 raise pytest.UsageError(f"--procpar-durations {self.path}: {exc}") from None
-        elif self.config.cache is not None:
-            data = self.config.cache.get(CACHE_KEY, None)
+        elif self.cache is not None:
+            data = self.cache.get(CACHE_KEY, None)
         if not isinstance(data, dict):
             return {}
         return {str(k): float(v) for k, v in data.items() if isinstance(v, (int, float))}
@@ -51,8 +54,8 @@ class DurationStore:
         merged = {**self.known, **{k: round(v, 6) for k, v in self.measured.items()}}
         if self.path is not None:
             self.path.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n", "utf-8")
-        elif self.config.cache is not None:
-            self.config.cache.set(CACHE_KEY, merged)
+        elif self.cache is not None:
+            self.cache.set(CACHE_KEY, merged)
 
     def slowest(self, count: int) -> list[tuple[str, float]]:
         return sorted(self.measured.items(), key=lambda entry: -entry[1])[:count]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from pytest_procpar import shard
 from pytest_procpar.cpus import available_cpus
 from pytest_procpar.scheduler import DEFAULT_POLICY, POLICIES, SERIAL_POLICY
 
@@ -173,6 +174,23 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
         "@pytest.mark.procpar_timeout(SECONDS). Ini: procpar_timeout.",
     )
     group.addoption(
+        "--shard",
+        dest="procpar_shard",
+        metavar="K/N",
+        type=shard.parse_shard,
+        default=None,
+        help="Run only part K of N of the collected tests (for splitting a suite across CI "
+        "jobs); 'auto' reads K and N from the CI's environment. Combines with -n.",
+    )
+    group.addoption(
+        "--shard-mode",
+        dest="procpar_shard_mode",
+        type=shard.parse_mode,
+        default=None,
+        help="How --shard splits: duration (default with stored durations: equal expected "
+        "time), hash (stable as tests are added) or slice (contiguous).",
+    )
+    group.addoption(
         "--procpar-durations",
         dest="procpar_durations",
         metavar="PATH",
@@ -206,6 +224,7 @@ class Settings:
     timeout: float = 0.0  # seconds a test may run, 0: no limit
     max_restarts: int | None = None  # None: 4 per worker
     serial_reason: str | None = None  # set when -n was asked for but an option needs serial
+    shard: shard.ShardSpec | None = None
 
 
 def _from_ini(config: pytest.Config, name: str, parse: object) -> object:
@@ -248,6 +267,17 @@ def count_workers(config: pytest.Config, requested: NumProcesses) -> int:
     return requested
 
 
+def resolve_shard(config: pytest.Config) -> shard.ShardSpec | None:
+    requested: shard.ShardSpec | str | None = getattr(config.option, "procpar_shard", None)
+    if not isinstance(requested, str):
+        return requested
+    found = shard.from_environment(os.environ)
+    if found is None:
+        names = ", ".join(f"{index}/{count}" for index, count, _ in shard.CI_VARIABLES)
+        raise pytest.UsageError(f"--shard auto: none of these is set: {names}")
+    return found
+
+
 def resolve(config: pytest.Config) -> Settings:
     """Validate every procpar option and decide how many workers this run gets."""
     requested = _option(config, "numprocesses", "procpar_numprocesses", parse_numprocesses)
@@ -257,7 +287,14 @@ def resolve(config: pytest.Config) -> Settings:
     timeout = _option(config, "procpar_timeout", "procpar_timeout", parse_seconds) or 0.0
     restarts = _option(config, "maxworkerrestart", "procpar_max_worker_restart", parse_restarts)
     start_method = str(start) if start is not None else default_start_method()
-    base = Settings(0, start_method, dist, float(timeout), restarts)  # type: ignore[arg-type]
+    base = Settings(
+        workers=0,
+        start_method=start_method,
+        dist=dist,
+        timeout=float(timeout),  # type: ignore[arg-type]
+        max_restarts=restarts,  # type: ignore[arg-type]
+        shard=resolve_shard(config),
+    )
     if requested is None:
         return base
     workers = count_workers(config, requested)  # type: ignore[arg-type]

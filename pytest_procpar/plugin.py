@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_procpar import hookspecs, options, xdist_compat
+from pytest_procpar import hookspecs, options, shard, xdist_compat
 from pytest_procpar.controller import Controller
+from pytest_procpar.durations import DurationStore
 from pytest_procpar.xdist_compat import testrun_uid, worker_id
 
 __all__ = ["testrun_uid", "worker_id"]
@@ -53,6 +54,10 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None:
         return
+    if settings.shard is not None:
+        known = DurationStore(config).known
+        plugin = shard.ShardPlugin(settings.shard, config.option.procpar_shard_mode, known)
+        config.pluginmanager.register(plugin, "procpar_shard")
     if settings.workers > 0:
         config.pluginmanager.register(Controller(config, settings), "procpar_controller")
 

@@ -44,7 +44,8 @@ class RunReport:
 
     def summary_line(self, worker_slots: int, slowest: list[tuple[str, float]]) -> str:
         line = (
-            f"procpar: {self.policy} scheduling, {worker_slots} workers, "
+            f"procpar: {self.policy} scheduling, {worker_slots} "
+            f"worker{'s' if worker_slots != 1 else ''}, "
             f"efficiency {self.efficiency(worker_slots):.0%} "
             f"(busy {self.busy:.1f}s of {worker_slots} x {self.wall:.1f}s)"
         )

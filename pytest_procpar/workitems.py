@@ -44,7 +44,8 @@ def describe(
     for index, item in enumerate(items):
         nodeid = item.nodeid
         file = nodeid.split("::", 1)[0]
-        scope = nodeid.rsplit("::", 1)[0]
+        # The parent's nodeid, not a split of the item's: parameter ids may contain "::".
+        scope = item.parent.nodeid if item.parent is not None else file
         described.append(
             WorkItem(
                 index=index,
