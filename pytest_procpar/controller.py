@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import os
 import selectors
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,7 +101,9 @@ class ParallelRun:
         self.report = RunReport(type(self.scheduler).__name__ if custom else settings.dist)
         self.replayer = Replayer(self.config, self.items)
         self.deadlines = faults.Deadlines(settings.timeout, self.items)
-        basetemp = self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+        factory = getattr(self.config, "_tmp_path_factory", None)  # None: -p no:tmpdir
+        self.own_basetemp = None if factory else Path(tempfile.mkdtemp(prefix="procpar-"))
+        basetemp = Path(factory.getbasetemp()) if factory else Path(str(self.own_basetemp))
         self.launcher = launch.Launcher(session, self.start_method, self.worker_count, basetemp)
         self.testrunuid = new_testrunuid()
         self.selector = selectors.DefaultSelector()
@@ -185,6 +190,8 @@ class ParallelRun:
             restore()
             self._terminate_all()
             once.tear_down(self.run_fixtures)
+            if self.own_basetemp is not None:
+                shutil.rmtree(self.own_basetemp, ignore_errors=True)
             self.report.finish()
         self._account()
         self._raise_fatal()

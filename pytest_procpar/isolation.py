@@ -112,7 +112,8 @@ def worker_basetemp(config: pytest.Config, controller_basetemp: Path) -> None:
     """Point tmp_path at ``<controller basetemp>/popen-<workerid>``, as xdist workers do."""
     workerid = config.workerinput["workerid"]  # type: ignore[attr-defined]
     config.option.basetemp = str(controller_basetemp / f"popen-{workerid}")
-    config._tmp_path_factory = TempPathFactory.from_config(config, _ispytest=True)  # type: ignore[attr-defined]
+    if hasattr(config, "_tmp_path_factory"):  # absent with -p no:tmpdir
+        config._tmp_path_factory = TempPathFactory.from_config(config, _ispytest=True)
 
 
 def export_identity(workerinput: dict[str, Any]) -> None:

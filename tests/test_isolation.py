@@ -43,3 +43,11 @@ def test_capture_files_are_not_shared(pytester: pytest.Pytester) -> None:
     output = result.stdout.str()
     for i in range(20):
         assert output.count(f"own-output-{i}-" * 50) == 1
+
+
+@pytest.mark.parametrize("blocked", ["tmpdir", "cacheprovider", "terminal", "junitxml"])
+def test_runs_with_builtin_plugins_disabled(pytester: pytest.Pytester, blocked: str) -> None:
+    pytester.makepyfile("def test_ok(): pass\ndef test_bad(): assert 0\n")
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "-p", f"no:{blocked}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
