@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,12 +24,13 @@ class Replayer:
         self.config = config
         self.hook = config.hook
         self.items = items
+        self._hook_proxies: dict[Path, Any] = {}
 
     def replay(self, node: Any, index: int | None, events: list[tuple[Any, ...]]) -> None:
         item = self.items[index] if index is not None else None
         keywords = {name: 1 for name in item.keywords} if item is not None else {}
         # As in serial pytest: only the conftests on the item's path hear about it.
-        hooks = item.ihook if item is not None else self.hook
+        hooks = self._hooks_for(item) if item is not None else self.hook
         location = None  # the item's, as computed by the worker and sent with logstart
         for event in events:
             kind = event[0]
@@ -60,6 +62,13 @@ class Replayer:
                         location=where,
                     )
                 )
+
+    def _hooks_for(self, item: pytest.Item) -> Any:
+        """``item.ihook``, looked up once per directory (conftests apply by directory)."""
+        key = item.path.parent
+        if key not in self._hook_proxies:
+            self._hook_proxies[key] = item.ihook
+        return self._hook_proxies[key]
 
     def fail_item(self, node: Any, item: pytest.Item, message: str, when: str) -> pytest.TestReport:
         """Report ``item`` as failed for a reason its worker could not report itself."""
