@@ -40,10 +40,13 @@ from pytest_procpar.output import OutputRelay
 from pytest_procpar.replay import Replayer
 from pytest_procpar.runreport import RunReport
 from pytest_procpar.scheduler import POLICIES, Scheduler
-from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid
+from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid, plugin_workerinput
 
 RESTARTS_PER_WORKER = 4  # like xdist: a crashing suite cannot restart workers forever
 SHUTDOWN_GRACE_S = 2.0
+INTERRUPT_GRACE_S = 1.0  # after Ctrl-C: time for workers to report, before TERM then KILL
+STACK_WAIT_S = 1.0  # how long a hung worker gets to write its stack
+STACK_POLL_S = 0.02
 
 
 class WorkerFailure(Exception):
@@ -63,6 +66,7 @@ class WorkerState:
     told_done: bool = False
     alive: bool = True
     timed_out: tuple[int, float] | None = None  # (item index, limit) once overdue
+    term_at: float = 0.0  # when to SIGTERM a timed-out worker asked for its stack
     kill_at: float = 0.0  # when to SIGKILL a worker told to stop
     internal_error: tuple[int, str] | None = None  # (item index, traceback)
     relays: list[OutputRelay] = field(default_factory=list)
@@ -140,6 +144,7 @@ class ParallelRun:
                 self.config.pluginmanager.has_plugin("_cov")
             ),
             isolation.LOG_FILE_KEY: isolation.log_file_configured(self.config),
+            **plugin_workerinput(self.config),
         }
         if self.start_method != "fork":  # forked workers inherit the values themselves
             workerinput[once.WORKERINPUT_KEY] = once.values_for_spawn(self.run_fixtures)
@@ -150,6 +155,7 @@ class ParallelRun:
         initial = self.scheduler.next_batch(node.gateway.id)
         sys.stdout.flush()  # buffered output must not be written again by the copy
         sys.stderr.flush()
+        self.launcher.shared.running[slot] = -1  # not the hung test of a worker it replaces
         started = self.launcher.start(node.workerinput, slot, initial)
         state = WorkerState(node, slot, started, deque(initial))
         self.workers.append(state)
@@ -299,6 +305,8 @@ class ParallelRun:
     def _wait_time(self) -> float | None:
         now = faults.now()
         waits = [state.kill_at - now for state in self.workers if state.kill_at and state.alive]
+        if any(state.term_at and state.alive for state in self.workers):
+            waits.append(STACK_POLL_S)  # watching for the stack dump
         if self.deadlines.enabled:
             pairs = [(index, started) for _, index, started in self._running()]
             deadline_wait = self.deadlines.wait_time(pairs, now)
@@ -307,9 +315,17 @@ class ParallelRun:
         return max(0.0, min(waits)) if waits else None
 
     def _enforce_deadlines(self) -> None:
+        """Overdue test: ask for its stack, then (stack written, or after a second) TERM its
+        worker's process group, then KILL what is left after the grace period."""
         now = faults.now()
         for state in self.workers:
-            if state.kill_at and state.alive and now >= state.kill_at:
+            if not state.alive:
+                continue
+            if state.term_at and (now >= state.term_at or self._stack_written(state)):
+                state.term_at = 0.0
+                faults.signal_group(state.pid, signal.SIGTERM)
+                state.kill_at = now + SHUTDOWN_GRACE_S
+            elif state.kill_at and now >= state.kill_at:
                 faults.signal_group(state.pid, signal.SIGKILL)
         if not self.deadlines.enabled:
             return
@@ -318,8 +334,14 @@ class ParallelRun:
             if limit is not None and state.timed_out is None:
                 state.timed_out = (index, limit)
                 os.kill(state.pid, faults.STACK_SIGNAL)  # faulthandler: dump the hung stack
-                faults.signal_group(state.pid, signal.SIGTERM)
-                state.kill_at = now + SHUTDOWN_GRACE_S
+                state.term_at = now + STACK_WAIT_S
+
+    def _stack_written(self, state: WorkerState) -> bool:
+        path = self.launcher.stack_path(state.node.workerinput)
+        try:
+            return path.stat().st_size > 0
+        except OSError:
+            return False
 
     # -- endings --------------------------------------------------------------------------
 
@@ -380,9 +402,8 @@ class ParallelRun:
             self._start_worker(state.slot)
         elif not any(other.alive and not other.told_done for other in self.workers):
             # Nobody left who will ask for work again: what is pending cannot run.
-            self.gave_up = (
-                f"no workers left after {self.started_count - self.worker_count} restarts"
-            )
+            restarts = self.started_count - self.worker_count
+            self.gave_up = f"no workers left after {restarts} worker restarts"
             self._stop()
 
     def _interrupt(self) -> None:
@@ -392,15 +413,19 @@ class ParallelRun:
         for state in self.workers:
             if state.alive:
                 faults.signal_group(state.pid, signal.SIGINT)
-        self._serve(until=faults.now() + SHUTDOWN_GRACE_S)
+        self._serve(until=faults.now() + INTERRUPT_GRACE_S)
 
     def _terminate_all(self) -> None:
+        """No process outlives the run: TERM every worker group still there, KILL them all
+        once a common grace period is over."""
         for state in self.workers:
             if state.alive:
                 faults.signal_group(state.pid, signal.SIGTERM)
+        deadline = faults.now() + INTERRUPT_GRACE_S
+        for state in self.workers:
+            state.started.process.join(max(0.0, deadline - faults.now()))
         for state in self.workers:
             process = state.started.process
-            process.join(SHUTDOWN_GRACE_S)
             if process.is_alive():
                 faults.signal_group(state.pid, signal.SIGKILL)
                 process.join()

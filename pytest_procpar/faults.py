@@ -45,8 +45,37 @@ def prepare_worker_process(stack_path: Path, parent_pid: int | None) -> None:
         os._exit(1)
     stream = open(stack_path, "w", encoding="utf-8")  # noqa: SIM115 - kept for faulthandler
     _kept_open.append(stream)
-    faulthandler.enable(file=stream, all_threads=True)
+    point_faulthandler_at_stack()
     faulthandler.register(STACK_SIGNAL, file=stream, all_threads=True, chain=False)
+    _release_forkserver()
+    own_group = os.getpgid(0) == os.getpid()
+    signal.signal(signal.SIGTERM, _take_group_down if own_group else signal.SIG_DFL)
+
+
+def point_faulthandler_at_stack() -> None:
+    """Fatal errors (segfaults) write the Python stack where the controller will read it;
+    again after pytest's own faulthandler plugin, which points it at stderr."""
+    if _kept_open:
+        faulthandler.enable(file=_kept_open[0], all_threads=True)
+
+
+def _take_group_down(signum: int, frame: object) -> None:
+    """SIGTERM (the controller died, or stops this worker): end what the tests started too."""
+    os.killpg(os.getpid(), signal.SIGKILL)
+
+
+def _release_forkserver() -> None:
+    """A forkserver child holds the "controller alive" pipe of the fork server; dropping it
+    lets the fork server, and through the parent-death signal this worker, end with the
+    controller."""
+    with contextlib.suppress(Exception):
+        from multiprocessing import forkserver
+
+        server = forkserver._forkserver
+        alive = getattr(server, "_forkserver_alive_fd", None)
+        if alive is not None:
+            os.close(alive)
+            setattr(server, "_forkserver_alive_fd", None)  # noqa: B010 - not in typeshed
 
 
 def read_stack(stack_path: Path) -> str:
@@ -68,11 +97,13 @@ def describe_exit(exitcode: int | None) -> str:
 
 
 def signal_group(pid: int, signum: int) -> None:
-    """Send ``signum`` to the worker's process group (its tests' children too)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    """Send ``signum`` once to the worker's process group (its tests' children too), or to
+    the worker alone if it has no group of its own."""
+    try:
         os.killpg(pid, signum)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
 
 
 class Deadlines:
@@ -82,16 +113,23 @@ class Deadlines:
         self.default = default
         self.items = items
         self._limits: dict[int, float] = {}
-        self.enabled = self.default > 0 or any(
-            item.get_closest_marker(TIMEOUT_MARKER) for item in items
-        )
+        marked = [i for i, item in enumerate(items) if item.get_closest_marker(TIMEOUT_MARKER)]
+        for index in marked:
+            self.limit(index)  # a bad marker value is a usage error before anything runs
+        self.enabled = self.default > 0 or bool(marked)
 
     def limit(self, index: int) -> float:
         """Seconds item ``index`` may run; 0 means no limit."""
         if index not in self._limits:
-            marker = self.items[index].get_closest_marker(TIMEOUT_MARKER)
+            item = self.items[index]
+            marker = item.get_closest_marker(TIMEOUT_MARKER)
             value = marker.args[0] if marker is not None and marker.args else self.default
-            self._limits[index] = float(value)
+            try:
+                self._limits[index] = float(value)
+            except (TypeError, ValueError):
+                raise pytest.UsageError(
+                    f"{item.nodeid}: {TIMEOUT_MARKER} takes seconds, got {value!r}"
+                ) from None
         return self._limits[index]
 
     def overdue(self, running: int, started: float, now: float) -> float | None:

@@ -136,7 +136,7 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
         )
         group.addoption(
             "--dist",
-            dest="dist",
+            dest="procpar_dist",  # config.option.dist is set to xdist's meaning, see plugin.py
             metavar="POLICY",
             type=parse_dist,
             default=None,
@@ -283,7 +283,7 @@ def resolve(config: pytest.Config) -> Settings:
     requested = _option(config, "numprocesses", "procpar_numprocesses", parse_numprocesses)
     maximum = _option(config, "maxprocesses", "procpar_maxprocesses", parse_maxprocesses)
     start = _option(config, "procpar_start", "procpar_start", parse_start_method)
-    dist = str(_option(config, "dist", "procpar_dist", parse_dist) or DEFAULT_POLICY)
+    dist = str(_option(config, "procpar_dist", "procpar_dist", parse_dist) or DEFAULT_POLICY)
     timeout = _option(config, "procpar_timeout", "procpar_timeout", parse_seconds) or 0.0
     restarts = _option(config, "maxworkerrestart", "procpar_max_worker_restart", parse_restarts)
     start_method = str(start) if start is not None else default_start_method()

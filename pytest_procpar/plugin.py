@@ -39,6 +39,9 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         return
     settings = options.resolve(config)
     config.stash[SETTINGS_KEY] = settings
+    # What xdist-aware plugins read to learn whether tests are distributed (pytest-benchmark,
+    # pytest-cov): xdist's "no" unless workers will run.
+    config.option.dist = settings.dist if settings.workers else "no"
 
 
 @pytest.hookimpl(trylast=True)  # after the terminal reporter exists

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import pickle
 import select
+import signal
 import struct
 import warnings
 from collections.abc import Iterator
@@ -60,12 +61,20 @@ def enlarge_pipe(fd: int) -> None:
         pass
 
 
+_DEFERRED = {signal.SIGINT, signal.SIGTERM}
+
+
 def send(fd: int, message: tuple[Any, ...]) -> None:
-    """Write one frame, all of it (a pipe write may be cut short by a signal)."""
+    """Write one frame, all of it: Ctrl-C or SIGTERM arriving meanwhile waits until the frame
+    is whole, since half a frame would garble every frame after it."""
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     view = memoryview(_HEADER.pack(len(payload)) + payload)
-    while view:
-        view = view[os.write(fd, view) :]
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class FrameReader:

@@ -123,6 +123,7 @@ class WorkerLoop:
         self.asked = False
         self.low_water = 1
         self.pid = os.getpid()
+        self.current: int | None = None  # the item running now
         self.recorder = EventRecorder(session.config, shared, slot)
         session.config.pluginmanager.register(self.recorder, "procpar_worker")
         self.recorder.live = True
@@ -164,7 +165,7 @@ class WorkerLoop:
         session = self.session
         self._refill()
         while self.queue and not self.shared.should_stop():
-            index = self.queue.popleft()
+            index = self.current = self.queue.popleft()
             nextitem = self.items[self.queue[0]] if self.queue else None
             self.recorder.begin(self.items[index])
             started = time.perf_counter()
@@ -179,6 +180,7 @@ class WorkerLoop:
                     os._exit(0)
                 self.shared.running[self.slot] = -1
                 self.send_events(index, time.perf_counter() - started)
+                self.current = None
             if session.shouldstop == RUN_STOPPING:
                 break
             if session.shouldfail or session.shouldstop:
@@ -211,7 +213,7 @@ class WorkerLoop:
 
     def report_end(self, fatal: Fatal | None) -> None:
         """Last events, then FINISHED with ``workeroutput``, or FATAL."""
-        self.send_events(None)
+        self.send_events(self.current)  # the item an interruption cut short, if any
         if fatal is None:
             workeroutput = self.session.config.workeroutput  # type: ignore[attr-defined]
             protocol.send(self.write_fd, (protocol.FINISHED, workeroutput))
@@ -282,7 +284,6 @@ def run_forked(start: ForkStart) -> None:
         os.close(fd)
     faults.prepare_worker_process(start.stack_path, start.parent_pid)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     session = start.session
     config = session.config
     isolation.become_worker(config, start.workerinput)
@@ -360,6 +361,7 @@ class SpawnedWorker:
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
         isolation.become_worker(config, self.start.workerinput)
+        faults.point_faulthandler_at_stack()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
@@ -395,8 +397,14 @@ def run_spawned(start: SpawnStart) -> None:
     """Entry point of a spawned or forkserver worker: collect like the controller, then serve."""
     faults.prepare_worker_process(start.stack_path, start.parent_pid)
     start.ends.redirect_output()
+    isolation.export_identity(start.workerinput)  # before any plugin or conftest looks
     os.chdir(start.invocation_dir)
     config = pytest.Config.fromdictargs(start.option_dict, start.args)
-    config.workerinput = start.workerinput  # type: ignore[attr-defined]  # before any plugin looks
-    config.pluginmanager.register(SpawnedWorker(start), "procpar_spawned")
-    config.hook.pytest_cmdline_main(config=config)
+    config.workerinput = start.workerinput  # type: ignore[attr-defined]
+    worker = SpawnedWorker(start)
+    config.pluginmanager.register(worker, "procpar_spawned")
+    status = config.hook.pytest_cmdline_main(config=config)
+    if worker.runner is None:  # pytest ended before the run loop: nothing ran here
+        message = f"pytest in the worker ended before running tests (exit code {int(status)})"
+        protocol.send(start.ends.results.fileno(), (protocol.FATAL, "startup", message))
+        sys.exit(1)

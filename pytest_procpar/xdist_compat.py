@@ -87,6 +87,20 @@ class WorkerNode:
         return f"<WorkerNode {self.gateway.id}>"
 
 
+# Options that xdist-aware plugins hand to workers through workerinput, but only from hooks
+# they register when xdist itself is loaded (procpar blocks it): passed on for them.
+WORKERINPUT_OPTIONS = ("randomly_seed",)  # pytest-randomly: one seed, the same order
+
+
+def plugin_workerinput(config: pytest.Config) -> dict[str, Any]:
+    found = {}
+    for name in WORKERINPUT_OPTIONS:
+        value = config.getoption(name, default=None)
+        if value is not None:
+            found[name] = value
+    return found
+
+
 def interpreter_info(workerid: str) -> dict[str, Any]:
     """The ``workerinfo`` xdist's nodes carry; pytest prints it above a worker's failures."""
     return {

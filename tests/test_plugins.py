@@ -1,0 +1,740 @@
+"""Third-party pytest plugins under procpar: the plugin matrix.
+
+Each plugin test starts with ``pytest.importorskip`` of the plugin's module, so a run without
+the plugin installed skips it; CI installs the matrix to run them. Every inner run is a
+subprocess that loads procpar explicitly (``-p procpar``: pytest-xdist, also installed, would
+otherwise own ``-n``) and blocks pytest-randomly unless the test is about it (installed, it
+would reorder and reseed every inner run). Results are compared with a serial run wherever the
+plugin's behaviour there is the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TIMEOUT_S = 120  # an inner run taking longer is killed: nothing here may hang the suite
+IDENTITY_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+NO_RANDOMLY = ("-p", "no:randomly")
+NO_HYPOTHESIS = ("-p", "no:hypothesispytest")  # only slows the start of runs not about it
+PROGRESS = re.compile(r"^\[(gw\d+)\] \[\s*\d+%\] (PASSED|FAILED|ERROR|SKIPPED|RERUN) (\S+)")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner runs must not see the outer run's worker identity or auto-count overrides."""
+    for name in (*IDENTITY_ENV, "PYTEST_PROCPAR_AUTO_NUM_WORKERS", "PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def parallel(
+    pytester: pytest.Pytester,
+    *args: str,
+    method: str = "fork",
+    plugins: tuple[str, ...] = NO_RANDOMLY + NO_HYPOTHESIS,
+) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        "-p", "procpar", *plugins, "-n", "2", "--procpar-start", method, *args, timeout=TIMEOUT_S
+    )
+
+
+def serial(
+    pytester: pytest.Pytester, *args: str, plugins: tuple[str, ...] = NO_RANDOMLY + NO_HYPOTHESIS
+) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "procpar", *plugins, *args, timeout=TIMEOUT_S)
+
+
+def output(result: pytest.RunResult) -> str:
+    return result.stdout.str() + "\n" + result.stderr.str()
+
+
+def read_json_files(directory: Path, pattern: str) -> dict[str, Any]:
+    """``{stem: content}`` of the JSON files the inner tests wrote; removes them."""
+    found = {}
+    for path in sorted(directory.glob(pattern)):
+        found[path.stem] = json.loads(path.read_text())
+        path.unlink()
+    return found
+
+
+def worker_sequences(result: pytest.RunResult) -> dict[str, list[tuple[str, str]]]:
+    """``{worker: [(outcome, nodeid), ...]}`` in the order each worker reported, from ``-v``."""
+    sequences: dict[str, list[tuple[str, str]]] = {}
+    for line in result.outlines:
+        match = PROGRESS.match(line)
+        if match:
+            worker, outcome, nodeid = match.groups()
+            sequences.setdefault(worker, []).append((outcome, nodeid))
+    return sequences
+
+
+# -- pytest-timeout ------------------------------------------------------------------------
+
+BLOCKING = """
+import threading
+
+import pytest
+
+def test_blocks():
+    threading.Event().wait()
+
+@pytest.mark.parametrize("i", range(3))
+def test_quick(i):
+    pass
+"""
+
+TIMEOUT_MESSAGE = "Failed: Timeout (>1.0s) from pytest-timeout."
+
+
+def test_timeout_option_fails_only_the_blocking_test(pytester: pytest.Pytester) -> None:
+    """``--timeout`` is pytest-timeout's; ``--procpar-timeout`` (procpar's) is accepted beside
+    it and, being longer, leaves the test to pytest-timeout."""
+    pytest.importorskip("pytest_timeout")
+    pytester.makepyfile(test_block=BLOCKING)
+    result = parallel(pytester, "--timeout", "1", "--procpar-timeout", "60")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["procpar: 2 workers (fork), 4 items"])
+    result.stdout.fnmatch_lines(
+        [f"E * {TIMEOUT_MESSAGE}", "FAILED test_block.py::test_blocks - Failed: Timeout*"],
+        consecutive=False,
+    )
+    assert "crashed" not in result.stdout.str()
+    assert "Timeout after" not in result.stdout.str()  # procpar's own limit did not fire
+
+
+MARKED = """
+import threading
+
+import pytest
+
+@pytest.mark.timeout(1)
+def test_pytest_timeout_marker():
+    threading.Event().wait()
+
+@pytest.mark.timeout(60)
+@pytest.mark.procpar_timeout(60)
+def test_both_markers_generous():
+    pass
+
+def test_plain():
+    pass
+"""
+
+
+def test_timeout_marker_beside_procpar_timeout_marker(pytester: pytest.Pytester) -> None:
+    """``timeout`` is pytest-timeout's marker, ``procpar_timeout`` procpar's: both are
+    registered (``--strict-markers``) and pytest-timeout enforces its own."""
+    pytest.importorskip("pytest_timeout")
+    pytester.makepyfile(test_marked=MARKED)
+    result = parallel(pytester, "--strict-markers")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [f"E * {TIMEOUT_MESSAGE}", "FAILED test_marked.py::test_pytest_timeout_marker - *"],
+        consecutive=False,
+    )
+    markers = serial(pytester, "--markers")
+    markers.stdout.fnmatch_lines(["@pytest.mark.timeout(*"])
+    markers.stdout.fnmatch_lines(["@pytest.mark.procpar_timeout(*"])
+
+
+PROCPAR_MARKED = """
+import threading
+
+import pytest
+
+@pytest.mark.procpar_timeout(1)
+def test_procpar_timeout_marker():
+    threading.Event().wait()
+
+@pytest.mark.parametrize("i", range(3))
+def test_quick(i):
+    pass
+"""
+
+
+def test_procpar_timeout_marker_with_pytest_timeout_loaded(pytester: pytest.Pytester) -> None:
+    """procpar's own limit still works with pytest-timeout loaded (no ``--timeout``): the
+    hung test fails once, its worker is replaced, and the other tests pass."""
+    pytest.importorskip("pytest_timeout")
+    pytester.makepyfile(test_marked=PROCPAR_MARKED)
+    result = parallel(pytester, "--strict-markers")
+    result.stdout.fnmatch_lines(
+        ["FAILED test_marked.py::test_procpar_timeout_marker - Timeout after 1s*"]
+    )
+    result.assert_outcomes(passed=3, failed=1)
+
+
+def test_timeout_thread_method_costs_only_its_test(pytester: pytest.Pytester) -> None:
+    """pytest-timeout's thread method ends the whole process (``os._exit(1)``): as under
+    xdist, the worker's test is reported as a crash and the run goes on."""
+    pytest.importorskip("pytest_timeout")
+    pytester.makepyfile(test_block=BLOCKING)
+    result = parallel(pytester, "--timeout", "1", "--timeout-method", "thread")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.re_match_lines(
+        [r"FAILED test_block.py::test_blocks - worker gw\d+ crashed while running .*"]
+    )
+
+
+# -- pytest-randomly -----------------------------------------------------------------------
+
+# Every test records the seed it sees, a number it draws and its worker.
+RANDOM_TESTS = """
+import json
+import random
+
+import pytest
+
+@pytest.mark.parametrize("i", range({count}))
+def test_draw(i, request, worker_id):
+    seen = {{
+        "seed": request.config.getoption("randomly_seed"),
+        "random": random.random(),
+        "worker": worker_id,
+    }}
+    with open(f"seen-{{__name__}}-{{i}}.json", "w") as out:
+        json.dump(seen, out)
+"""
+
+# Every process that collects writes the order it collected in.
+COLLECTION_CONFTEST = """
+import json
+import os
+
+def pytest_collection_finish(session):
+    who = getattr(session.config, "workerinput", {}).get("workerid", "controller")
+    with open(f"collected-{who}-{os.getpid()}.json", "w") as out:
+        json.dump([item.nodeid for item in session.items], out)
+"""
+
+UNSHUFFLED = [
+    *(f"test_more.py::test_draw[{i}]" for i in range(5)),
+    *(f"test_random.py::test_draw[{i}]" for i in range(8)),
+]
+RANDOMLY = ("-p", "randomly", *NO_HYPOTHESIS)
+SEED = "--randomly-seed=1234"
+
+
+def make_random_suite(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(COLLECTION_CONFTEST)
+    pytester.makepyfile(
+        test_random=RANDOM_TESTS.format(count=8), test_more=RANDOM_TESTS.format(count=5)
+    )
+
+
+def draws(seen: dict[str, Any]) -> dict[str, float]:
+    return {test: entry["random"] for test, entry in seen.items()}
+
+
+def collections(pytester: pytest.Pytester) -> dict[str, list[str]]:
+    """``{who: nodeids}`` for each process that collected (who: controller, gw0, ...)."""
+    found = read_json_files(pytester.path, "collected-*.json")
+    return {stem.split("-")[1]: order for stem, order in found.items()}
+
+
+def test_randomly_seed_is_the_same_on_every_worker(pytester: pytest.Pytester) -> None:
+    """With a fixed seed every worker reseeds like the serial run: each test sees the same
+    seed and draws the same number as serially; the order is shuffled once, by the
+    controller, and forked workers do not collect (so cannot reshuffle)."""
+    pytest.importorskip("pytest_randomly")
+    make_random_suite(pytester)
+    serial(pytester, SEED, plugins=RANDOMLY).assert_outcomes(passed=13)
+    expected = read_json_files(pytester.path, "seen-*.json")
+    serial_order = collections(pytester)["controller"]
+    assert serial_order != UNSHUFFLED  # pytest-randomly did shuffle
+    assert sorted(serial_order) == sorted(UNSHUFFLED)
+
+    result = parallel(pytester, SEED, plugins=RANDOMLY)
+    result.assert_outcomes(passed=13)
+    seen = read_json_files(pytester.path, "seen-*.json")
+    assert {entry["seed"] for entry in seen.values()} == {1234}
+    assert {entry["worker"] for entry in seen.values()} == {"gw0", "gw1"}
+    assert draws(seen) == draws(expected)
+    assert collections(pytester) == {"controller": serial_order}
+
+
+def test_randomly_default_seed_is_shared_by_workers(pytester: pytest.Pytester) -> None:
+    """Without ``--randomly-seed`` the controller picks one seed (shown in the header) and
+    every worker uses it."""
+    pytest.importorskip("pytest_randomly")
+    make_random_suite(pytester)
+    result = parallel(pytester, plugins=RANDOMLY)
+    result.assert_outcomes(passed=13)
+    match = re.search(r"^Using --randomly-seed=(\d+)$", result.stdout.str(), re.MULTILINE)
+    assert match is not None
+    seen = read_json_files(pytester.path, "seen-*.json")
+    assert {entry["seed"] for entry in seen.values()} == {int(match.group(1))}
+    assert {entry["worker"] for entry in seen.values()} == {"gw0", "gw1"}
+
+
+def test_randomly_with_spawned_workers(pytester: pytest.Pytester) -> None:
+    """Spawned workers collect again: they must get the controller's seed, so that they
+    collect in the controller's (shuffled) order and draw the serial run's numbers.
+
+    pytest-randomly passes the seed in ``workerinput["randomly_seed"]`` from its
+    ``pytest_configure_node``, which it registers only when ``hasplugin("xdist")``."""
+    pytest.importorskip("pytest_randomly")
+    make_random_suite(pytester)
+    serial(pytester, SEED, plugins=RANDOMLY).assert_outcomes(passed=13)
+    expected = read_json_files(pytester.path, "seen-*.json")
+    controller_order = collections(pytester)["controller"]
+
+    result = parallel(pytester, SEED, "--max-worker-restart", "0", method="spawn", plugins=RANDOMLY)
+    assert "KeyError" not in output(result)
+    result.assert_outcomes(passed=13)
+    seen = read_json_files(pytester.path, "seen-*.json")
+    assert draws(seen) == draws(expected)
+    assert collections(pytester) == {
+        "controller": controller_order,
+        "gw0": controller_order,
+        "gw1": controller_order,
+    }
+
+
+def test_spawned_worker_failing_to_start_is_not_blamed_on_a_test(
+    pytester: pytest.Pytester,
+) -> None:
+    """A spawned worker whose pytest_configure raises never ran a test. xdist ends such a run
+    with INTERNALERROR (exit 3, "no tests ran"); procpar must not report the worker's first
+    test as having crashed it, nor start replacement workers that fail the same way.
+    (pytest-randomly under spawn fails like this, see the test above.)"""
+    pytester.makeconftest(
+        """
+        def pytest_configure(config):
+            if hasattr(config, "workerinput"):
+                raise RuntimeError("worker configure broke")
+        """
+    )
+    pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\ndef test_c(): pass\n")
+    result = parallel(pytester, method="spawn")
+    assert "RuntimeError: worker configure broke" in output(result)
+    assert "crashed while running" not in result.stdout.str()
+    assert "gw2" not in result.stdout.str()  # no replacement worker
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+
+
+# -- pytest-rerunfailures ------------------------------------------------------------------
+
+FLAKY = """
+from pathlib import Path
+
+def test_flaky():
+    marker = Path("flaky-ran")
+    if not marker.exists():
+        marker.write_text("first attempt")
+        raise AssertionError("fails the first time")
+
+def test_steady():
+    pass
+"""
+
+
+def test_reruns_flaky_test_like_serial(pytester: pytest.Pytester) -> None:
+    """A test failing once then passing gives ``2 passed, 1 rerun`` serially, and the same
+    with forked and with spawned workers."""
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(test_flaky=FLAKY)
+    marker = pytester.path / "flaky-ran"
+    expected = serial(pytester, "--reruns", "2")
+    assert expected.parseoutcomes() == {"passed": 2, "rerun": 1}
+    for method in ("fork", "spawn"):
+        marker.unlink()
+        result = parallel(pytester, "--reruns", "2", "-rR", method=method)
+        assert result.parseoutcomes() == expected.parseoutcomes(), method
+        result.stdout.fnmatch_lines(
+            ["RERUN test_flaky.py::test_flaky", "PASSED test_flaky.py::test_flaky"]
+        )
+        assert marker.exists()
+
+
+CRASHING_ONCE = """
+import os
+from pathlib import Path
+
+def test_crashes_once():
+    marker = Path("crashed-once")
+    if not marker.exists():
+        marker.write_text("x")
+        os._exit(1)
+
+def test_steady():
+    pass
+"""
+
+
+def test_reruns_after_a_worker_crash(pytester: pytest.Pytester) -> None:
+    """pytest-rerunfailures reruns a test that crashed its xdist worker (through
+    ``pytest_handlecrashitem``): under pytest-xdist this run gives ``2 passed, 1 rerun``."""
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(test_crash=CRASHING_ONCE)
+    result = parallel(pytester, "--reruns", "2")
+    assert (pytester.path / "crashed-once").exists()  # it did crash its worker once
+    assert result.parseoutcomes() == {"passed": 2, "rerun": 1}
+
+
+# -- pytest-asyncio ------------------------------------------------------------------------
+
+ASYNC_INI = """
+[pytest]
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = function
+"""
+
+ASYNC_TESTS = """
+import asyncio
+import os
+
+import pytest
+
+def record(name):
+    with open(f"ran-{name}-{os.environ['PYTEST_XDIST_WORKER']}", "w"):
+        pass
+
+@pytest.fixture
+async def answer():
+    await asyncio.sleep(0)
+    yield 42
+    await asyncio.sleep(0)
+    record("fixture-teardown")
+
+async def test_async_fixture(answer):
+    await asyncio.sleep(0)
+    assert answer == 42
+    record("test_async_fixture")
+
+async def test_gather():
+    results = await asyncio.gather(*(asyncio.sleep(0, result=i) for i in range(3)))
+    assert results == [0, 1, 2]
+    record("test_gather")
+
+async def test_running_loop():
+    assert asyncio.get_running_loop().is_running()
+    record("test_running_loop")
+
+def test_sync():
+    record("test_sync")
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_asyncio_tests_and_fixtures(pytester: pytest.Pytester, method: str) -> None:
+    pytest.importorskip("pytest_asyncio")
+    pytester.makeini(ASYNC_INI)
+    pytester.makepyfile(test_async=ASYNC_TESTS)
+    result = parallel(pytester, method=method)
+    result.assert_outcomes(passed=4, warnings=0)
+    result.stdout.fnmatch_lines([f"procpar: 2 workers ({method}), 4 items"])
+    ran = sorted(path.name.rsplit("-", 1)[0] for path in pytester.path.glob("ran-*"))
+    assert ran == [
+        "ran-fixture-teardown",
+        "ran-test_async_fixture",
+        "ran-test_gather",
+        "ran-test_running_loop",
+        "ran-test_sync",
+    ]
+    workers = {path.name.rsplit("-", 1)[1] for path in pytester.path.glob("ran-*")}
+    assert workers == {"gw0", "gw1"}
+
+
+# -- hypothesis ----------------------------------------------------------------------------
+
+PROPERTIES = """
+from hypothesis import given, settings, strategies as st
+
+settings.register_profile("quick", max_examples=30)
+settings.load_profile("quick")
+
+@given(st.integers(), st.integers())
+def test_commutative(a, b):
+    assert a + b == b + a
+
+@given(st.lists(st.integers()))
+def test_sort_idempotent(xs):
+    assert sorted(sorted(xs)) == sorted(xs)
+
+@given(st.dictionaries(st.integers(), st.booleans()))
+def test_dict_roundtrip(d):
+    assert dict(d.items()) == d
+
+@given(st.integers(min_value=0))
+def test_small(n):
+    assert n < 10
+"""
+
+FALSIFYING = [
+    r"E\s+(Falsifying example|Failing test case): test_small\($",
+    r"E\s+n=10,$",
+]
+
+
+def test_hypothesis_with_a_shared_database(pytester: pytest.Pytester) -> None:
+    """Both workers use the default database directory ``.hypothesis/``; two runs in a row
+    (the second replays what the first saved) give the serial outcomes and no errors, and the
+    failing property shows its minimal falsifying example."""
+    pytest.importorskip("hypothesis")
+    pytester.makepyfile(test_props=PROPERTIES)
+    expected = serial(pytester, plugins=NO_RANDOMLY).parseoutcomes()
+    assert expected == {"passed": 3, "failed": 1}
+    shutil.rmtree(pytester.path / ".hypothesis")  # the workers start the database afresh
+    for _ in range(2):
+        result = parallel(pytester, plugins=NO_RANDOMLY)
+        assert result.parseoutcomes() == expected
+        result.stdout.re_match_lines(FALSIFYING)
+        result.stdout.fnmatch_lines(["FAILED test_props.py::test_small - assert 10 < 10"])
+        text = output(result)
+        assert "INTERNALERROR" not in text
+        assert "Traceback" not in text
+    assert any((pytester.path / ".hypothesis" / "examples").iterdir())
+
+
+# -- pytest-django -------------------------------------------------------------------------
+
+DJANGO_SETTINGS = """
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SECRET_KEY = "procpar-tests"
+USE_TZ = True
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(HERE / "db.sqlite3"),
+        "TEST": {"NAME": str(HERE / "test_db.sqlite3")},
+    }
+}
+"""
+
+DJANGO_INI = """
+[pytest]
+DJANGO_SETTINGS_MODULE = settings
+pythonpath = .
+"""
+
+DJANGO_TESTS = """
+import json
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("i", range(6))
+def test_user(i, worker_id):
+    User.objects.create(username=f"user{i}")
+    assert User.objects.count() == 1  # each test alone in its transaction, in its database
+    with open(f"db-{i}.json", "w") as out:
+        json.dump({"worker": worker_id, "name": connection.settings_dict["NAME"]}, out)
+"""
+
+
+def test_django_database_per_worker(pytester: pytest.Pytester) -> None:
+    """pytest-django suffixes the test database name with the xdist worker id: each worker
+    creates, uses and finally destroys its own sqlite file."""
+    pytest.importorskip("pytest_django")
+    pytest.importorskip("django")
+    pytester.makepyfile(settings=DJANGO_SETTINGS, test_users=DJANGO_TESTS)
+    pytester.makeini(DJANGO_INI)
+    result = parallel(pytester)
+    result.assert_outcomes(passed=6)
+    seen = read_json_files(pytester.path, "db-*.json")
+    assert len(seen) == 6
+    test_db = str(pytester.path.resolve() / "test_db.sqlite3")
+    for entry in seen.values():
+        assert entry["name"] == f"{test_db}_{entry['worker']}"
+    assert {entry["worker"] for entry in seen.values()} == {"gw0", "gw1"}
+    assert not list(pytester.path.glob("test_db.sqlite3*"))  # every worker destroyed its own
+
+
+# -- pytest-benchmark ----------------------------------------------------------------------
+
+BENCHMARKS = """
+def test_sum(benchmark):
+    assert benchmark(sum, range(100)) == 4950
+
+def test_sorted(benchmark):
+    assert benchmark(sorted, [3, 1, 2]) == [1, 2, 3]
+
+def test_plain():
+    pass
+"""
+
+QUICK_BENCHMARKS = "--benchmark-max-time=0.01"  # measuring, when it does, takes little time
+BENCHMARK_DISABLED = "Benchmarks are automatically disabled because xdist plugin is active"
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_benchmark_disabled_once_with_workers(pytester: pytest.Pytester, method: str) -> None:
+    """Like under xdist, pytest-benchmark switches itself off in a parallel run: the tests
+    pass (the fixture still calls the function once), no table is printed, and its warning
+    says why, once, as it does under xdist."""
+    pytest.importorskip("pytest_benchmark")
+    pytester.makepyfile(test_bench=BENCHMARKS)
+    result = parallel(pytester, QUICK_BENCHMARKS, method=method)
+    result.assert_outcomes(passed=3)
+    assert result.ret == pytest.ExitCode.OK
+    text = output(result)
+    assert "benchmark: 2 tests" not in text
+    assert text.count(BENCHMARK_DISABLED) == 1
+
+
+def test_benchmark_runs_when_procpar_is_loaded_without_workers(pytester: pytest.Pytester) -> None:
+    """Without ``-n`` procpar must stay out of the way: pytest-benchmark measures and prints
+    its table as it does with ``-p no:procpar``. It decides "xdist is active" from
+    ``config.getoption("dist", "no") != "no"``."""
+    pytest.importorskip("pytest_benchmark")
+    pytester.makepyfile(test_bench=BENCHMARKS)
+    without = pytester.runpytest_subprocess(
+        "-p",
+        "no:procpar",
+        "-p",
+        "no:xdist",
+        *NO_RANDOMLY,
+        *NO_HYPOTHESIS,
+        QUICK_BENCHMARKS,
+        timeout=TIMEOUT_S,
+    )
+    without.assert_outcomes(passed=3)
+    without.stdout.fnmatch_lines(["*benchmark: 2 tests*"])
+    result = serial(pytester, QUICK_BENCHMARKS)
+    result.assert_outcomes(passed=3)
+    assert BENCHMARK_DISABLED not in output(result)
+    result.stdout.fnmatch_lines(["*benchmark: 2 tests*"])
+
+
+def test_spawned_workers_export_identity_before_plugins_configure(
+    pytester: pytest.Pytester,
+) -> None:
+    """xdist sets ``PYTEST_XDIST_WORKER`` before a worker's config exists; plugins read it in
+    ``pytest_configure`` (pytest-benchmark does, to warn once, from gw0 only). Forked workers
+    do not configure again; spawned ones must have the variable by then."""
+    pytester.makeconftest(
+        """
+        import os
+
+        def pytest_configure(config):
+            if hasattr(config, "workerinput"):
+                with open(f"env-{config.workerinput['workerid']}.json", "w") as out:
+                    out.write(repr(os.environ.get("PYTEST_XDIST_WORKER")))
+        """
+    )
+    pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
+    parallel(pytester, method="spawn").assert_outcomes(passed=2)
+    seen = {path.stem: path.read_text() for path in pytester.path.glob("env-*.json")}
+    assert seen == {"env-gw0": "'gw0'", "env-gw1": "'gw1'"}
+
+
+def test_dist_option_reads_no_without_workers(pytester: pytest.Pytester) -> None:
+    """xdist's ``--dist`` defaults to ``"no"``, and plugins (pytest-benchmark, pytest-cov)
+    take any other value to mean a distributed run; procpar's must read the same when no
+    workers run."""
+    pytester.makeconftest(
+        """
+        def pytest_configure(config):
+            with open("dist.txt", "w") as out:
+                out.write(repr(config.getoption("dist", "no")))
+        """
+    )
+    pytester.makepyfile("def test_a(): pass\n")
+    serial(pytester).assert_outcomes(passed=1)
+    assert (pytester.path / "dist.txt").read_text() == "'no'"
+
+
+# -- pytest's own: --junitxml, --lf, --ff ----------------------------------------------------
+
+REPORTED = """
+import pytest
+
+@pytest.mark.parametrize("i", range(6))
+def test_param(i):
+    assert i != 4
+
+def test_skipped():
+    pytest.skip("not today")
+
+@pytest.mark.xfail(reason="known")
+def test_xfail():
+    assert False
+
+class TestGroup:
+    def test_one(self):
+        pass
+
+    def test_error(self, missing_fixture):
+        pass
+"""
+
+
+def junit_cases(path: Path) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
+    """Sorted ``(classname, name, outcome)`` per testcase, and the suite's counters."""
+    root = ET.parse(path).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    assert suite is not None
+    cases = []
+    for case in suite.iter("testcase"):
+        outcome = next((child.tag for child in case if child.tag != "properties"), "passed")
+        if outcome in ("system-out", "system-err"):
+            outcome = "passed"
+        cases.append((case.get("classname", ""), case.get("name", ""), outcome))
+    counters = {key: suite.get(key, "") for key in ("tests", "errors", "failures", "skipped")}
+    return sorted(cases), counters
+
+
+def test_junitxml_one_testcase_per_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_reported=REPORTED)
+    serial(pytester, "--junitxml=serial.xml")
+    parallel(pytester, "--junitxml=parallel.xml").assert_outcomes(
+        passed=6, failed=1, skipped=1, xfailed=1, errors=1
+    )
+    expected_cases, expected_counters = junit_cases(pytester.path / "serial.xml")
+    cases, counters = junit_cases(pytester.path / "parallel.xml")
+    assert len(cases) == 10
+    assert len({(classname, name) for classname, name, _ in cases}) == 10
+    assert cases == expected_cases
+    assert counters == expected_counters
+
+
+FAILING_SOME = """
+import pytest
+
+@pytest.mark.parametrize("i", range(10))
+def test_p(i):
+    assert i not in (2, 5, 7)
+"""
+FAILING_IDS = {f"test_p.py::test_p[{i}]" for i in (2, 5, 7)}
+
+
+def test_last_failed_reruns_only_failures(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_p=FAILING_SOME)
+    parallel(pytester).assert_outcomes(passed=7, failed=3)
+    result = parallel(pytester, "--lf", "-v")
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["run-last-failure: rerun previous 3 failures"])
+    ran = [nodeid for steps in worker_sequences(result).values() for _, nodeid in steps]
+    assert sorted(ran) == sorted(FAILING_IDS)
+
+
+@pytest.mark.parametrize("dist", ["duration", "load"])
+def test_failed_first_runs_failures_first(pytester: pytest.Pytester, dist: str) -> None:
+    """Each worker starts with the failures it is given: none runs after a passing test."""
+    pytester.makepyfile(test_p=FAILING_SOME)
+    parallel(pytester, "--dist", dist).assert_outcomes(passed=7, failed=3)
+    result = parallel(pytester, "--ff", "-v", "--dist", dist)
+    result.assert_outcomes(passed=7, failed=3)
+    result.stdout.fnmatch_lines(["run-last-failure: rerun previous 3 failures first"])
+    sequences = worker_sequences(result)
+    assert sum(len(steps) for steps in sequences.values()) == 10
+    for worker, steps in sequences.items():
+        outcomes = [outcome for outcome, _ in steps]
+        first_pass = outcomes.index("PASSED") if "PASSED" in outcomes else len(outcomes)
+        assert "FAILED" not in outcomes[first_pass:], (worker, steps)
+    failed = {
+        nodeid for steps in sequences.values() for outcome, nodeid in steps if outcome == "FAILED"
+    }
+    assert failed == FAILING_IDS
