@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -362,6 +363,7 @@ class SpawnedWorker:
     def pytest_configure(self, config: pytest.Config) -> None:
         isolation.become_worker(config, self.start.workerinput)
         faults.point_faulthandler_at_stack()
+        self.start.ends.redirect_output()  # from now on output is news; before, a repeat
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
@@ -396,7 +398,13 @@ class SpawnedWorker:
 def run_spawned(start: SpawnStart) -> None:
     """Entry point of a spawned or forkserver worker: collect like the controller, then serve."""
     faults.prepare_worker_process(start.stack_path, start.parent_pid)
-    start.ends.redirect_output()
+    # What configuring pytest prints again (its warnings, say) the controller printed already;
+    # it is kept aside, and shown only if this worker fails to start.
+    early_output = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(early_output.fileno(), 1)
+    os.dup2(early_output.fileno(), 2)
     isolation.export_identity(start.workerinput)  # before any plugin or conftest looks
     os.chdir(start.invocation_dir)
     config = pytest.Config.fromdictargs(start.option_dict, start.args)
@@ -405,6 +413,12 @@ def run_spawned(start: SpawnStart) -> None:
     config.pluginmanager.register(worker, "procpar_spawned")
     status = config.hook.pytest_cmdline_main(config=config)
     if worker.runner is None:  # pytest ended before the run loop: nothing ran here
+        sys.stdout.flush()
+        sys.stderr.flush()
+        early_output.seek(0)
+        printed = early_output.read().decode(errors="replace")[-20_000:]
         message = f"pytest in the worker ended before running tests (exit code {int(status)})"
-        protocol.send(start.ends.results.fileno(), (protocol.FATAL, "startup", message))
+        protocol.send(
+            start.ends.results.fileno(), (protocol.FATAL, "startup", f"{message}\n{printed}")
+        )
         sys.exit(1)
