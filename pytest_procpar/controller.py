@@ -47,6 +47,7 @@ SHUTDOWN_GRACE_S = 2.0
 INTERRUPT_GRACE_S = 1.0  # after Ctrl-C: time for workers to report, before TERM then KILL
 STACK_WAIT_S = 1.0  # how long a hung worker gets to write its stack
 STACK_POLL_S = 0.02
+DEADLINE_POLL_S = 0.25
 
 
 class WorkerFailure(Exception):
@@ -310,8 +311,8 @@ class ParallelRun:
         if self.deadlines.enabled:
             pairs = [(index, started) for _, index, started in self._running()]
             deadline_wait = self.deadlines.wait_time(pairs, now)
-            if deadline_wait is not None:
-                waits.append(deadline_wait)
+            # A worker may start a limited test right after this look: check again soon.
+            waits.append(DEADLINE_POLL_S if deadline_wait is None else deadline_wait)
         return max(0.0, min(waits)) if waits else None
 
     def _enforce_deadlines(self) -> None:

@@ -125,6 +125,7 @@ class WorkerLoop:
         self.low_water = 1
         self.pid = os.getpid()
         self.current: int | None = None  # the item running now
+        self.broken: int | None = None
         self.recorder = EventRecorder(session.config, shared, slot)
         session.config.pluginmanager.register(self.recorder, "procpar_worker")
         self.recorder.live = True
@@ -176,6 +177,9 @@ class WorkerLoop:
                 self.items[index].config.hook.pytest_runtest_protocol(
                     item=self.items[index], nextitem=nextitem
                 )
+            except BaseException:
+                self.broken = index  # what the worker was running when its loop broke
+                raise
             finally:
                 if os.getpid() != self.pid:  # a test forked and its child came back up here
                     os._exit(0)
@@ -201,8 +205,7 @@ class WorkerLoop:
         except KeyboardInterrupt:
             return Fatal(("interrupt", traceback.format_exc()))
         except BaseException:
-            running = self.shared.running[self.slot]
-            message = ("internal", traceback.format_exc(), running if running >= 0 else None)
+            message = ("internal", traceback.format_exc(), self.broken)
             return Fatal(message, pytest.ExitCode.INTERNAL_ERROR)
         return None
 

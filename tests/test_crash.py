@@ -69,3 +69,26 @@ def test_threads_at_fork_time_switch_to_forkserver(pytester: pytest.Pytester) ->
     result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["procpar: 2 workers (forkserver; *conftest-thread*), 2 items"])
+
+
+def test_a_test_that_breaks_its_worker_errors_alone(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.hookimpl(wrapper=True)
+        def pytest_runtest_protocol(item, nextitem):
+            result = yield
+            if item.name == "test_breaks":
+                raise RuntimeError("worker state wrecked")
+            return result
+        """
+    )
+    pytester.makepyfile("".join(f"def test_{name}(): pass\n" for name in ("a", "breaks", "c", "d")))
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "-rE")
+    result.assert_outcomes(passed=4, errors=1)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        ["ERROR *::test_breaks - the test left its worker unusable while running *test_breaks*"]
+    )
+    assert "INTERNALERROR" not in result.stdout.str()
