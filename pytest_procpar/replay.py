@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ class Replayer:
         self.config = config
         self.hook = config.hook
         self.items = items
-        self._hook_proxies: dict[Path, Any] = {}
+        self._hook_proxies: dict[int, Any] = {}
 
     def replay(self, node: Any, index: int | None, events: list[tuple[Any, ...]]) -> None:
         item = self.items[index] if index is not None else None
@@ -64,8 +63,8 @@ class Replayer:
                 )
 
     def _hooks_for(self, item: pytest.Item) -> Any:
-        """``item.ihook``, looked up once per directory (conftests apply by directory)."""
-        key = item.path.parent
+        """``item.ihook``, looked up once per parent node (conftests apply by directory)."""
+        key = id(item.parent)
         if key not in self._hook_proxies:
             self._hook_proxies[key] = item.ihook
         return self._hook_proxies[key]

@@ -6,6 +6,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 
 import pytest
+from _pytest.nodes import Node
 
 from pytest_procpar.scheduler.base import WorkItem
 
@@ -13,13 +14,19 @@ GROUP_MARKERS = ("procpar_group", "xdist_group")
 SHARED_SCOPES = ("package", "module", "class")
 
 
-def group_name(item: pytest.Item) -> str | None:
-    for name in GROUP_MARKERS:
-        marker = item.get_closest_marker(name)
-        if marker is not None:
+def group_name(node: Node, known: dict[int, str | None]) -> str | None:
+    """The closest ``procpar_group``/``xdist_group`` name, looked up once per parent node
+    (``get_closest_marker`` walks the whole chain for every item of a big suite)."""
+    for marker in reversed(node.own_markers):
+        if marker.name in GROUP_MARKERS:
             value = marker.args[0] if marker.args else marker.kwargs.get("name", "default")
             return str(value)
-    return None
+    parent = node.parent
+    if parent is None:
+        return None
+    if id(parent) not in known:
+        known[id(parent)] = group_name(parent, known)
+    return known[id(parent)]
 
 
 def fixture_scope(item: pytest.Item, file: str, scope: str) -> str | None:
@@ -41,6 +48,7 @@ def describe(
     known = [durations[item.nodeid] for item in items if item.nodeid in durations]
     median = statistics.median(known) if known else 1.0
     described = []
+    groups: dict[int, str | None] = {}
     for index, item in enumerate(items):
         nodeid = item.nodeid
         file = nodeid.split("::", 1)[0]
@@ -53,7 +61,7 @@ def describe(
                 file=file,
                 scope=scope,
                 fixture_scope=fixture_scope(item, file, scope),
-                group=group_name(item),
+                group=group_name(item, groups),
                 expected=durations.get(nodeid, median),
                 known=nodeid in durations,
                 failed_last=nodeid in lastfailed,
