@@ -53,8 +53,6 @@ def picklable_options(config: pytest.Config) -> dict[str, Any]:
     for name, value in vars(config.option).items():
         if name == "file_or_dir":  # comes again from the command line arguments
             continue
-        if name == "log_file" and value:  # opening it would truncate the controller's
-            value = os.devnull
         try:
             pickle.dumps(value)
         except Exception:

@@ -412,6 +412,8 @@ def run_spawned(start: SpawnStart) -> None:
     os.chdir(start.invocation_dir)
     config = pytest.Config.fromdictargs(start.option_dict, start.args)
     config.workerinput = start.workerinput  # type: ignore[attr-defined]
+    if config.option.log_file:  # opening it ("w") would truncate the controller's
+        config.option.log_file = os.devnull
     worker = SpawnedWorker(start)
     config.pluginmanager.register(worker, "procpar_spawned")
     status = config.hook.pytest_cmdline_main(config=config)
