@@ -51,9 +51,12 @@ class RunFixture:
         self._generator: Generator[Any, None, None] | None = None
 
     def _call(self, config: pytest.Config) -> Any:
-        available = {"config": config, "tmp_path_factory": config._tmp_path_factory}  # type: ignore[attr-defined]
+        available: dict[str, Callable[[], Any]] = {
+            "config": lambda: config,
+            "tmp_path_factory": lambda: config._tmp_path_factory,  # type: ignore[attr-defined]
+        }
         wanted = inspect.signature(self.func).parameters
-        return self.func(**{name: available[name] for name in wanted})
+        return self.func(**{name: available[name]() for name in wanted})
 
     def setup(self, config: pytest.Config) -> None:
         try:

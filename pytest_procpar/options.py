@@ -49,15 +49,19 @@ def parse_numprocesses(value: str) -> NumProcesses:
     return count
 
 
-def parse_maxprocesses(value: str) -> int:
-    """``--maxprocesses`` value: a whole number >= 1."""
+def _whole_number(value: str, minimum: int) -> int:
     try:
         count = int(str(value).strip())
     except ValueError:
-        count = 0
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+        count = minimum - 1
+    if count < minimum:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value!r}")
     return count
+
+
+def parse_maxprocesses(value: str) -> int:
+    """``--maxprocesses`` value: a whole number >= 1."""
+    return _whole_number(value, 1)
 
 
 def parse_start_method(value: str) -> str:
@@ -87,13 +91,7 @@ def parse_seconds(value: str) -> float:
 
 def parse_restarts(value: str) -> int:
     """``--max-worker-restart`` value: a whole number >= 0."""
-    try:
-        count = int(str(value).strip())
-    except ValueError:
-        count = -1
-    if count < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}")
-    return count
+    return _whole_number(value, 0)
 
 
 def parse_dist(value: str) -> str:

@@ -1,0 +1,382 @@
+#!/usr/bin/env python3
+"""Run the test suites of real projects serially, with procpar and with xdist; compare outcomes.
+
+For each pinned project below, the script downloads its sdist from PyPI (``pip download
+--no-deps --no-binary :all:``), unpacks it, and runs its tests three times in a virtual
+environment it creates under the work dir (pinned pytest, pytest-xdist, the project's test
+dependencies, the project itself from its sdist, and pytest-procpar from this repository):
+
+    serial   -p no:procpar -p no:xdist
+    procpar  -p procpar -n 2
+    xdist    -p no:procpar -n 2
+
+each with ``-p no:cacheprovider -q -ra`` and a JUnit XML file, whose per-test outcomes are
+compared with the serial run's. An untimed ``--collect-only`` run first writes the bytecode
+caches (``PYTHONDONTWRITEBYTECODE`` is removed from the children's environment).
+
+``--with-cacheprovider`` keeps pytest's cache plugin instead, giving every run its own empty
+``cache_dir``: for comparing outcomes with a plugin version that cannot run without it.
+
+usage: python benchmarks/real_suites.py [--projects attrs,toolz] [--workdir DIR] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from common import child_env, format_table, git_revision
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_TIMEOUT_S = 1800.0
+WORKERS = 2
+LIST_AT_MOST = 20  # differing tests listed per project and runner
+
+# Everything installed into the venv, pinned (the projects under test are pinned below).
+PINS = {
+    "pytest": "9.2.0",
+    "pytest-xdist": "3.8.0",
+    "execnet": "2.1.2",
+    "pluggy": "1.7.0",
+    "iniconfig": "2.3.1",
+    "packaging": "26.4",
+    "pygments": "2.21.0",
+    "hypothesis": "6.170.17",
+    "sortedcontainers": "2.4.0",
+    "cloudpickle": "3.1.3",
+    "pympler": "1.1",
+    "pretend": "1.0.9",
+    "tomli-w": "1.2.0",
+    "attrs": "26.1.0",
+}
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str  # PyPI name
+    version: str
+    test_args: tuple[str, ...]  # what to pass to pytest, relative to the unpacked sdist
+    deps: tuple[str, ...] = ()  # test-only dependencies (pinned in PINS)
+
+
+PROJECTS: dict[str, Project] = {
+    project.name: project
+    for project in (
+        Project("attrs", "26.1.0", ("tests",), ("hypothesis", "cloudpickle", "pympler")),
+        Project("packaging", "26.4", ("tests",), ("hypothesis", "pretend", "tomli-w")),
+        Project("more-itertools", "11.2.1", ("tests",)),
+        Project("toolz", "1.2.0", ("toolz",)),
+        Project("pluggy", "1.7.0", ("testing",)),
+        Project("iniconfig", "2.3.1", ("testing",)),
+        Project("six", "1.17.0", ("test_six.py",)),
+    )
+}
+
+RUNNERS: dict[str, tuple[str, ...]] = {
+    "serial": ("-p", "no:procpar", "-p", "no:xdist"),
+    "procpar": ("-p", "procpar", "-n", str(WORKERS)),
+    "xdist": ("-p", "no:procpar", "-n", str(WORKERS)),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+# ---------------------------------------------------------------------------------------------
+
+
+def check_call(cmd: list[str]) -> None:
+    print("  $", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env=child_env())
+
+
+def make_venv(workdir: Path, base_python: str, projects: list[Project]) -> Path:
+    """A venv with the pinned tools, procpar (editable, from this repo) and the test deps."""
+    venv = workdir / "venv"
+    python = venv / "bin" / "python"
+    marker = venv / "procpar-real-suites.json"
+    wanted = json.dumps({"pins": PINS, "repo": str(REPO)}, sort_keys=True)
+    if python.exists() and marker.exists() and marker.read_text() == wanted:
+        print(f"reusing {venv}")
+        return python
+    shutil.rmtree(venv, ignore_errors=True)
+    print(f"creating {venv}", flush=True)
+    check_call([base_python, "-m", "venv", str(venv)])
+    constraints = workdir / "constraints.txt"
+    constraints.write_text("".join(f"{name}=={version}\n" for name, version in PINS.items()))
+    deps = sorted({dep for project in projects for dep in project.deps})
+    pip = [str(python), "-m", "pip", "install", "-q", "-c", str(constraints)]
+    check_call([*pip, "pytest", "pytest-xdist", *deps, "-e", str(REPO)])
+    marker.write_text(wanted)
+    return python
+
+
+def fetch_project(python: Path, workdir: Path, project: Project) -> Path:
+    """Download the pinned sdist (once), unpack it afresh, install it; returns the source tree."""
+    sdists = workdir / "sdists" / f"{project.name}-{project.version}"
+    if not list(sdists.glob("*.tar.gz")):
+        download = [str(python), "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:"]
+        check_call([*download, f"{project.name}=={project.version}", "-d", str(sdists)])
+    found = list(sdists.glob("*.tar.gz"))
+    if len(found) != 1:
+        raise SystemExit(f"expected one sdist of {project.name} {project.version} in {sdists}")
+    unpacked = workdir / "src"
+    with tarfile.open(found[0]) as archive:
+        top = archive.getnames()[0].split("/")[0]
+        shutil.rmtree(unpacked / top, ignore_errors=True)
+        if hasattr(tarfile, "data_filter"):
+            archive.extractall(unpacked, filter="data")
+        else:  # Python < 3.10.12 / 3.11.4
+            archive.extractall(unpacked)
+    check_call([str(python), "-m", "pip", "install", "-q", "--no-deps", str(found[0])])
+    return unpacked / top
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs and outcomes
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    runner: str
+    wall_s: float
+    returncode: int
+    summary: str
+    outcomes: dict[str, str] = field(default_factory=dict)
+    log: str = ""
+
+
+def junit_outcomes(path: Path) -> dict[str, str]:
+    """Test id -> outcome (passed, failed, error, skipped, xfailed; joined by + if several)."""
+    if not path.exists():
+        return {}
+    outcomes: dict[str, list[str]] = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        key = f"{case.get('classname', '')}::{case.get('name', '')}"
+        found = []
+        for child in case:
+            if child.tag in ("failure", "error"):
+                found.append("failed" if child.tag == "failure" else "error")
+            elif child.tag == "skipped":
+                found.append("xfailed" if child.get("type") == "pytest.xfail" else "skipped")
+        outcomes.setdefault(key, []).extend(found or ["passed"])
+    return {key: "+".join(sorted(values)) for key, values in outcomes.items()}
+
+
+def cache_args(results: Path, stem: str, with_cache: bool) -> list[str]:
+    """``-p no:cacheprovider``, or a fresh empty cache dir for this run."""
+    if not with_cache:
+        return ["-p", "no:cacheprovider"]
+    cache_dir = results / f"{stem}.cache"
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    return ["-o", f"cache_dir={cache_dir}"]
+
+
+def run_pytest(
+    python: Path, tree: Path, project: Project, runner: str, results: Path, with_cache: bool
+) -> Run:
+    stem = f"{project.name}-{runner}"
+    xml = results / f"{stem}.xml"
+    log = results / f"{stem}.log"
+    xml.unlink(missing_ok=True)
+    cmd = [str(python), "-m", "pytest", *RUNNERS[runner], *cache_args(results, stem, with_cache)]
+    cmd += ["-q", "-ra"]
+    cmd += [f"--junitxml={xml}", *project.test_args]
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tree,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+    wall = time.perf_counter() - start
+    text = output.decode(errors="replace")
+    log.write_text(f"$ (cd {tree} && {' '.join(cmd)})\n{text}")
+    lines = [line.strip("= ") for line in text.splitlines() if line.strip()]
+    summary = lines[-1] if lines else ""
+    return Run(runner, wall, proc.returncode, summary, junit_outcomes(xml), str(log))
+
+
+@dataclass
+class ProjectResult:
+    name: str
+    version: str
+    runs: dict[str, Run]
+    differences: dict[str, list[tuple[str, str, str]]]  # runner -> (test, serial, runner's)
+
+
+def compare(serial: dict[str, str], other: dict[str, str]) -> list[tuple[str, str, str]]:
+    return [
+        (key, serial.get(key, "missing"), other.get(key, "missing"))
+        for key in sorted(set(serial) | set(other))
+        if serial.get(key) != other.get(key)
+    ]
+
+
+def run_project(python: Path, workdir: Path, project: Project, with_cache: bool) -> ProjectResult:
+    print(f"\n[{project.name} {project.version}]", flush=True)
+    tree = fetch_project(python, workdir, project)
+    results = workdir / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    # Untimed: compile (and assertion-rewrite) everything once, so no timed run pays for it.
+    warmup = cache_args(results, f"{project.name}-warmup", with_cache)
+    pytest = [str(python), "-m", "pytest", *RUNNERS["serial"], *warmup]
+    subprocess.run(
+        [*pytest, "-q", "--collect-only", *project.test_args],
+        cwd=tree,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    runs = {}
+    for runner in RUNNERS:
+        run = run_pytest(python, tree, project, runner, results, with_cache)
+        runs[runner] = run
+        print(
+            f"  {runner:<8} {run.wall_s:7.2f} s  exit {run.returncode}  "
+            f"{len(run.outcomes)} tests  [{run.summary}]",
+            flush=True,
+        )
+    serial = runs["serial"].outcomes
+    differences = {
+        runner: compare(serial, runs[runner].outcomes) for runner in ("procpar", "xdist")
+    }
+    return ProjectResult(project.name, project.version, runs, differences)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+
+def _wall_cell(run: Run, serial: Run) -> str:
+    if serial.outcomes and not run.outcomes:
+        return f"FAILED ({run.wall_s:.2f})"
+    return f"{run.wall_s:.2f} ({run.wall_s / serial.wall_s:.2f}x)"
+
+
+def report(results: list[ProjectResult]) -> str:
+    header = ["project", "version", "tests", "serial s", "procpar s", "xdist s"]
+    header += ["exit s/p/x", "diff procpar", "diff xdist"]
+    rows = []
+    for result in results:
+        serial, procpar, xdist = (result.runs[name] for name in ("serial", "procpar", "xdist"))
+        rows.append(
+            [
+                result.name,
+                result.version,
+                str(len(serial.outcomes)),
+                f"{serial.wall_s:.2f}",
+                _wall_cell(procpar, serial),
+                _wall_cell(xdist, serial),
+                f"{serial.returncode}/{procpar.returncode}/{xdist.returncode}",
+                str(len(result.differences["procpar"])),
+                str(len(result.differences["xdist"])),
+            ]
+        )
+    out = [
+        f"per-test outcomes vs serial pytest; -n {WORKERS}; "
+        "diff = tests whose outcome differs from the serial run's",
+        format_table(header, rows),
+    ]
+    for runner in ("procpar", "xdist"):
+        if not any(r.differences[runner] for r in results):
+            continue
+        out.append(f"\noutcome differences, {runner} vs serial (test: serial -> {runner}):")
+        for r in results:
+            diffs = r.differences[runner]
+            run = r.runs[runner]
+            if diffs and not run.outcomes:
+                out.append(
+                    f"  {r.name}: all {len(diffs)} tests: no per-test results from {runner} "
+                    f"(exit {run.returncode}: {run.summary}); log {run.log}"
+                )
+                continue
+            out.extend(f"  {r.name}: {test}: {a} -> {b}" for test, a, b in diffs[:LIST_AT_MOST])
+            if len(diffs) > LIST_AT_MOST:
+                more = len(diffs) - LIST_AT_MOST
+                out.append(f"  {r.name}: ... and {more} more (all in --json output)")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--projects", default=",".join(PROJECTS), help="comma-separated names")
+    parser.add_argument(
+        "--workdir", type=Path, help="venv, sdists, sources and logs (kept; default: a temp dir)"
+    )
+    parser.add_argument("--python", default=sys.executable, help="interpreter to base the venv on")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument(
+        "--with-cacheprovider",
+        action="store_true",
+        help="keep pytest's cacheprovider (a fresh cache dir per run) instead of disabling it",
+    )
+    args = parser.parse_args(argv)
+    names = [name.strip() for name in args.projects.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PROJECTS]
+    if unknown:
+        parser.error(f"unknown project(s) {', '.join(unknown)}; known: {', '.join(PROJECTS)}")
+    projects = [PROJECTS[name] for name in names]
+
+    started = time.perf_counter()
+    start_load = [round(x, 2) for x in os.getloadavg()]
+    with tempfile.TemporaryDirectory(prefix="procpar-real-") as tmp:
+        workdir = (args.workdir or Path(tmp)).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        print(f"workdir: {workdir}")
+        print(f"procpar: {REPO} (git {git_revision(REPO)})")
+        cache = "a fresh cache_dir each" if args.with_cacheprovider else "-p no:cacheprovider"
+        print(f"runs: {cache}")
+        python = make_venv(workdir, args.python, projects)
+        results = [
+            run_project(python, workdir, project, args.with_cacheprovider) for project in projects
+        ]
+        if args.workdir is None:
+            print("(logs are deleted with the temp dir: pass --workdir to keep them)")
+    elapsed = time.perf_counter() - started
+
+    print()
+    print(report(results))
+    load = [round(x, 2) for x in os.getloadavg()]
+    print(
+        f"\ntotal time {elapsed:.0f} s; load average at the start {start_load}, at the end {load}"
+    )
+    if args.json:
+        payload = [
+            {
+                "project": r.name,
+                "version": r.version,
+                "runs": {name: asdict(run) for name, run in r.runs.items()},
+                "differences": r.differences,
+            }
+            for r in results
+        ]
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 1 if any(r.differences["procpar"] for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
