@@ -362,7 +362,8 @@ class ParallelRun:
         for message in reader.receive(block=False):
             self._dispatch(state, message)
         self._forget(state)
-        stack = faults.read_stack(self.launcher.stack_path(state.node.workerinput))
+        files = self.launcher.stack_path(state.node.workerinput)  # and its captured output
+        stack = faults.read_stack(files)
         if state.timed_out is not None:
             index, limit = state.timed_out
             self._lost(state, index, f"Timeout after {limit:g}s", stack)
@@ -372,7 +373,11 @@ class ParallelRun:
         elif not (state.finished or state.fatal):
             running = state.assigned[0] if state.assigned else None
             how = faults.describe_exit(state.started.process.exitcode)
-            self._lost(state, running, f"worker {state.workerid} crashed", stack, how)
+            printed = isolation.printed_before_crash(
+                self.launcher.stack_path(state.node.workerinput)
+            )
+            detail = "\n\n".join(part for part in (stack, printed) if part)
+            self._lost(state, running, f"worker {state.workerid} crashed", detail, how)
 
     def _lost(
         self, state: WorkerState, index: int | None, what: str, detail: str, how: str = ""

@@ -11,6 +11,7 @@ Spawned workers get the same treatment right after their own ``pytest_configure`
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -167,3 +168,37 @@ def write_log_file(config: pytest.Config, text: str) -> None:
 
 def log_file_configured(config: pytest.Config) -> bool:
     return bool(config.getoption("log_file", None) or config.getini("log_file"))
+
+
+def capture_files_visible(config: pytest.Config, prefix: Path) -> None:
+    """Put the worker's capture temp files at ``<prefix>.stdout`` / ``.stderr``, where the
+    controller can read what a test had printed when its worker died mid-test."""
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    capturing = getattr(capman, "_global_capturing", None)
+    for stream in ("stdout", "stderr"):
+        tmpfile = getattr(getattr(capturing, stream[3:], None), "tmpfile", None)
+        try:
+            target = tmpfile.fileno()  # type: ignore[union-attr]
+        except (AttributeError, OSError, ValueError):
+            continue  # not capturing at the file descriptor level
+        with open(prefix.with_suffix(f".{stream}"), "w+b") as named:
+            os.dup2(named.fileno(), target)
+
+
+def printed_before_crash(prefix: Path) -> str:
+    """What :func:`capture_files_visible` files hold, as report sections."""
+    sections = []
+    for stream in ("stdout", "stderr"):
+        try:
+            text = prefix.with_suffix(f".{stream}").read_text(errors="replace")
+        except OSError:
+            continue
+        if text:
+            sections.append(f"----- captured {stream} before the crash -----\n{text[-20_000:]}")
+    return "\n".join(sections)
+
+
+def streams_broken() -> bool:
+    """Whether a test closed the worker's standard streams (every later test would fail)."""
+    streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    return any(stream is not None and stream.closed for stream in streams)

@@ -25,11 +25,15 @@ NumProcesses = int | str  # a count, or "auto" / "logical"
 
 # Options that make no sense on workers: pytest runs them serially, as if -n were not given.
 SERIAL_ONLY_OPTIONS = {
-    "usepdb": "--pdb",
-    "trace": "--trace",
-    "setuponly": "--setup-only",
-    "setupplan": "--setup-plan",
-    "setupshow": "--setup-show",
+    "usepdb": "--pdb runs serially",
+    "trace": "--trace runs serially",
+    "setuponly": "--setup-only runs serially",
+    "setupplan": "--setup-plan runs serially",
+    "setupshow": "--setup-show runs serially",
+    "collectonly": "--collect-only runs no tests",
+    "showfixtures": "--fixtures runs no tests",
+    "show_fixtures_per_test": "--fixtures-per-test runs no tests",
+    "markers": "--markers runs no tests",
 }
 
 
@@ -300,7 +304,7 @@ def resolve(config: pytest.Config) -> Settings:
         workers = min(workers, maximum)
     if workers and dist == SERIAL_POLICY:
         return replace(base, serial_reason="--dist no runs serially")
-    for dest, flag in SERIAL_ONLY_OPTIONS.items():
+    for dest, reason in SERIAL_ONLY_OPTIONS.items():
         if workers and getattr(config.option, dest, False):
-            return replace(base, serial_reason=f"{flag} runs serially")
+            return replace(base, serial_reason=reason)
     return replace(base, workers=workers)

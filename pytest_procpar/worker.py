@@ -102,6 +102,10 @@ class EventRecorder:
             self.events.append((protocol.WARNING, data, when, nodeid, location))
 
 
+class WorkerUnusable(Exception):
+    """A test left the worker in a state no later test could run in."""
+
+
 class WorkerLoop:
     """Pulls item indexes from the controller and runs them in order."""
 
@@ -186,6 +190,9 @@ class WorkerLoop:
                 self.shared.running[self.slot] = -1
                 self.send_events(index, time.perf_counter() - started)
                 self.current = None
+            if isolation.streams_broken():
+                self.broken = index
+                raise WorkerUnusable("the test closed the worker's stdout or stderr")
             if session.shouldstop == RUN_STOPPING:
                 break
             if session.shouldfail or session.shouldstop:
@@ -292,6 +299,7 @@ def run_forked(start: ForkStart) -> None:
     config = session.config
     isolation.become_worker(config, start.workerinput)
     isolation.restart_capture(config, start.ends.redirect_output)
+    isolation.capture_files_visible(config, start.stack_path)
     isolation.worker_basetemp(config, start.basetemp)
     measuring = coverage_support.WorkerCoverage(start.workerinput)
     isolation.start_plugin_sessions(session)
@@ -367,6 +375,7 @@ class SpawnedWorker:
         isolation.become_worker(config, self.start.workerinput)
         faults.point_faulthandler_at_stack()
         self.start.ends.redirect_output()  # from now on output is news; before, a repeat
+        isolation.capture_files_visible(config, self.start.stack_path)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool | None:

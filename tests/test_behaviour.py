@@ -798,3 +798,20 @@ def test_pdb_runs_serially(pytester: pytest.Pytester) -> None:
     notices = [line for line in result.outlines if "--pdb runs serially" in line]
     assert len(notices) == 1
     assert not [line for line in headers(result) if HEADER.match(line)]
+
+
+@pytest.mark.parametrize(
+    ("option", "reason"),
+    [
+        ("--collect-only", "--collect-only runs no tests"),
+        ("--fixtures", "--fixtures runs no tests"),
+    ],
+)
+def test_collection_only_options_start_no_workers(
+    pytester: pytest.Pytester, option: str, reason: str
+) -> None:
+    pytester.makepyfile("def test_a(): pass\n")
+    result = run(pytester, "-n", "2", option)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([f"procpar: {reason}, no workers started"])
+    assert not [line for line in result.outlines if HEADER.match(line)]

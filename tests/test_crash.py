@@ -92,3 +92,45 @@ def test_a_test_that_breaks_its_worker_errors_alone(pytester: pytest.Pytester) -
         ["*ERROR at teardown of test_breaks*", "the test left its worker unusable while running *"]
     )
     assert "INTERNALERROR" not in result.stdout.str()
+
+
+def test_crash_report_shows_what_the_test_printed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import os, sys
+
+        def test_talks_then_dies():
+            print("last words on stdout")
+            print("last words on stderr", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(9)
+
+        def test_fine():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*crashed while running *test_talks_then_dies: exit code 9*",
+            "*captured stdout before the crash*",
+            "last words on stdout",
+            "*captured stderr before the crash*",
+            "last words on stderr",
+        ]
+    )
+
+
+def test_closing_stdout_costs_only_that_test(pytester: pytest.Pytester) -> None:
+    body = "import sys\n\ndef test_closes():\n    sys.stdout.close()\n\n" + "".join(
+        f"def test_after_{i}():\n    print('fine')\n\n" for i in range(12)
+    )
+    pytester.makepyfile(test_close=body)
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "1", "--dist", "load", "-rfE")
+    assert result.parseoutcomes()["passed"] == 12  # every later test, on a fresh worker
+    problems = [line for line in result.outlines if line.startswith(("FAILED ", "ERROR "))]
+    assert problems
+    assert all("::test_closes" in line for line in problems)
+    result.stdout.fnmatch_lines(["*the test left its worker unusable while running *test_closes*"])
