@@ -674,18 +674,19 @@ def fixture_log(pytester: pytest.Pytester) -> Counter[str]:
     return Counter((pytester.path / "fixtures.log").read_text().splitlines())
 
 
+EXIT_AT_THE_THIRD = """
+import pytest
+
+
+@pytest.mark.parametrize("i", range(10))
+def test_e(i):
+    if i == 2:
+        pytest.exit("bye", returncode=7)
+"""
+
+
 def test_pytest_exit_like_serial(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        test_exit="""
-        import pytest
-
-
-        @pytest.mark.parametrize("i", range(10))
-        def test_e(i):
-            if i == 2:
-                pytest.exit("bye", returncode=7)
-        """
-    )
+    pytester.makepyfile(test_exit=EXIT_AT_THE_THIRD)
     serial = run(pytester)
     parallel = run(pytester, "-n", "2")
     for result in (serial, parallel):
@@ -698,17 +699,7 @@ def test_pytest_exit_tears_down_session_fixtures(pytester: pytest.Pytester) -> N
     """After pytest.exit, serial pytest still tears the session's fixtures down; so must the
     worker that called it."""
     pytester.makeconftest(SESSION_CONFTEST)
-    pytester.makepyfile(
-        test_exit="""
-        import pytest
-
-
-        @pytest.mark.parametrize("i", range(10))
-        def test_e(i):
-            if i == 2:
-                pytest.exit("bye", returncode=7)
-        """
-    )
+    pytester.makepyfile(test_exit=EXIT_AT_THE_THIRD)
     serial = run(pytester)
     assert serial.ret == 7
     assert fixture_log(pytester) == Counter({"setup master": 1, "teardown master": 1})
