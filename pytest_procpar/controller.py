@@ -482,9 +482,9 @@ def _interrupt_on_sigterm() -> Callable[[], None]:
 class Controller:
     """Plugin registered in the main process when the run has workers."""
 
-    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+    def __init__(self, settings: Settings, durations: DurationStore) -> None:
         self.settings = settings
-        self.durations = DurationStore(config)
+        self.durations = durations
         self.run: ParallelRun | None = None
 
     @pytest.hookimpl(trylast=True)

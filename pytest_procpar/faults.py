@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from _pytest.mark.structures import Mark
+
+from pytest_procpar.workitems import closest_marker
 
 TIMEOUT_MARKER = "procpar_timeout"
 STACK_SIGNAL = signal.SIGUSR1
@@ -110,27 +113,26 @@ class Deadlines:
     """Per-item time limits, enforced from the controller."""
 
     def __init__(self, default: float, items: Sequence[pytest.Item]) -> None:
-        self.default = default
-        self.items = items
-        self._limits: dict[int, float] = {}
-        marked = [i for i, item in enumerate(items) if item.get_closest_marker(TIMEOUT_MARKER)]
-        for index in marked:
-            self.limit(index)  # a bad marker value is a usage error before anything runs
-        self.enabled = self.default > 0 or bool(marked)
+        known: dict[int, Mark | None] = {}
+        self.limits = [self._limit(item, default, known) for item in items]
+        self.enabled = any(self.limits)
+
+    @staticmethod
+    def _limit(item: pytest.Item, default: float, known: dict[int, Mark | None]) -> float:
+        """Seconds ``item`` may run, 0 for no limit; a bad marker value is a usage error
+        before anything runs."""
+        marker = closest_marker(item, (TIMEOUT_MARKER,), known)
+        value = marker.args[0] if marker is not None and marker.args else default
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise pytest.UsageError(
+                f"{item.nodeid}: {TIMEOUT_MARKER} takes seconds, got {value!r}"
+            ) from None
 
     def limit(self, index: int) -> float:
         """Seconds item ``index`` may run; 0 means no limit."""
-        if index not in self._limits:
-            item = self.items[index]
-            marker = item.get_closest_marker(TIMEOUT_MARKER)
-            value = marker.args[0] if marker is not None and marker.args else self.default
-            try:
-                self._limits[index] = float(value)
-            except (TypeError, ValueError):
-                raise pytest.UsageError(
-                    f"{item.nodeid}: {TIMEOUT_MARKER} takes seconds, got {value!r}"
-                ) from None
-        return self._limits[index]
+        return self.limits[index]
 
     def overdue(self, running: int, started: float, now: float) -> float | None:
         """The limit ``running`` has passed, if it has."""

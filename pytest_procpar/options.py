@@ -11,6 +11,7 @@ import argparse
 import multiprocessing
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import pytest
@@ -68,13 +69,16 @@ def parse_maxprocesses(value: str) -> int:
     return _whole_number(value, 1)
 
 
+def _one_of(value: str, choices: Sequence[str]) -> str:
+    text = str(value).strip()
+    if text not in choices:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}, got {value!r}")
+    return text
+
+
 def parse_start_method(value: str) -> str:
     """``--procpar-start`` value: one of :data:`START_METHODS` this platform offers."""
-    text = str(value).strip()
-    if text not in START_METHODS:
-        raise argparse.ArgumentTypeError(
-            f"expected one of {', '.join(START_METHODS)}, got {value!r}"
-        )
+    text = _one_of(value, START_METHODS)
     if text not in multiprocessing.get_all_start_methods():
         raise argparse.ArgumentTypeError(
             f"start method {text!r} is not available on {sys.platform}"
@@ -100,11 +104,12 @@ def parse_restarts(value: str) -> int:
 
 def parse_dist(value: str) -> str:
     """``--dist`` value: a scheduling policy name, or ``no`` for a serial run."""
-    text = str(value).strip()
-    if text not in POLICIES and text != SERIAL_POLICY:
-        choices = ", ".join([*POLICIES, SERIAL_POLICY])
-        raise argparse.ArgumentTypeError(f"expected one of {choices}, got {value!r}")
-    return text
+    return _one_of(value, [*POLICIES, SERIAL_POLICY])
+
+
+def parse_shard_mode(value: str) -> str:
+    """``--shard-mode`` value: one of :data:`shard.MODES`."""
+    return _one_of(value, shard.MODES)
 
 
 def default_start_method() -> str:
@@ -187,7 +192,7 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
     group.addoption(
         "--shard-mode",
         dest="procpar_shard_mode",
-        type=shard.parse_mode,
+        type=parse_shard_mode,
         default=None,
         help="How --shard splits: duration (default with stored durations: equal expected "
         "time), hash (stable as tests are added) or slice (contiguous).",

@@ -55,14 +55,16 @@ def pytest_configure(config: pytest.Config) -> None:
     if not xdist_compat.xdist_loaded(config.pluginmanager):
         config.addinivalue_line("markers", "xdist_group(name): the same as procpar_group")
     settings = config.stash.get(SETTINGS_KEY, None)
-    if settings is None:
+    if settings is None or (settings.shard is None and not settings.workers):
         return
+    durations = DurationStore(config)  # read once, for sharding and for scheduling
     if settings.shard is not None:
-        known = DurationStore(config).known
-        plugin = shard.ShardPlugin(settings.shard, config.option.procpar_shard_mode, known)
+        mode = config.option.procpar_shard_mode
+        plugin = shard.ShardPlugin(settings.shard, mode, durations.known)
         config.pluginmanager.register(plugin, "procpar_shard")
     if settings.workers > 0:
-        config.pluginmanager.register(Controller(config, settings), "procpar_controller")
+        controller = Controller(settings, durations)
+        config.pluginmanager.register(controller, "procpar_controller")
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

@@ -56,13 +56,6 @@ def parse_shard(value: str) -> ShardSpec | str:
     return spec
 
 
-def parse_mode(value: str) -> str:
-    text = str(value).strip()
-    if text not in MODES:
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(MODES)}, got {value!r}")
-    return text
-
-
 def from_environment(environ: Mapping[str, str]) -> ShardSpec | None:
     for index_name, count_name, one_based in CI_VARIABLES:
         if index_name in environ and count_name in environ:

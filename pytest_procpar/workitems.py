@@ -6,6 +6,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 
 import pytest
+from _pytest.mark.structures import Mark
 from _pytest.nodes import Node
 
 from pytest_procpar.scheduler.base import WorkItem
@@ -14,19 +15,29 @@ GROUP_MARKERS = ("procpar_group", "xdist_group")
 SHARED_SCOPES = ("package", "module", "class")
 
 
-def group_name(node: Node, known: dict[int, str | None]) -> str | None:
-    """The closest ``procpar_group``/``xdist_group`` name, looked up once per parent node
-    (``get_closest_marker`` walks the whole chain for every item of a big suite)."""
-    for marker in reversed(node.own_markers):
-        if marker.name in GROUP_MARKERS:
-            value = marker.args[0] if marker.args else marker.kwargs.get("name", "default")
-            return str(value)
+def closest_marker(
+    node: Node, names: tuple[str, ...], known: dict[int, Mark | None]
+) -> Mark | None:
+    """The closest marker named one of ``names``, as ``get_closest_marker`` finds it, but
+    looked up once per parent node: that walks the whole chain for every item of a big suite,
+    and this runs for every item before any worker starts. ``known`` is the memo."""
+    for marker in node.own_markers:  # in the order get_closest_marker tries them
+        if marker.name in names:
+            return marker
     parent = node.parent
     if parent is None:
         return None
     if id(parent) not in known:
-        known[id(parent)] = group_name(parent, known)
+        known[id(parent)] = closest_marker(parent, names, known)
     return known[id(parent)]
+
+
+def group_name(item: pytest.Item, known: dict[int, Mark | None]) -> str | None:
+    """The name given by the closest ``procpar_group``/``xdist_group`` marker."""
+    marker = closest_marker(item, GROUP_MARKERS, known)
+    if marker is None:
+        return None
+    return str(marker.args[0] if marker.args else marker.kwargs.get("name", "default"))
 
 
 def fixture_scope(item: pytest.Item, file: str, scope: str) -> str | None:
@@ -48,7 +59,7 @@ def describe(
     known = [durations[item.nodeid] for item in items if item.nodeid in durations]
     median = statistics.median(known) if known else 1.0
     described = []
-    groups: dict[int, str | None] = {}
+    groups: dict[int, Mark | None] = {}
     for index, item in enumerate(items):
         nodeid = item.nodeid
         file = nodeid.split("::", 1)[0]
