@@ -10,7 +10,6 @@ after a stop), so exit codes and closing messages are the same.
 
 from __future__ import annotations
 
-import os
 import selectors
 import shutil
 import signal
@@ -37,6 +36,7 @@ from pytest_procpar import (
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.options import Settings
 from pytest_procpar.output import OutputRelay
+from pytest_procpar.remote import RemoteStartError
 from pytest_procpar.replay import Replayer
 from pytest_procpar.runreport import RunReport
 from pytest_procpar.scheduler import POLICIES, Scheduler
@@ -60,7 +60,7 @@ class WorkerState:
 
     node: WorkerNode
     slot: int
-    started: launch.WorkerProcess
+    started: launch.WorkerHandle
     assigned: deque[int] = field(default_factory=deque)  # handed out, not reported, in run order
     finished: bool = False
     fatal: bool = False
@@ -75,10 +75,6 @@ class WorkerState:
     @property
     def workerid(self) -> str:
         return str(self.node.gateway.id)
-
-    @property
-    def pid(self) -> int:
-        return int(self.started.process.pid or 0)
 
 
 class ParallelRun:
@@ -109,7 +105,11 @@ class ParallelRun:
         factory = getattr(self.config, "_tmp_path_factory", None)  # None: -p no:tmpdir
         self.own_basetemp = None if factory else Path(tempfile.mkdtemp(prefix="procpar-"))
         basetemp = Path(factory.getbasetemp()) if factory else Path(str(self.own_basetemp))
-        self.launcher = launch.Launcher(session, self.start_method, self.worker_count, basetemp)
+        local = [None] * (settings.workers - len(settings.remote))
+        slot_specs = [*local, *settings.remote][: self.worker_count]
+        self.launcher = launch.Launcher(
+            session, self.start_method, slot_specs, basetemp, settings.remote_rootdir
+        )
         self.testrunuid = new_testrunuid()
         self.selector = selectors.DefaultSelector()
         self.workers: list[WorkerState] = []
@@ -147,7 +147,8 @@ class ParallelRun:
             isolation.LOG_FILE_KEY: isolation.log_file_configured(self.config),
             **plugin_workerinput(self.config),
         }
-        if self.start_method != "fork":  # forked workers inherit the values themselves
+        if self.start_method != "fork" or self.launcher.is_remote(slot):
+            # (forked workers inherit the values themselves)
             workerinput[once.WORKERINPUT_KEY] = once.values_for_spawn(self.run_fixtures)
         self.started_count += 1
         node = WorkerNode(self.config, workerinput)
@@ -156,14 +157,17 @@ class ParallelRun:
         initial = self.scheduler.next_batch(node.gateway.id)
         sys.stdout.flush()  # buffered output must not be written again by the copy
         sys.stderr.flush()
-        self.launcher.shared.running[slot] = -1  # not the hung test of a worker it replaces
-        started = self.launcher.start(node.workerinput, slot, initial)
+        try:
+            started = self.launcher.start(node.workerinput, slot, initial)
+        except RemoteStartError as exc:
+            raise self.session.Interrupted(str(exc)) from None
+        node.describe_interpreter(started.interpreter())
         state = WorkerState(node, slot, started, deque(initial))
         self.workers.append(state)
         self.config.hook.pytest_procpar_worker_started(node=node)
         self._scheduled(state, initial)
         self.selector.register(started.reader.fd, selectors.EVENT_READ, (state, "pipe"))
-        self.selector.register(started.process.sentinel, selectors.EVENT_READ, (state, "exit"))
+        self.selector.register(started.sentinel, selectors.EVENT_READ, (state, "exit"))
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         for stream, fd in started.output_fds.items():
             relay = OutputRelay(fd, state.workerid, stream, reporter)
@@ -175,10 +179,21 @@ class ParallelRun:
         if reporter is not None:
             reporter.write_line(
                 f"procpar: {self.worker_count} worker{'s' if self.worker_count != 1 else ''} "
-                f"({self.start_method}{self.notice}), "
+                f"({self._kinds()}), "
                 f"{len(self.items)} items"
             )
             reporter.flush()
+
+    def _kinds(self) -> str:
+        """``fork``, ``2 fork, 2*popen``: how the workers are started."""
+        specs = self.launcher.slot_specs
+        local = specs.count(None)
+        kinds = [f"{self.start_method}{self.notice}"] if local else []
+        if local and local != len(specs):
+            kinds[0] = f"{local} {kinds[0]}"
+        remote = [spec for spec in specs if spec is not None]
+        kinds += [f"{remote.count(spec)}*{spec}" for spec in dict.fromkeys(remote)]
+        return ", ".join(kinds)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -231,6 +246,7 @@ class ParallelRun:
     def _stop(self) -> None:
         self.launcher.shared.stop.value = 1
         for state in self.workers:
+            state.started.halt()
             self._tell_done(state)
 
     def _tell_done(self, state: WorkerState) -> None:
@@ -296,12 +312,7 @@ class ParallelRun:
     # -- time limits ----------------------------------------------------------------------
 
     def _running(self) -> list[tuple[WorkerState, int, float]]:
-        shared = self.launcher.shared
-        return [
-            (state, shared.running[state.slot], shared.started[state.slot])
-            for state in self.workers
-            if state.alive
-        ]
+        return [(state, *state.started.running()) for state in self.workers if state.alive]
 
     def _wait_time(self) -> float | None:
         now = faults.now()
@@ -324,17 +335,17 @@ class ParallelRun:
                 continue
             if state.term_at and (now >= state.term_at or self._stack_written(state)):
                 state.term_at = 0.0
-                faults.signal_group(state.pid, signal.SIGTERM)
+                state.started.signal(signal.SIGTERM)
                 state.kill_at = now + SHUTDOWN_GRACE_S
             elif state.kill_at and now >= state.kill_at:
-                faults.signal_group(state.pid, signal.SIGKILL)
+                state.started.signal(signal.SIGKILL)
         if not self.deadlines.enabled:
             return
         for state, index, started in self._running():
             limit = self.deadlines.overdue(index, started, now)
             if limit is not None and state.timed_out is None:
                 state.timed_out = (index, limit)
-                os.kill(state.pid, faults.STACK_SIGNAL)  # faulthandler: dump the hung stack
+                state.started.request_stack()  # faulthandler: dump the hung stack
                 state.term_at = now + STACK_WAIT_S
 
     def _stack_written(self, state: WorkerState) -> bool:
@@ -349,11 +360,11 @@ class ParallelRun:
     def _forget(self, state: WorkerState) -> None:
         for relay in state.relays:
             relay.drain()
-        fds = [state.started.reader.fd, state.started.process.sentinel]
+        fds = [state.started.reader.fd, state.started.sentinel]
         for fd in fds + [relay.fd for relay in state.relays]:
             if fd in self.selector.get_map():
                 self.selector.unregister(fd)
-        state.started.process.join()
+        state.started.join()
         state.alive = False
         self.launcher.forget(state.started)
 
@@ -372,7 +383,7 @@ class ParallelRun:
             self._lost(state, index, "the test left its worker unusable", trace)
         elif not (state.finished or state.fatal):
             running = state.assigned[0] if state.assigned else None
-            how = faults.describe_exit(state.started.process.exitcode)
+            how = state.started.describe_exit()
             printed = isolation.printed_before_crash(
                 self.launcher.stack_path(state.node.workerinput)
             )
@@ -418,7 +429,7 @@ class ParallelRun:
         self._stop()
         for state in self.workers:
             if state.alive:
-                faults.signal_group(state.pid, signal.SIGINT)
+                state.started.signal(signal.SIGINT)
         self._serve(until=faults.now() + INTERRUPT_GRACE_S)
 
     def _terminate_all(self) -> None:
@@ -426,15 +437,14 @@ class ParallelRun:
         once a common grace period is over."""
         for state in self.workers:
             if state.alive:
-                faults.signal_group(state.pid, signal.SIGTERM)
+                state.started.signal(signal.SIGTERM)
         deadline = faults.now() + INTERRUPT_GRACE_S
         for state in self.workers:
-            state.started.process.join(max(0.0, deadline - faults.now()))
+            state.started.join(max(0.0, deadline - faults.now()))
         for state in self.workers:
-            process = state.started.process
-            if process.is_alive():
-                faults.signal_group(state.pid, signal.SIGKILL)
-                process.join()
+            if state.started.is_alive():
+                state.started.signal(signal.SIGKILL)
+                state.started.join()
             state.alive = False
             self.launcher.forget(state.started)
         self.selector.close()
@@ -458,7 +468,7 @@ class ParallelRun:
             raise pytest.exit.Exception(payload[0], payload[1])
         if kind == "interrupt":
             raise KeyboardInterrupt(payload[0])
-        if kind == "mismatch":
+        if kind in ("mismatch", protocol.UNAVAILABLE):
             raise self.session.Interrupted(f"procpar: worker {state.workerid} {payload[0]}")
         raise WorkerFailure(f"worker {state.workerid} failed:\n{payload[0]}")
 

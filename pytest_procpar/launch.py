@@ -15,31 +15,96 @@ import multiprocessing
 import os
 import pickle
 import threading
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
-from pytest_procpar import protocol, worker
+from pytest_procpar import faults, protocol, worker
+from pytest_procpar.remote import RemoteLauncher
+
+
+class WorkerHandle(Protocol):
+    """What the controller needs from a started worker, local or remote."""
+
+    reader: protocol.FrameReader  # the worker's frames
+    output_fds: dict[str, int]  # "stdout"/"stderr": what it writes outside captures
+
+    @property
+    def sentinel(self) -> int: ...  # readable once the worker is gone
+    @property
+    def fds(self) -> list[int]: ...  # the controller's file descriptors for this worker
+
+    def send(self, message: tuple[Any, ...]) -> None: ...
+    def halt(self) -> None: ...  # stop before the next item (-x, a fatal error elsewhere)
+    def running(self) -> tuple[int, float]: ...  # (item index or -1, since when: faults.now())
+    def request_stack(self) -> None: ...  # dump the Python stack where stack_path points
+    def signal(self, signum: int) -> None: ...  # to the worker and what its tests started
+    def join(self, timeout: float | None = None) -> None: ...
+    def is_alive(self) -> bool: ...
+    def describe_exit(self) -> str: ...  # "signal 9 (SIGKILL)", for crash messages
+    def interpreter(self) -> dict[str, Any] | None: ...  # another Python's workerinfo
+    def close(self) -> None: ...
 
 
 @dataclass
 class WorkerProcess:
-    """A started worker: its process and the controller's ends of its two pipes."""
+    """A worker process on this machine: the process and the controller's ends of its pipes."""
 
     process: BaseProcess
     reader: protocol.FrameReader
     command_fd: int
-    output_fds: dict[str, int]  # "stdout"/"stderr": what the worker writes outside captures
+    output_fds: dict[str, int]
+    shared: worker.Shared
+    slot: int
     connections: list[Any] = field(default_factory=list)  # own the controller-side fds
+
+    @property
+    def sentinel(self) -> int:
+        return int(self.process.sentinel)
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid or 0)
+
+    @property
+    def fds(self) -> list[int]:
+        return [connection.fileno() for connection in self.connections]
 
     def send(self, message: tuple[Any, ...]) -> None:
         # A worker that is gone cannot be told anything; its exit is handled from its sentinel.
         with contextlib.suppress(OSError):
             protocol.send(self.command_fd, message)
+
+    def halt(self) -> None:
+        """Nothing to send: the worker reads the stop flag from shared memory."""
+
+    def running(self) -> tuple[int, float]:
+        return int(self.shared.running[self.slot]), float(self.shared.started[self.slot])
+
+    def request_stack(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, faults.STACK_SIGNAL)  # the worker alone: its tests' children
+            # would die of the signal
+
+    def signal(self, signum: int) -> None:
+        faults.signal_group(self.pid, signum)
+
+    def join(self, timeout: float | None = None) -> None:
+        self.process.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self.process.is_alive()
+
+    def describe_exit(self) -> str:
+        return faults.describe_exit(self.process.exitcode)
+
+    def interpreter(self) -> None:
+        """The controller's own: nothing to tell."""
 
     def close(self) -> None:
         for connection in self.connections:
@@ -68,14 +133,25 @@ def other_threads() -> list[str]:
 
 
 class Launcher:
-    """Starts workers with one start method and hands each its share of the run."""
+    """Starts workers, local with one start method or remote through execnet, and hands each
+    its share of the run.
+
+    ``slot_specs`` has one entry per worker slot: None for a local worker, else the execnet
+    gateway spec of a remote one.
+    """
 
     def __init__(
-        self, session: pytest.Session, start_method: str, slots: int, basetemp: Path
+        self,
+        session: pytest.Session,
+        start_method: str,
+        slot_specs: Sequence[str | None],
+        basetemp: Path,
+        remote_rootdir: str | None = None,
     ) -> None:
         self.session = session
         self.start_method = start_method
         self.context = multiprocessing.get_context(start_method)
+        slots = len(slot_specs)
         maxfail = int(session.config.option.maxfail or 0)
         self.shared = worker.Shared(
             failures=self.context.RawArray("i", slots),
@@ -84,11 +160,31 @@ class Launcher:
             running=self.context.RawArray("l", [-1] * slots),
             started=self.context.RawArray("d", slots),
         )
+        self.slot_specs = list(slot_specs)
+        self.remote = (
+            RemoteLauncher(session.config, remote_rootdir) if any(self.slot_specs) else None
+        )
         self.basetemp = basetemp
         self.controller_fds: set[int] = set()
         self._options: dict[str, Any] | None = None
 
-    def start(self, workerinput: dict[str, Any], slot: int, initial: list[int]) -> WorkerProcess:
+    def is_remote(self, slot: int) -> bool:
+        return self.slot_specs[slot] is not None
+
+    def start(self, workerinput: dict[str, Any], slot: int, initial: list[int]) -> WorkerHandle:
+        spec = self.slot_specs[slot]
+        if spec is not None:
+            assert self.remote is not None
+            payload = self._collect_again(workerinput, initial, basetemp=None)
+            payload["maxfail"] = self.shared.maxfail
+            remote = self.remote.start(spec, payload, self.stack_path(workerinput))
+            self.controller_fds |= set(remote.fds)
+            return remote
+        return self._start_local(workerinput, slot, initial)
+
+    def _start_local(
+        self, workerinput: dict[str, Any], slot: int, initial: list[int]
+    ) -> WorkerProcess:
         commands_r, commands_w = self.context.Pipe(duplex=False)
         results_r, results_w = self.context.Pipe(duplex=False)
         stdout_r, stdout_w = self.context.Pipe(duplex=False)
@@ -107,9 +203,14 @@ class Launcher:
         process = self.context.Process(  # type: ignore[attr-defined]
             target=target, args=(argument,), name=f"procpar-{workerinput['workerid']}"
         )
+        self.shared.running[slot] = -1  # not the hung test of a worker it replaces
         if self.start_method == "fork":
             gc.freeze()  # keep the collector from writing to (and so copying) inherited objects
-        process.start()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about forking while threads run; the only ones are execnet's
+            # (with --tx), and the forked worker never touches execnet.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            process.start()
         for connection in (commands_r, results_w, stdout_w, stderr_w):
             connection.close()
         return WorkerProcess(
@@ -117,12 +218,14 @@ class Launcher:
             reader=protocol.FrameReader(results_r.fileno()),
             command_fd=commands_w.fileno(),
             output_fds={"stdout": stdout_r.fileno(), "stderr": stderr_r.fileno()},
+            shared=self.shared,
+            slot=slot,
             connections=ours,
         )
 
-    def forget(self, started: WorkerProcess) -> None:
+    def forget(self, started: WorkerHandle) -> None:
         """The worker has ended: later forks need not close its pipe ends any more."""
-        self.controller_fds -= {connection.fileno() for connection in started.connections}
+        self.controller_fds -= set(started.fds)
         started.close()
 
     def stack_path(self, workerinput: dict[str, Any]) -> Path:
@@ -130,7 +233,9 @@ class Launcher:
         return self.basetemp / f"procpar-{workerinput['workerid']}.stack"
 
     def close(self) -> None:
-        """The run is over: let the controller's collector see its objects again."""
+        """The run is over: close gateways, let the controller's collector see its objects."""
+        if self.remote is not None:
+            self.remote.close()
         if self.start_method == "fork":
             gc.unfreeze()
 
@@ -153,22 +258,30 @@ class Launcher:
     def _spawn_start(
         self, workerinput: dict[str, Any], slot: int, initial: list[int], ends: worker.ChildEnds
     ) -> worker.SpawnStart:
-        config = self.session.config
-        if self._options is None:
-            self._options = picklable_options(config)
-        options = dict(
-            self._options, basetemp=str(self.basetemp / f"popen-{workerinput['workerid']}")
-        )
+        basetemp = self.basetemp / f"popen-{workerinput['workerid']}"
         return worker.SpawnStart(
-            args=list(config.invocation_params.args),
-            option_dict=options,
-            invocation_dir=str(config.invocation_params.dir),
-            workerinput=workerinput,
+            **self._collect_again(workerinput, initial, str(basetemp)),
             slot=slot,
             ends=ends,
             shared=self.shared,
-            initial=initial,
-            nodeids=[item.nodeid for item in self.session.items],
             stack_path=self.stack_path(workerinput),
             parent_pid=os.getpid() if self.start_method != "forkserver" else None,
         )
+
+    def _collect_again(
+        self, workerinput: dict[str, Any], initial: list[int], basetemp: str | None
+    ) -> dict[str, Any]:
+        """What a worker that collects by itself needs: the command line, the options, the
+        controller's nodeids to check against, and its first items. ``basetemp`` None lets
+        it choose its own (a remote host's temp dir)."""
+        config = self.session.config
+        if self._options is None:
+            self._options = picklable_options(config)
+        return {
+            "args": list(config.invocation_params.args),
+            "option_dict": dict(self._options, basetemp=basetemp),
+            "invocation_dir": str(config.invocation_params.dir),
+            "workerinput": workerinput,
+            "initial": list(initial),
+            "nodeids": [item.nodeid for item in self.session.items],
+        }

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from pytest_procpar import shard
+from pytest_procpar import remote, shard
 from pytest_procpar.cpus import available_cpus
 from pytest_procpar.scheduler import DEFAULT_POLICY, POLICIES, SERIAL_POLICY
 
@@ -170,6 +170,25 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
             help="Replace at most N crashed workers (default: 4 per worker); the tests "
             "left after that are reported as not run. Ini: procpar_max_worker_restart.",
         )
+    if with_xdist_names:
+        group.addoption(
+            "--tx",
+            dest="tx",
+            metavar="SPEC",
+            action="append",
+            type=remote.parse_tx,
+            default=[],
+            help="Also run workers through this execnet gateway: popen (another local "
+            "interpreter, e.g. popen//python=python3.12), ssh=USER@HOST or socket=HOST:PORT; "
+            "N*SPEC for N of them. Repeatable; the code must be present there.",
+        )
+    group.addoption(
+        "--procpar-chdir",
+        dest="procpar_chdir",
+        metavar="DIR",
+        default=None,
+        help="Where remote --tx workers find the rootdir (default: the same path as here).",
+    )
     group.addoption(
         "--procpar-timeout",
         dest="procpar_timeout",
@@ -225,13 +244,15 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
 class Settings:
     """What the user asked for, resolved against this machine."""
 
-    workers: int  # 0 means: run serially, procpar stays out of the way
+    workers: int  # local and remote; 0 means: run serially, procpar stays out of the way
     start_method: str
     dist: str = DEFAULT_POLICY
     timeout: float = 0.0  # seconds a test may run, 0: no limit
     max_restarts: int | None = None  # None: 4 per worker
     serial_reason: str | None = None  # set when -n was asked for but an option needs serial
     shard: shard.ShardSpec | None = None
+    remote: tuple[str, ...] = ()  # one execnet gateway spec per remote worker (--tx)
+    remote_rootdir: str | None = None  # --procpar-chdir
 
 
 def _from_ini(config: pytest.Config, name: str, parse: object) -> object:
@@ -301,12 +322,15 @@ def resolve(config: pytest.Config) -> Settings:
         timeout=float(timeout),  # type: ignore[arg-type]
         max_restarts=restarts,  # type: ignore[arg-type]
         shard=resolve_shard(config),
+        remote=tuple(spec for specs in getattr(config.option, "tx", None) or [] for spec in specs),
+        remote_rootdir=config.option.procpar_chdir,
     )
-    if requested is None:
+    if requested is None and not base.remote:
         return base
-    workers = count_workers(config, requested)  # type: ignore[arg-type]
+    workers = count_workers(config, requested) if requested is not None else 0  # type: ignore[arg-type]
     if isinstance(maximum, int):
         workers = min(workers, maximum)
+    workers += len(base.remote)
     if workers and dist == SERIAL_POLICY:
         return replace(base, serial_reason="--dist no runs serially")
     for dest, reason in SERIAL_ONLY_OPTIONS.items():

@@ -37,6 +37,7 @@ WANT = "want"  # ("want",): the worker's queue is running low
 STOP = "stop"  # ("stop", shouldfail, shouldstop): the worker's session asked to stop
 FINISHED = "finished"  # ("finished", workeroutput): session finished cleanly
 FATAL = "fatal"  # ("fatal", kind, payload): the worker loop ended by an exception
+UNAVAILABLE = "unavailable"  # FATAL kind: a remote worker could not start (payload: why)
 
 # Events inside an ITEM frame.
 LOGSTART = "logstart"  # ("logstart", location) or ("logstart", location, nodeid)
@@ -64,11 +65,21 @@ def enlarge_pipe(fd: int) -> None:
 _DEFERRED = {signal.SIGINT, signal.SIGTERM}
 
 
+def encode(message: tuple[Any, ...]) -> bytes:
+    """One frame: what :func:`send` writes, and what remote links carry as they are."""
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(payload)) + payload
+
+
 def send(fd: int, message: tuple[Any, ...]) -> None:
     """Write one frame, all of it: Ctrl-C or SIGTERM arriving meanwhile waits until the frame
     is whole, since half a frame would garble every frame after it."""
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_HEADER.pack(len(payload)) + payload)
+    write_all(fd, encode(message))
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` whole, with Ctrl-C and SIGTERM held back until it is written."""
+    view = memoryview(data)
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
     try:
         while view:

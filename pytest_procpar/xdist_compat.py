@@ -79,9 +79,17 @@ class WorkerNode:
         self.workerinput = workerinput
         self.workeroutput: dict[str, Any] = {}
         self.workerinfo = interpreter_info(workerinput["workerid"])
-        remote = SimpleNamespace(**self.workerinfo)  # what execnet's gateway._rinfo() returns
-        self.gateway = SimpleNamespace(id=workerinput["workerid"], _rinfo=lambda: remote)
+        self.gateway = SimpleNamespace(id=workerinput["workerid"], _rinfo=self._rinfo)
         self.nodemanager = SimpleNamespace(roots=[])  # pytest-cov: no rsync roots, same files
+
+    def _rinfo(self) -> SimpleNamespace:
+        """What execnet's ``gateway._rinfo()`` returns."""
+        return SimpleNamespace(**self.workerinfo)
+
+    def describe_interpreter(self, info: dict[str, Any] | None) -> None:
+        """The worker runs in another interpreter (``--tx``): describe that one."""
+        if info is not None:
+            self.workerinfo.update(info)
 
     def __repr__(self) -> str:
         return f"<WorkerNode {self.gateway.id}>"

@@ -1,0 +1,282 @@
+"""Workers in other interpreters or on other hosts (``--tx``), reached through execnet.
+
+A remote worker runs the same worker loop as a spawned local one (see
+:mod:`pytest_procpar.remote_worker`): it collects by itself, checks it found the controller's
+nodeids, and speaks the same frames. Only the transport differs. execnet delivers what the
+worker sends on a background thread; :class:`RemoteWorker` writes it into local pipes, so the
+controller's selector loop serves remote and local workers alike and a lost gateway looks like
+a worker whose pipes closed. What shared memory does for local workers (the stop flag, which
+test runs since when) travels as small channel messages instead.
+
+The code must already be at the remote end: procpar copies no files. ``--procpar-chdir`` (or a
+spec's own ``chdir=``) says where the rootdir is found there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pickle
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_procpar import faults, protocol
+
+# Executed in the gateway's interpreter: everything else comes from procpar installed there.
+BOOTSTRAP = "from pytest_procpar.remote_worker import serve\nserve(channel)\n"
+GATEWAY_KINDS = ("popen", "ssh", "socket")
+PAYLOAD_PICKLE_PROTOCOL = 4  # readable by every Python procpar supports, whatever runs here
+
+# Messages on the channel (tuples), besides whole frames.
+FRAME = "frame"  # ("frame", bytes): protocol frames, either way
+RUNNING = "running"  # ("running", index): the worker started item index (-1: between items)
+STACK = "stack"  # controller: ("stack",) dump your stack; worker: ("stack", text)
+HALT = "halt"  # ("halt",): stop before the next item
+SIGNAL = "signal"  # ("signal", signum): to the worker and what its tests started
+OUTPUT = ("stdout", "stderr")  # ("stdout", bytes): what the worker wrote outside captures
+
+END = object()  # the end-of-channel marker our channel callbacks get from execnet
+
+
+def parse_tx(value: str) -> list[str]:
+    """``--tx`` value: an execnet gateway spec, ``N*SPEC`` for N of them."""
+    import execnet
+
+    text = str(value).strip()
+    count_text, star, spec = text.partition("*")
+    if not star:
+        count_text, spec = "1", text
+    try:
+        count = int(count_text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected SPEC or N*SPEC with N >= 1, got {value!r}")
+    try:
+        xspec = execnet.XSpec(spec)
+    except Exception as exc:
+        raise argparse.ArgumentTypeError(
+            f"not an execnet gateway spec: {value!r} ({exc})"
+        ) from None
+    kinds = [kind for kind in GATEWAY_KINDS if getattr(xspec, kind, None)]
+    if len(kinds) != 1:
+        raise argparse.ArgumentTypeError(
+            f"expected popen, ssh=HOST or socket=HOST:PORT in the spec, got {value!r}"
+        )
+    return [spec] * count
+
+
+def map_path(value: Any, rootdir: Path, remote_rootdir: str | None) -> Any:
+    """A local path under ``rootdir`` as the remote end sees it (strings and lists of them)."""
+    if remote_rootdir is None:
+        return value
+    if isinstance(value, list | tuple):
+        return type(value)(map_path(part, rootdir, remote_rootdir) for part in value)
+    if not isinstance(value, str | Path) or not os.path.isabs(value):
+        return value
+    try:
+        relative = Path(value).relative_to(rootdir)
+    except ValueError:
+        return value
+    mapped = Path(remote_rootdir, relative)
+    return str(mapped) if isinstance(value, str) else mapped
+
+
+class RemoteWorker:
+    """A worker behind an execnet channel, presented like a local worker process."""
+
+    def __init__(self, gateway: Any, channel: Any, spec: str, stack_path: Path) -> None:
+        self.gateway = gateway
+        self.channel = channel
+        self.spec = spec
+        self.stack_path = stack_path
+        results_r, self._results_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        self.sentinel, self._exit_w = os.pipe()
+        protocol.enlarge_pipe(self._results_w)
+        self.reader = protocol.FrameReader(results_r)
+        self.output_fds = {"stdout": stdout_r, "stderr": stderr_r}
+        self._writers = {FRAME: self._results_w, "stdout": stdout_w, "stderr": stderr_w}
+        self._running = (-1, 0.0)
+        self._ended = threading.Event()
+        self._lock = threading.Lock()  # the callback's writes against close()
+        self._closed = False
+        self.lost = ""  # why the connection ended, when it did not end cleanly
+        channel.setcallback(self._received, endmarker=END)
+
+    # -- execnet's receiver thread --------------------------------------------------------
+
+    def _received(self, message: Any) -> None:
+        if message is END:
+            self._ended_by(self.channel._getremoteerror())
+            return
+        kind = message[0]
+        if kind == RUNNING:
+            self._running = (int(message[1]), faults.now())
+        elif kind == STACK:
+            with contextlib.suppress(OSError):
+                self.stack_path.write_text(message[1], encoding="utf-8")
+        else:
+            self._write(self._writers[kind], message[1])
+
+    def _ended_by(self, error: Any) -> None:
+        """The channel closed: say why, then wake the controller through the sentinel. The
+        pipes stay open until the controller closes them all, so their descriptor numbers
+        cannot be reused while forked workers are told to close them."""
+        import execnet
+
+        if isinstance(error, execnet.RemoteError):  # procpar is not importable over there
+            last_line = error.formatted.strip().splitlines()[-1]
+            text = f"could not start on {self.spec}: {last_line}"
+            message = (protocol.FATAL, protocol.UNAVAILABLE, text)
+            self._write(self._results_w, protocol.encode(message))
+        elif error is not None:
+            self.lost = f"connection to {self.spec} lost ({error})"
+        self._write(self._exit_w, b"x")
+        self._ended.set()
+
+    def _write(self, fd: int, data: bytes) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            with contextlib.suppress(OSError):  # the controller closed its end: nobody reads
+                protocol.write_all(fd, data)
+
+    # -- the controller's side (WorkerHandle) ---------------------------------------------
+
+    def _tell(self, message: tuple[Any, ...]) -> None:
+        with contextlib.suppress(OSError, ValueError):  # the channel is closed: it is gone
+            self.channel.send(message)
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        self._tell((FRAME, protocol.encode(message)))
+
+    def halt(self) -> None:
+        self._tell((HALT,))
+
+    def running(self) -> tuple[int, float]:
+        return self._running
+
+    def request_stack(self) -> None:
+        self._tell((STACK,))
+
+    def signal(self, signum: int) -> None:
+        self._tell((SIGNAL, int(signum)))
+        if signum == signal.SIGKILL:  # it may be too stuck to answer: end the gateway
+            self._kill_gateway()
+
+    def _kill_gateway(self) -> None:
+        with contextlib.suppress(Exception):
+            self.gateway._io.kill()
+        with contextlib.suppress(Exception):
+            self.gateway.exit()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._ended.wait(timeout)
+
+    def is_alive(self) -> bool:
+        return not self._ended.is_set()
+
+    def describe_exit(self) -> str:
+        """The exit status of a ``popen`` worker's process; for other gateways only that the
+        connection was lost."""
+        popen = getattr(getattr(self.gateway, "_io", None), "popen", None)
+        if getattr(self.gateway.spec, "popen", False) and isinstance(popen, subprocess.Popen):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                return faults.describe_exit(popen.wait(timeout=1.0))
+        return self.lost or f"connection to {self.spec} closed"
+
+    def interpreter(self) -> dict[str, Any] | None:
+        """What the remote interpreter is, in the shape of xdist's ``workerinfo``."""
+        try:
+            info = self.gateway._rinfo()
+        except Exception:
+            return None
+        version_info = tuple(info.version_info)
+        return {
+            "version": ".".join(str(part) for part in version_info[:3]),
+            "version_info": version_info,
+            "sysplatform": info.platform,
+            "platform": info.platform,
+            "executable": info.executable,
+            "cwd": info.cwd,
+        }
+
+    @property
+    def fds(self) -> list[int]:
+        if self._closed:
+            return []
+        readers = [self.reader.fd, *self.output_fds.values(), self.sentinel]
+        return [*readers, *self._writers.values(), self._exit_w]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        readers = [self.reader.fd, *self.output_fds.values(), self.sentinel]
+        for fd in readers:  # first: a callback blocked on a full pipe gets EPIPE and returns
+            os.close(fd)
+        with self._lock:
+            self._closed = True
+            for fd in (*self._writers.values(), self._exit_w):
+                os.close(fd)
+        with contextlib.suppress(Exception):
+            self.gateway.exit()
+
+
+class RemoteLauncher:
+    """Opens gateways and starts a worker through each."""
+
+    def __init__(self, config: pytest.Config, remote_rootdir: str | None) -> None:
+        import execnet
+
+        self.config = config
+        self.remote_rootdir = remote_rootdir
+        self.group = execnet.Group()
+
+    def start(
+        self,
+        spec: str,
+        payload: dict[str, Any],
+        stack_path: Path,
+    ) -> RemoteWorker:
+        """Open a gateway for ``spec``, start the worker there, hand it ``payload``."""
+        import execnet
+
+        try:
+            gateway = self.group.makegateway(spec)
+            channel = gateway.remote_exec(BOOTSTRAP)
+        except (execnet.HostNotFound, OSError, EOFError) as exc:
+            raise RemoteStartError(f"procpar: could not open a gateway for {spec}: {exc}") from exc
+        worker = RemoteWorker(gateway, channel, spec, stack_path)
+        rootdir = getattr(gateway.spec, "chdir", None) or self.remote_rootdir
+        payload = self.mapped(payload, rootdir)
+        channel.send(pickle.dumps(payload, protocol=PAYLOAD_PICKLE_PROTOCOL))
+        return worker
+
+    def mapped(self, payload: dict[str, Any], remote_rootdir: str | None) -> dict[str, Any]:
+        """The payload with local paths under the rootdir moved to ``remote_rootdir``."""
+        rootdir = self.config.rootpath
+        options = {
+            name: map_path(value, rootdir, remote_rootdir)
+            for name, value in payload["option_dict"].items()
+        }
+        return dict(
+            payload,
+            option_dict=options,
+            args=map_path(payload["args"], rootdir, remote_rootdir),
+            invocation_dir=map_path(payload["invocation_dir"], rootdir, remote_rootdir),
+        )
+
+    def close(self) -> None:
+        self.group.terminate(timeout=1.0)
+
+
+class RemoteStartError(Exception):
+    """A gateway could not be opened (no such host, interpreter or server)."""

@@ -1,0 +1,161 @@
+"""The far end of a ``--tx`` worker: runs in the gateway's interpreter, started by execnet.
+
+It runs the spawned worker (:func:`pytest_procpar.worker.run_spawned`) unchanged, by giving it
+ordinary pipes: threads here carry what it writes (frames, stdout, stderr) onto the execnet
+channel, and the channel's callback writes the controller's frames into its command pipe. The
+controller's other messages are handled right in the callback, so they act while a test runs:
+``halt`` sets the stop flag the worker checks before each item, ``stack`` dumps every
+thread's stack and sends it, ``signal`` signals this process (and its group, when it leads one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import os
+import pickle
+import sys
+import tempfile
+import threading
+import traceback
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from pytest_procpar import faults, protocol, remote, worker
+
+PUMP_CHUNK = 1 << 16
+DRAIN_TIMEOUT_S = 2.0  # a test's leftover child may hold stdout open: do not wait for it
+
+
+class Pipe:
+    """An OS pipe; each end is an object with ``fileno()``, as :class:`worker.ChildEnds` wants."""
+
+    def __init__(self) -> None:
+        read_fd, write_fd = os.pipe()
+        self.read_end = SimpleNamespace(fileno=lambda: read_fd)
+        self.write_end = SimpleNamespace(fileno=lambda: write_fd)
+
+
+class RunningAnnouncer:
+    """Stands in for the shared ``running`` array: tells the controller which item runs, so
+    it can time it (the controller's clock starts when the message arrives)."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.index = -1
+
+    def __getitem__(self, slot: int) -> int:
+        return self.index
+
+    def __setitem__(self, slot: int, index: int) -> None:
+        self.index = index
+        with contextlib.suppress(OSError, ValueError):
+            self.channel.send((remote.RUNNING, index))
+
+
+class Agent:
+    """Connects the worker's pipes to the channel and obeys the controller's messages."""
+
+    def __init__(self, channel: Any, maxfail: int) -> None:
+        self.channel = channel
+        self.commands, self.results, self.stdout, self.stderr = (Pipe() for _ in range(4))
+        protocol.enlarge_pipe(self.results.write_end.fileno())
+        self.shared = worker.Shared(
+            failures=[0],  # this worker's own; the controller counts everybody's
+            stop=SimpleNamespace(value=0),
+            maxfail=maxfail,
+            running=RunningAnnouncer(channel),
+            started=[0.0],
+        )
+        stack_fd, stack_name = tempfile.mkstemp(prefix="procpar-remote-", suffix=".stack")
+        os.close(stack_fd)
+        self.stack_path = Path(stack_name)
+        self.saved_output = (os.dup(1), os.dup(2))  # a socket server's own, restored at the end
+        self.pumps = [
+            self._pump(self.results, remote.FRAME),
+            self._pump(self.stdout, "stdout"),
+            self._pump(self.stderr, "stderr"),
+        ]
+
+    def _pump(self, pipe: Pipe, kind: str) -> threading.Thread:
+        def carry() -> None:
+            fd = pipe.read_end.fileno()
+            while data := os.read(fd, PUMP_CHUNK):
+                with contextlib.suppress(OSError, ValueError):
+                    self.channel.send((kind, data))
+            os.close(fd)
+
+        thread = threading.Thread(target=carry, name=f"procpar-{kind}", daemon=True)
+        thread.start()
+        return thread
+
+    def obey(self, message: Any) -> None:
+        """The channel's callback, on execnet's receiver thread."""
+        if message is remote.END:
+            with contextlib.suppress(OSError):  # the worker reads EOF: nothing more comes
+                os.close(self.commands.write_end.fileno())
+            return
+        kind = message[0]
+        if kind == remote.FRAME:
+            with contextlib.suppress(OSError):
+                protocol.write_all(self.commands.write_end.fileno(), message[1])
+        elif kind == remote.HALT:
+            self.shared.stop.value = 1
+        elif kind == remote.SIGNAL:
+            faults.signal_group(os.getpid(), message[1])
+        elif kind == remote.STACK:
+            with open(self.stack_path, "w", encoding="utf-8") as stream:
+                faulthandler.dump_traceback(file=stream, all_threads=True)
+            text = self.stack_path.read_text(encoding="utf-8", errors="replace")
+            with contextlib.suppress(OSError, ValueError):
+                self.channel.send((remote.STACK, text))
+
+    def spawn_start(self, payload: dict[str, Any]) -> worker.SpawnStart:
+        ends = worker.ChildEnds(
+            self.commands.read_end, self.results.write_end, self.stdout.write_end,
+            self.stderr.write_end,
+        )  # fmt: skip
+        fields = {name: payload[name] for name in SPAWN_FIELDS}
+        return worker.SpawnStart(
+            **fields, slot=0, ends=ends, shared=self.shared, stack_path=self.stack_path,
+            parent_pid=None,
+        )  # fmt: skip
+
+    def fail(self, kind: str, text: str) -> None:
+        protocol.send(self.results.write_end.fileno(), (protocol.FATAL, kind, text))
+
+    def finish(self) -> None:
+        """Close every write end (fd 1 and 2 point at two of them), let the pumps carry the
+        rest, and give a long-lived process (a socket server) its own output back."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self.saved_output[0], 1)
+        os.dup2(self.saved_output[1], 2)
+        for pipe in (self.results, self.stdout, self.stderr):
+            with contextlib.suppress(OSError):
+                os.close(pipe.write_end.fileno())
+        for pump in self.pumps:
+            pump.join(DRAIN_TIMEOUT_S)
+        for fd in self.saved_output:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            self.stack_path.unlink()
+
+
+SPAWN_FIELDS = ("args", "option_dict", "invocation_dir", "workerinput", "initial", "nodeids")
+
+
+def serve(channel: Any) -> None:
+    """Entry point, run by :data:`pytest_procpar.remote.BOOTSTRAP` in the gateway."""
+    payload = pickle.loads(channel.receive())
+    agent = Agent(channel, int(payload["maxfail"]))
+    channel.setcallback(agent.obey, endmarker=remote.END)
+    try:
+        worker.run_spawned(agent.spawn_start(payload))
+    except SystemExit:  # run_spawned sent FATAL first
+        pass
+    except BaseException:
+        agent.fail("startup", traceback.format_exc())
+    finally:
+        agent.finish()
