@@ -30,7 +30,7 @@ from pytest_procpar import faults, protocol
 
 # Executed in the gateway's interpreter: everything else comes from procpar installed there.
 BOOTSTRAP = "from pytest_procpar.remote_worker import serve\nserve(channel)\n"
-GATEWAY_KINDS = ("popen", "ssh", "socket")
+GATEWAY_KINDS = ("popen", "ssh", "socket", "vagrant_ssh")
 PAYLOAD_PICKLE_PROTOCOL = 4  # readable by every Python procpar supports, whatever runs here
 
 # Messages on the channel (tuples), besides whole frames.

@@ -362,6 +362,35 @@ def test_parallel_run_reports_like_serial(
     assert parallel["ret"] == serial["ret"]
 
 
+@pytest.mark.parametrize(
+    ("workers", "header"),
+    [
+        (["--tx", "2*popen"], "2 workers (2*popen)"),
+        (["-n", "1", "--tx", "popen"], "2 workers (1 fork, 1*popen)"),
+        (["--tx", "socket"], "1 worker (1*socket=127.0.0.1:*)"),
+    ],
+    ids=["popen", "fork+popen", "socket"],
+)
+def test_remote_workers_report_like_serial(
+    pytester: pytest.Pytester,
+    serial: dict[str, Any],
+    workers: list[str],
+    header: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Workers behind execnet gateways (``--tx``) collect by themselves and report the same."""
+    if workers[-1] == "socket":
+        workers = ["--tx", request.getfixturevalue("socket_gateway")]
+    parallel = run_suite(pytester, *workers)
+    parallel["result"].stdout.fnmatch_lines([f"procpar: {header}, * items"])
+    assert parallel["outcomes"] == serial["outcomes"]
+    assert without_doctest_messages(parallel["summary"]) == without_doctest_messages(
+        serial["summary"]
+    )
+    assert parallel["counts"] == serial["counts"]
+    assert parallel["ret"] == serial["ret"]
+
+
 def test_failed_doctest_summary_line_like_serial(pytester: pytest.Pytester) -> None:
     """A failed doctest's short-summary line must read the same as in a serial run.
 
