@@ -35,7 +35,7 @@ from pytest_procpar import (
 )
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.options import Settings
-from pytest_procpar.output import OutputRelay
+from pytest_procpar.output import BatchedTerminal, OutputRelay
 from pytest_procpar.remote import RemoteStartError
 from pytest_procpar.replay import Replayer
 from pytest_procpar.runreport import RunReport
@@ -112,6 +112,7 @@ class ParallelRun:
         )
         self.testrunuid = new_testrunuid()
         self.selector = selectors.DefaultSelector()
+        self.terminal = BatchedTerminal(None)  # the real one while workers run
         self.workers: list[WorkerState] = []
         self.started_count = 0
         self.restarts_left = (
@@ -200,6 +201,7 @@ class ParallelRun:
     def execute(self) -> None:
         self._write_header()
         restore = _interrupt_on_sigterm()
+        self.terminal = BatchedTerminal(self.config.pluginmanager.get_plugin("terminalreporter"))
         try:
             self.run_fixtures = once.set_up_for(self.items, self.config)
             for slot in range(self.worker_count):
@@ -210,6 +212,7 @@ class ParallelRun:
             raise
         finally:
             restore()
+            self.terminal.restore()
             self._terminate_all()
             once.tear_down(self.run_fixtures)
             if self.own_basetemp is not None:
@@ -236,6 +239,7 @@ class ParallelRun:
                     self._exited(state)
                 elif not what.read():
                     self.selector.unregister(key.fd)
+            self.terminal.release()
             self._enforce_deadlines()
             self._check_stop()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 from typing import Any
 
 CHUNK = 1 << 16
@@ -63,3 +64,61 @@ class OutputRelay:
             target = sys.stdout if self.stream == "stdout" else sys.stderr
             target.write(text + "\n")
             target.flush()
+
+
+class BatchedTerminal:
+    """Holds the terminal's output while the controller replays a round of results, and
+    writes it with one system call at the end of the round.
+
+    pytest's terminal reporter flushes after every report, so a run of tiny tests costs the
+    controller one write per test (and one wake-up of whatever reads its output); batched,
+    it costs one per round of the controller's loop, a few milliseconds of results.
+    """
+
+    def __init__(self, reporter: Any) -> None:
+        writer = getattr(reporter, "_tw", None)
+        self.writer = writer if hasattr(writer, "_file") else None
+        self.file: Any = None
+        self.parts: list[str] = []
+        if self.writer is not None:
+            self.file = self.writer._file
+            self.writer._file = self
+            # A forked worker prints through the same writer (live logs): not batched there,
+            # and what the controller holds is not the worker's to print.
+            me = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _unbatch(me()))
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        """The reporter's flushes wait for :meth:`release`."""
+
+    def release(self) -> None:
+        """Write what the round produced."""
+        if not self.parts:
+            return
+        text = "".join(self.parts)
+        self.parts.clear()
+        try:
+            self.file.write(text)
+        except UnicodeEncodeError:  # escaped, as the terminal writer does
+            encoding = getattr(self.file, "encoding", None) or "ascii"
+            self.file.write(text.encode(encoding, "backslashreplace").decode(encoding))
+        self.file.flush()
+
+    def restore(self) -> None:
+        if self.writer is not None:
+            self.release()
+            self.writer._file = self.file
+            self.writer = None
+
+    def __getattr__(self, name: str) -> Any:  # isatty, encoding, ...: the real file's
+        return getattr(self.file, name)
+
+
+def _unbatch(terminal: BatchedTerminal | None) -> None:
+    if terminal is not None and terminal.writer is not None:
+        terminal.parts.clear()
+        terminal.restore()

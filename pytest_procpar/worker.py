@@ -157,7 +157,8 @@ class WorkerLoop:
         """Ask early for more work; wait for it only when the next item is needed."""
         if not self.no_more and len(self.queue) <= self.low_water:
             self._ask()
-        self.take(self.reader.receive(block=False))
+        if self.asked:  # commands only ever answer a request (a stop comes as shared memory)
+            self.take(self.reader.receive(block=False))
         while not self.no_more and len(self.queue) < 2:
             self._ask()
             self.take(self.reader.receive(block=True))
