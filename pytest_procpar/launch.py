@@ -9,7 +9,9 @@ options and collects by itself.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import gc
 import multiprocessing
 import os
@@ -126,6 +128,14 @@ def picklable_options(config: pytest.Config) -> dict[str, Any]:
     return options
 
 
+@functools.cache
+def freeze_at_exit() -> None:
+    """When the interpreter exits, spare it the last garbage collections over the collected
+    suite (about 0.3 s for 5000 tests): nothing is left to clean up that the process's end
+    does not. Not before then, as pytest may be run again in this process."""
+    atexit.register(gc.freeze)
+
+
 def other_threads() -> list[str]:
     """Names of threads besides this one: forking copies none of them, but does copy their locks."""
     current = threading.current_thread()
@@ -238,6 +248,7 @@ class Launcher:
             self.remote.close()
         if self.start_method == "fork":
             gc.unfreeze()
+        freeze_at_exit()
 
     def _fork_start(
         self, workerinput: dict[str, Any], slot: int, initial: list[int], ends: worker.ChildEnds

@@ -806,3 +806,28 @@ def test_collection_only_options_start_no_workers(
     assert result.ret == 0
     result.stdout.fnmatch_lines([f"procpar: {reason}, no workers started"])
     assert not [line for line in result.outlines if HEADER.match(line)]
+
+
+def test_exit_skips_the_last_collections_but_not_atexit_handlers(
+    pytester: pytest.Pytester,
+) -> None:
+    """After a parallel run the interpreter's final garbage collections skip the suite's
+    objects (they cost ~0.3 s at exit for 5000 tests); atexit handlers still all run."""
+    pytester.makeconftest(
+        """
+        import atexit, gc, os
+
+        def report():  # registered before procpar's handler, so it runs after it
+            with open("at_exit.txt", "w") as stream:
+                stream.write(str(gc.get_freeze_count()))
+
+        if os.environ.get("PYTEST_XDIST_WORKER") is None:
+            atexit.register(report)
+        """
+    )
+    pytester.makepyfile(
+        "import pytest\n\n@pytest.mark.parametrize('i', range(50))\ndef test_a(i): pass\n"
+    )
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result.assert_outcomes(passed=50)
+    assert int((pytester.path / "at_exit.txt").read_text()) > 1000

@@ -79,3 +79,23 @@ def test_log_file_written_by_the_controller_only(pytester: pytest.Pytester, meth
         f"WARNING  app:test_log_file_written_by_the_controller_only.py:5 file-record-{n}"
         for n in range(30)
     ]
+
+
+def test_output_the_terminal_cannot_encode_is_escaped(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller writes a round of output at once; text its terminal's encoding cannot
+    take is escaped, as pytest's terminal writer does, and the run goes on."""
+    pytester.makepyfile(
+        """
+        import os
+
+        def test_prints_utf8():
+            os.write(1, "caf\\u00e9 au lait\\n".encode())
+        """
+    )
+    monkeypatch.setenv("PYTHONIOENCODING", "ascii")
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "-s")
+    result.assert_outcomes(passed=1)
+    assert r"caf\xe9 au lait" in result.stdout.str()
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
