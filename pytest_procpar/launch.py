@@ -28,6 +28,7 @@ import pytest
 
 from pytest_procpar import faults, protocol, worker
 from pytest_procpar.remote import RemoteLauncher
+from pytest_procpar.xdist_compat import collecting_worker_options
 
 
 class WorkerHandle(Protocol):
@@ -290,7 +291,9 @@ class Launcher:
             self._options = picklable_options(config)
         return {
             "args": list(config.invocation_params.args),
-            "option_dict": dict(self._options, basetemp=basetemp),
+            "option_dict": dict(
+                self._options, basetemp=basetemp, **collecting_worker_options(config)
+            ),
             "invocation_dir": str(config.invocation_params.dir),
             "workerinput": workerinput,
             "initial": list(initial),

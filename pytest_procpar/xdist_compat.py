@@ -109,6 +109,20 @@ def plugin_workerinput(config: pytest.Config) -> dict[str, Any]:
     return found
 
 
+def collecting_worker_options(config: pytest.Config) -> dict[str, Any]:
+    """Options a worker that configures pytest anew (spawn, forkserver, ``--tx``) must see
+    otherwise than the controller.
+
+    pytest-cov starts its controller-side measurement in every process whose command line
+    has ``--cov`` and ``-n``, and that start erases the data files earlier workers saved,
+    unless it appends. Under xdist every worker starts before any test runs; here a worker
+    may start (or be replaced) after another one finished and saved.
+    """
+    if config.pluginmanager.has_plugin("_cov"):
+        return {"cov_append": True}
+    return {}
+
+
 def interpreter_info(workerid: str) -> dict[str, Any]:
     """The ``workerinfo`` xdist's nodes carry; pytest prints it above a worker's failures."""
     return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -96,5 +97,45 @@ def test_coverage_run_same_lines_as_serial(
         assert combined.returncode == 0, combined.stderr
     reported = coverage(pytester, "json", "-o", "cov.json")
     assert reported.returncode == 0, reported.stdout + reported.stderr
+    lines = covered_lines((pytester.path / "cov.json").read_text())
+    assert lines == {"pkg/__init__.py": [2, 3, 4, 5, 7, 10, 11, 12, 16]}
+
+
+LATE_WORKER_PLUGIN = """
+import os
+
+# Imported by -p before pytest-cov sets up: gw1 waits here until gw0 has finished its
+# session and saved its coverage data (the FIFO's writer opens only then).
+if os.environ.get("PYTEST_XDIST_WORKER") == "gw1":
+    with open(os.environ["LATE_WORKER_FIFO"]) as fifo:
+        fifo.read()
+
+
+def pytest_unconfigure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER") == "gw0":
+        with open(os.environ["LATE_WORKER_FIFO"], "w"):
+            pass
+"""
+
+
+def test_pytest_cov_keeps_data_of_workers_that_finished_before_another_started(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spawned worker starting late must not erase the data files of finished workers
+    (pytest-cov's start in a process whose command line has ``--cov`` and ``-n`` erases them
+    unless told to append)."""
+    pytest.importorskip("pytest_cov")
+    make_suite(pytester)
+    pytester.makepyfile(late_worker=LATE_WORKER_PLUGIN)
+    fifo = pytester.path / "late-worker.fifo"
+    os.mkfifo(fifo)
+    monkeypatch.setenv("LATE_WORKER_FIFO", str(fifo))
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # this test's own worker's
+    monkeypatch.setenv("PYTHONPATH", str(pytester.path), prepend=os.pathsep)
+    args = ["-p", "late_worker", "-p", "procpar", "--cov=pkg", "--cov-report=json:cov.json"]
+    result = pytester.runpytest_subprocess(
+        *args, "-n", "2", "--procpar-start", "spawn", timeout=120
+    )
+    result.assert_outcomes(passed=5)
     lines = covered_lines((pytester.path / "cov.json").read_text())
     assert lines == {"pkg/__init__.py": [2, 3, 4, 5, 7, 10, 11, 12, 16]}
