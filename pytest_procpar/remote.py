@@ -33,13 +33,13 @@ BOOTSTRAP = "from pytest_procpar.remote_worker import serve\nserve(channel)\n"
 GATEWAY_KINDS = ("popen", "ssh", "socket", "vagrant_ssh")
 PAYLOAD_PICKLE_PROTOCOL = 4  # readable by every Python procpar supports, whatever runs here
 
-# Messages on the channel (tuples), besides whole frames.
+# Messages on the channel, each a tuple tagged by its kind.
 FRAME = "frame"  # ("frame", bytes): protocol frames, either way
 RUNNING = "running"  # ("running", index): the worker started item index (-1: between items)
 STACK = "stack"  # controller: ("stack",) dump your stack; worker: ("stack", text)
 HALT = "halt"  # ("halt",): stop before the next item
 SIGNAL = "signal"  # ("signal", signum): to the worker and what its tests started
-OUTPUT = ("stdout", "stderr")  # ("stdout", bytes): what the worker wrote outside captures
+# ("stdout", bytes), ("stderr", bytes): what the worker wrote outside captures
 
 END = object()  # the end-of-channel marker our channel callbacks get from execnet
 
