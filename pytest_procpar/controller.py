@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,11 @@ class ParallelRun:
     """One parallel execution of ``session.items``."""
 
     def __init__(
-        self, session: pytest.Session, settings: Settings, durations: DurationStore
+        self,
+        session: pytest.Session,
+        settings: Settings,
+        durations: DurationStore,
+        deselected: Collection[str] = (),
     ) -> None:
         self.session = session
         self.config = session.config
@@ -108,7 +112,12 @@ class ParallelRun:
         local = [None] * (settings.workers - len(settings.remote))
         slot_specs = [*local, *settings.remote][: self.worker_count]
         self.launcher = launch.Launcher(
-            session, self.start_method, slot_specs, basetemp, settings.remote_rootdir
+            session,
+            self.start_method,
+            slot_specs,
+            basetemp,
+            settings.remote_rootdir,
+            deselected,
         )
         self.testrunuid = new_testrunuid()
         self.selector = selectors.DefaultSelector()
@@ -500,6 +509,7 @@ class Controller:
         self.settings = settings
         self.durations = durations
         self.run: ParallelRun | None = None
+        self.deselected: set[str] = set()  # for workers that collect again: not a mismatch
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
@@ -514,13 +524,16 @@ class Controller:
             raise session.Interrupted(f"{count} error{'s' if count != 1 else ''} during collection")
         if session.config.option.collectonly or not session.items:
             return True
-        self.run = ParallelRun(session, self.settings, self.durations)
+        self.run = ParallelRun(session, self.settings, self.durations, self.deselected)
         self.run.execute()
         if session.shouldfail:
             raise session.Failed(session.shouldfail)
         if session.shouldstop:
             raise session.Interrupted(session.shouldstop)
         return True
+
+    def pytest_deselected(self, items: Sequence[pytest.Item]) -> None:
+        self.deselected.update(item.nodeid for item in items)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.durations.record(report)

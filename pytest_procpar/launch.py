@@ -18,7 +18,7 @@ import os
 import pickle
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -158,6 +158,7 @@ class Launcher:
         slot_specs: Sequence[str | None],
         basetemp: Path,
         remote_rootdir: str | None = None,
+        deselected: Collection[str] = (),
     ) -> None:
         self.session = session
         self.start_method = start_method
@@ -176,6 +177,7 @@ class Launcher:
             RemoteLauncher(session.config, remote_rootdir) if any(self.slot_specs) else None
         )
         self.basetemp = basetemp
+        self.deselected = deselected
         self.controller_fds: set[int] = set()
         self._options: dict[str, Any] | None = None
 
@@ -298,4 +300,5 @@ class Launcher:
             "workerinput": workerinput,
             "initial": list(initial),
             "nodeids": [item.nodeid for item in self.session.items],
+            "deselected": sorted(self.deselected),
         }

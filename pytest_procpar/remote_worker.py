@@ -143,7 +143,15 @@ class Agent:
             self.stack_path.unlink()
 
 
-SPAWN_FIELDS = ("args", "option_dict", "invocation_dir", "workerinput", "initial", "nodeids")
+SPAWN_FIELDS = (
+    "args",
+    "option_dict",
+    "invocation_dir",
+    "workerinput",
+    "initial",
+    "nodeids",
+    "deselected",
+)
 
 
 def serve(channel: Any) -> None:

@@ -21,7 +21,7 @@ import time
 import traceback
 import warnings
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -340,16 +340,24 @@ class SpawnStart:
     shared: Shared
     initial: list[int]
     nodeids: list[str]
+    deselected: list[str]  # what the controller collected but will not run (-k, --shard, ...)
     stack_path: Path
     parent_pid: int | None
 
 
-def match_items(items: Sequence[pytest.Item], nodeids: Sequence[str]) -> list[pytest.Item]:
-    """The worker's own items in the controller's order; a clear error when they differ."""
+def match_items(
+    items: Sequence[pytest.Item], nodeids: Sequence[str], deselected: Collection[str] = ()
+) -> list[pytest.Item]:
+    """The worker's own items in the controller's order; a clear error when they differ.
+
+    The worker may keep items the controller deselected: plugins that deselect in the
+    controller only (``--shard``), or from state of their own (a remote host's ``--lf``
+    cache), need not agree with it.
+    """
     own = {item.nodeid: item for item in items}
     missing = [nodeid for nodeid in nodeids if nodeid not in own]
-    wanted = set(nodeids)
-    extra = [item.nodeid for item in items if item.nodeid not in wanted]
+    known = {*nodeids, *deselected}
+    extra = [item.nodeid for item in items if item.nodeid not in known]
     if missing or extra:
         raise WorkerCollectionMismatch(
             f"collected {len(items)} items, the controller {len(nodeids)}; "
@@ -385,7 +393,7 @@ class SpawnedWorker:
         start = self.start
         write_fd = start.ends.results.fileno()
         try:
-            session.items = match_items(session.items, start.nodeids)
+            session.items = match_items(session.items, start.nodeids, set(start.deselected))
         except WorkerCollectionMismatch as exc:
             protocol.send(write_fd, (protocol.FATAL, "mismatch", str(exc)))
             return True

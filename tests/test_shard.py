@@ -75,6 +75,29 @@ def test_shards_partition_a_run(pytester: pytest.Pytester) -> None:
     assert sorted(seen) == sorted(durations)
 
 
+@pytest.mark.parametrize(
+    "workers",
+    [["-n", "2", "--procpar-start", "spawn"], ["--tx", "popen"], ["-n", "1", "--tx", "popen"]],
+    ids=["spawn", "popen", "fork+popen"],
+)
+def test_shard_with_workers_that_collect_again(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    """Workers that collect by themselves find the whole suite; the tests the controller's
+    shard left out are not a collection mismatch, and the shard runs as it does serially."""
+    pytester.makepyfile("".join(f"def test_{i}(): pass\n" for i in range(12)))
+    ran = {}
+    for args in ([], workers):
+        result = pytester.runpytest_subprocess(
+            "-p", "procpar", "--shard=2/3", "--shard-mode=hash", "-rA", "-p", "no:randomly",
+            *args,
+        )  # fmt: skip
+        assert result.ret == 0, result.stdout.str()
+        ran[bool(args)] = sorted(line for line in result.outlines if line.startswith("PASSED "))
+    assert ran[True] == ran[False]
+    assert 0 < len(ran[True]) < 12
+
+
 def test_shard_without_durations_falls_back_to_hash(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
     result = pytester.runpytest_subprocess("-p", "procpar", "--shard=1/2", "-p", "no:cacheprovider")
