@@ -17,6 +17,7 @@ import ctypes
 import faulthandler
 import os
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,9 +72,10 @@ def _release_forkserver() -> None:
     """A forkserver child holds the "controller alive" pipe of the fork server; dropping it
     lets the fork server, and through the parent-death signal this worker, end with the
     controller."""
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    if forkserver is None:  # not started by a fork server (and importing it costs ~8 ms)
+        return
     with contextlib.suppress(Exception):
-        from multiprocessing import forkserver
-
         server = forkserver._forkserver
         alive = getattr(server, "_forkserver_alive_fd", None)
         if alive is not None:

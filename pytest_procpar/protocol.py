@@ -49,6 +49,7 @@ WARNING = "warning"  # ("warning", serialized warning dict, when, nodeid, locati
 
 _HEADER = struct.Struct("!I")
 _PIPE_SIZE = 1 << 20
+_FIRST_CHUNK = 1 << 16
 _F_SETPIPE_SZ = 1031  # Linux fcntl command; other platforms keep the default pipe size
 
 
@@ -106,17 +107,18 @@ class FrameReader:
         self.fd = fd
         self.eof = False
         self._buffer = bytearray()
-        self._chunk: bytearray | None = None  # reused: a fresh 1 MiB buffer per read costs
-        # an mmap and a munmap
+        # Reused (a fresh buffer per read would cost an allocation, for large ones an mmap and
+        # a munmap); doubled whenever a read fills it, up to the pipe's size.
+        self._chunk = bytearray(_FIRST_CHUNK)
 
     def read_available(self) -> list[tuple[Any, ...]]:
         """Read what the pipe holds now (call when it is readable) and return complete frames."""
-        if self._chunk is None:
-            self._chunk = bytearray(_PIPE_SIZE)
         count = os.readv(self.fd, [self._chunk])
         if not count:
             self.eof = True
         self._buffer += memoryview(self._chunk)[:count]
+        if count == len(self._chunk) < _PIPE_SIZE:
+            self._chunk = bytearray(2 * count)
         return list(self._frames())
 
     def receive(self, block: bool) -> list[tuple[Any, ...]]:
