@@ -90,9 +90,9 @@ class WorkerProcess:
         return int(self.shared.running[self.slot]), float(self.shared.started[self.slot])
 
     def request_stack(self) -> None:
+        # To the worker alone: its tests' children would die of the signal.
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, faults.STACK_SIGNAL)  # the worker alone: its tests' children
-            # would die of the signal
+            os.kill(self.pid, faults.STACK_SIGNAL)
 
     def signal(self, signum: int) -> None:
         faults.signal_group(self.pid, signum)
