@@ -233,6 +233,7 @@ class ParallelRun:
     def _serve(self, until: float | None) -> None:
         """Handle worker output and exits until every worker is gone (or ``until``)."""
         while self.selector.get_map():
+            self.terminal.release_if_due()
             wait = self._wait_time()
             if until is not None:
                 wait = max(0.0, min(wait if wait is not None else until, until - faults.now()))
@@ -248,7 +249,6 @@ class ParallelRun:
                     self._exited(state)
                 elif not what.read():
                     self.selector.unregister(key.fd)
-            self.terminal.release()
             self._enforce_deadlines()
             self._check_stop()
 
@@ -330,6 +330,9 @@ class ParallelRun:
     def _wait_time(self) -> float | None:
         now = faults.now()
         waits = [state.kill_at - now for state in self.workers if state.kill_at and state.alive]
+        held = self.terminal.wait_time()
+        if held is not None:
+            waits.append(held)
         if any(state.term_at and state.alive for state in self.workers):
             waits.append(STACK_POLL_S)  # watching for the stack dump
         if self.deadlines.enabled:
