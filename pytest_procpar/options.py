@@ -107,6 +107,34 @@ def parse_dist(value: str) -> str:
     return _one_of(value, [*POLICIES, SERIAL_POLICY])
 
 
+def parse_tx(value: str) -> list[str]:
+    """``--tx`` value: an execnet gateway spec, ``N*SPEC`` for N of them."""
+    import execnet
+
+    text = str(value).strip()
+    count_text, star, spec = text.partition("*")
+    if not star:
+        count_text, spec = "1", text
+    try:
+        count = _whole_number(count_text, 1)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected SPEC or N*SPEC with N >= 1, got {value!r}"
+        ) from None
+    try:
+        xspec = execnet.XSpec(spec)
+    except Exception as exc:
+        raise argparse.ArgumentTypeError(
+            f"not an execnet gateway spec: {value!r} ({exc})"
+        ) from None
+    kinds = [kind for kind in remote.GATEWAY_KINDS if getattr(xspec, kind, None)]
+    if len(kinds) != 1:
+        raise argparse.ArgumentTypeError(
+            f"expected popen, ssh=HOST or socket=HOST:PORT in the spec, got {value!r}"
+        )
+    return [spec] * count
+
+
 def parse_shard_mode(value: str) -> str:
     """``--shard-mode`` value: one of :data:`shard.MODES`."""
     return _one_of(value, shard.MODES)
@@ -176,7 +204,7 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
             dest="tx",
             metavar="SPEC",
             action="append",
-            type=remote.parse_tx,
+            type=parse_tx,
             default=[],
             help="Also run workers through this execnet gateway: popen (another local "
             "interpreter, e.g. popen//python=python3.12), ssh=USER@HOST or socket=HOST:PORT; "

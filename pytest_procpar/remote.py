@@ -14,7 +14,6 @@ spec's own ``chdir=``) says where the rootdir is found there.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import pickle
@@ -42,34 +41,6 @@ SIGNAL = "signal"  # ("signal", signum): to the worker and what its tests starte
 # ("stdout", bytes), ("stderr", bytes): what the worker wrote outside captures
 
 END = object()  # the end-of-channel marker our channel callbacks get from execnet
-
-
-def parse_tx(value: str) -> list[str]:
-    """``--tx`` value: an execnet gateway spec, ``N*SPEC`` for N of them."""
-    import execnet
-
-    text = str(value).strip()
-    count_text, star, spec = text.partition("*")
-    if not star:
-        count_text, spec = "1", text
-    try:
-        count = int(count_text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"expected SPEC or N*SPEC with N >= 1, got {value!r}")
-    try:
-        xspec = execnet.XSpec(spec)
-    except Exception as exc:
-        raise argparse.ArgumentTypeError(
-            f"not an execnet gateway spec: {value!r} ({exc})"
-        ) from None
-    kinds = [kind for kind in GATEWAY_KINDS if getattr(xspec, kind, None)]
-    if len(kinds) != 1:
-        raise argparse.ArgumentTypeError(
-            f"expected popen, ssh=HOST or socket=HOST:PORT in the spec, got {value!r}"
-        )
-    return [spec] * count
 
 
 def map_path(value: Any, rootdir: Path, remote_rootdir: str | None) -> Any:
