@@ -179,7 +179,7 @@ class Launcher:
         self.basetemp = basetemp
         self.deselected = deselected
         self.controller_fds: set[int] = set()
-        self._options: dict[str, Any] | None = None
+        self._same_for_all: dict[str, Any] | None = None
 
     def is_remote(self, slot: int) -> bool:
         return self.slot_specs[slot] is not None
@@ -288,17 +288,20 @@ class Launcher:
         """What a worker that collects by itself needs: the command line, the options, the
         controller's nodeids to check against, and its first items. ``basetemp`` None lets
         it choose its own (a remote host's temp dir)."""
-        config = self.session.config
-        if self._options is None:
-            self._options = picklable_options(config)
+        if self._same_for_all is None:  # worked out once, for every such worker
+            config = self.session.config
+            options = dict(picklable_options(config), **collecting_worker_options(config))
+            self._same_for_all = {
+                "args": list(config.invocation_params.args),
+                "option_dict": options,
+                "invocation_dir": str(config.invocation_params.dir),
+                "nodeids": [item.nodeid for item in self.session.items],
+                "deselected": sorted(self.deselected),
+            }
+        same = self._same_for_all
         return {
-            "args": list(config.invocation_params.args),
-            "option_dict": dict(
-                self._options, basetemp=basetemp, **collecting_worker_options(config)
-            ),
-            "invocation_dir": str(config.invocation_params.dir),
+            **same,
+            "option_dict": dict(same["option_dict"], basetemp=basetemp),
             "workerinput": workerinput,
             "initial": list(initial),
-            "nodeids": [item.nodeid for item in self.session.items],
-            "deselected": sorted(self.deselected),
         }

@@ -112,13 +112,13 @@ class Agent:
                 self.channel.send((remote.STACK, text))
 
     def spawn_start(self, payload: dict[str, Any]) -> worker.SpawnStart:
+        """What a spawned local worker gets, with this end's pipes and stand-ins."""
         ends = worker.ChildEnds(
             self.commands.read_end, self.results.write_end, self.stdout.write_end,
             self.stderr.write_end,
         )  # fmt: skip
-        fields = {name: payload[name] for name in SPAWN_FIELDS}
         return worker.SpawnStart(
-            **fields, slot=0, ends=ends, shared=self.shared, stack_path=self.stack_path,
+            **payload, slot=0, ends=ends, shared=self.shared, stack_path=self.stack_path,
             parent_pid=None,
         )  # fmt: skip
 
@@ -143,21 +143,10 @@ class Agent:
             self.stack_path.unlink()
 
 
-SPAWN_FIELDS = (
-    "args",
-    "option_dict",
-    "invocation_dir",
-    "workerinput",
-    "initial",
-    "nodeids",
-    "deselected",
-)
-
-
 def serve(channel: Any) -> None:
     """Entry point, run by :data:`pytest_procpar.remote.BOOTSTRAP` in the gateway."""
     payload = pickle.loads(channel.receive())
-    agent = Agent(channel, int(payload["maxfail"]))
+    agent = Agent(channel, int(payload.pop("maxfail")))
     channel.setcallback(agent.obey, endmarker=remote.END)
     try:
         worker.run_spawned(agent.spawn_start(payload))

@@ -393,7 +393,7 @@ class SpawnedWorker:
         start = self.start
         write_fd = start.ends.results.fileno()
         try:
-            session.items = match_items(session.items, start.nodeids, set(start.deselected))
+            session.items = match_items(session.items, start.nodeids, start.deselected)
         except WorkerCollectionMismatch as exc:
             protocol.send(write_fd, (protocol.FATAL, "mismatch", str(exc)))
             return True
