@@ -16,7 +16,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,13 +196,11 @@ class ParallelRun:
 
     def _kinds(self) -> str:
         """``fork``, ``2 fork, 2*popen``: how the workers are started."""
-        specs = self.launcher.slot_specs
-        local = specs.count(None)
-        kinds = [f"{self.start_method}{self.notice}"] if local else []
-        if local and local != len(specs):
-            kinds[0] = f"{local} {kinds[0]}"
-        remote = [spec for spec in specs if spec is not None]
-        kinds += [f"{remote.count(spec)}*{spec}" for spec in dict.fromkeys(remote)]
+        remote = Counter(self.launcher.slot_specs)  # in slot order; None counts local ones
+        local = remote.pop(None, 0)
+        method = f"{self.start_method}{self.notice}"
+        kinds = [f"{local} {method}" if remote else method] if local else []
+        kinds += [f"{count}*{spec}" for spec, count in remote.items()]
         return ", ".join(kinds)
 
     # -- the loop -------------------------------------------------------------------------
