@@ -180,18 +180,19 @@ class RemoteWorker:
             "cwd": info.cwd,
         }
 
+    def _readers(self) -> list[int]:
+        return [self.reader.fd, *self.output_fds.values(), self.sentinel]
+
     @property
     def fds(self) -> list[int]:
         if self._closed:
             return []
-        readers = [self.reader.fd, *self.output_fds.values(), self.sentinel]
-        return [*readers, *self._writers.values(), self._exit_w]
+        return [*self._readers(), *self._writers.values(), self._exit_w]
 
     def close(self) -> None:
         if self._closed:
             return
-        readers = [self.reader.fd, *self.output_fds.values(), self.sentinel]
-        for fd in readers:  # first: a callback blocked on a full pipe gets EPIPE and returns
+        for fd in self._readers():  # first: a callback blocked on a full pipe gets EPIPE
             os.close(fd)
         with self._lock:
             self._closed = True
