@@ -304,12 +304,9 @@ def auto_workers(config: pytest.Config) -> int:
         raw = os.environ.get(name)
         if raw:
             try:
-                count = int(raw)
-            except ValueError:
-                count = 0
-            if count < 1:
-                raise pytest.UsageError(f"{name} must be a whole number >= 1, got {raw!r}")
-            return count
+                return _whole_number(raw, 1)
+            except argparse.ArgumentTypeError as exc:
+                raise pytest.UsageError(f"{name}: {exc}") from None
     from_plugin = config.hook.pytest_procpar_auto_num_workers(config=config)
     return int(from_plugin) if from_plugin else available_cpus()
 
