@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 
 from pytest_procpar import hookspecs, options, shard, xdist_compat
-from pytest_procpar.controller import Controller
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.xdist_compat import testrun_uid, worker_id
 
@@ -63,6 +62,10 @@ def pytest_configure(config: pytest.Config) -> None:
         plugin = shard.ShardPlugin(settings.shard, mode, durations.known)
         config.pluginmanager.register(plugin, "procpar_shard")
     if settings.workers > 0:
+        # Imported here: a run without workers (most runs where procpar is merely installed)
+        # need not load the controller, the launcher and the worker.
+        from pytest_procpar.controller import Controller
+
         controller = Controller(settings, durations)
         config.pluginmanager.register(controller, "procpar_controller")
 
