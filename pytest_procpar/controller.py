@@ -130,6 +130,7 @@ class ParallelRun:
             else RESTARTS_PER_WORKER * self.worker_count
         )
         self.fatal: tuple[WorkerState, str, tuple[Any, ...]] | None = None
+        self.interrupted_test: Any = None  # where the first interrupted test was, as shown
         self.done: set[int] = set()
         self.gave_up: str | None = None
         self.run_fixtures: list[once.RunFixture] = []
@@ -304,6 +305,8 @@ class ParallelRun:
             state.internal_error = (message[3], message[2])  # the test broke its worker
         elif kind == protocol.FATAL:
             state.fatal = True
+            if message[1] == "interrupt" and message[3] is not None and not self.interrupted_test:
+                self.interrupted_test = protocol.decode_interrupt(self.config, message[2])
             if self.fatal is None:
                 self.fatal = (state, message[1], message[2:])
 
@@ -481,10 +484,21 @@ class ParallelRun:
         if kind == "exit":
             raise pytest.exit.Exception(payload[0], payload[1])
         if kind == "interrupt":
-            raise KeyboardInterrupt(payload[0])
+            raise KeyboardInterrupt  # shown where the test was: see pytest_keyboard_interrupt
         if kind in ("mismatch", protocol.UNAVAILABLE):
             raise self.session.Interrupted(f"procpar: worker {state.workerid} {payload[0]}")
         raise WorkerFailure(f"worker {state.workerid} failed:\n{payload[0]}")
+
+
+class ShownRepr:
+    """Stands in for an ExceptionInfo where pytest only asks for its representation: the one
+    a worker built of its own exception."""
+
+    def __init__(self, representation: Any) -> None:
+        self.representation = representation
+
+    def getrepr(self, **options: Any) -> Any:
+        return self.representation
 
 
 def _interrupt_on_sigterm() -> Callable[[], None]:
@@ -532,6 +546,17 @@ class Controller:
         if session.shouldstop:
             raise session.Interrupted(session.shouldstop)
         return True
+
+    @pytest.hookimpl(trylast=True)  # after the terminal reporter noted the controller's own
+    def pytest_keyboard_interrupt(self) -> None:
+        """Point the interruption banner at the test a worker was running, as serial pytest
+        points at the test's line, not at the controller's loop."""
+        run = self.run
+        if run is None or run.interrupted_test is None:
+            return
+        reporter = run.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.pytest_keyboard_interrupt(excinfo=ShownRepr(run.interrupted_test))
 
     def pytest_deselected(self, items: Sequence[pytest.Item]) -> None:
         self.deselected.update(item.nodeid for item in items)

@@ -205,6 +205,30 @@ def decode_report(
     return report
 
 
+def encode_interrupt(config: pytest.Config) -> dict[str, Any]:
+    """The KeyboardInterrupt being handled, represented as serial pytest's terminal shows it
+    (ending at the test's line), in the form reports travel in."""
+    excinfo = pytest.ExceptionInfo.from_current()
+    carrier = pytest.TestReport(
+        nodeid="",
+        location=("", None, ""),
+        keywords={},
+        outcome="failed",
+        longrepr=excinfo.getrepr(funcargs=True),
+        when="call",
+    )
+    data: dict[str, Any] = config.hook.pytest_report_to_serializable(
+        config=config, report=carrier
+    )
+    return data
+
+
+def decode_interrupt(config: pytest.Config, data: dict[str, Any]) -> Any:
+    """The representation :func:`encode_interrupt` sent: what ``ExceptionInfo.getrepr`` gave."""
+    carrier = config.hook.pytest_report_from_serializable(config=config, data=data)
+    return carrier.longrepr
+
+
 class TextRepr:
     """A failure representation that arrived as text: printed as it is, with no crash line."""
 

@@ -211,7 +211,8 @@ class WorkerLoop:
             code = exc.returncode if exc.returncode is not None else pytest.ExitCode.INTERRUPTED
             return Fatal(("exit", exc.msg, exc.returncode), code)
         except KeyboardInterrupt:
-            return Fatal(("interrupt", traceback.format_exc()))
+            where = protocol.encode_interrupt(self.session.config)
+            return Fatal(("interrupt", where, self.broken))
         except BaseException:
             message = ("internal", traceback.format_exc(), self.broken)
             return Fatal(message, pytest.ExitCode.INTERNAL_ERROR)

@@ -565,6 +565,9 @@ def test_interrupting_the_controller(
         output = (pytester.path / "controller.out").read_text(errors="replace")
         assert returncode == pytest.ExitCode.INTERRUPTED, output
         assert "KeyboardInterrupt" in output, output
+        # Where a worker's test was stopped (waiting on its Event), as serial pytest shows it;
+        # not the controller's loop.
+        assert re.search(r"^\S*/threading\.py:\d+: KeyboardInterrupt$", output, re.M), output
         last = output.strip().splitlines()[-1]
         assert re.fullmatch(r"=+ 4 passed in [\d.]+s =+", last), output
         left = still_alive(marked_pids(pytester))
@@ -630,6 +633,21 @@ def test_keyboard_interrupt_in_a_test_like_serial(pytester: pytest.Pytester, met
         assert re.fullmatch(r"=+ (\d+ passed|no tests ran) in [\d.]+s =+", result.outlines[-1])
     serial.stdout.fnmatch_lines(["=* 3 passed in *"])
     assert "INTERNALERROR" not in parallel.stdout.str() + parallel.stderr.str()
+    # The banner and the line it points at are serial pytest's: the test's, not the controller's.
+    assert interruption(parallel) == interruption(serial)
+    assert interruption(serial)[1].endswith("test_kbint.py:14: KeyboardInterrupt")
+
+    full = run_parallel(pytester, "--full-trace", method=method)
+    full.stdout.fnmatch_lines(["    def test_interrupts():", ">       raise KeyboardInterrupt"])
+
+
+def interruption(result: pytest.RunResult) -> list[str]:
+    """pytest's KeyboardInterrupt banner and the location line under it."""
+    lines = result.outlines
+    banner = next(
+        i for i, line in enumerate(lines) if re.fullmatch(r"!+ KeyboardInterrupt !+", line)
+    )
+    return lines[banner : banner + 2]
 
 
 EXIT_FIXTURES = {
