@@ -217,9 +217,7 @@ def encode_interrupt(config: pytest.Config) -> dict[str, Any]:
         longrepr=excinfo.getrepr(funcargs=True),
         when="call",
     )
-    data: dict[str, Any] = config.hook.pytest_report_to_serializable(
-        config=config, report=carrier
-    )
+    data: dict[str, Any] = config.hook.pytest_report_to_serializable(config=config, report=carrier)
     return data
 
 
