@@ -420,7 +420,9 @@ class ParallelRun:
             longrepr = message + (f"\n\n{detail}" if detail else "")
             # A test that already reported keeps its outcome and gains a teardown error.
             when = "teardown" if index in self.done else "call"
-            report = self.replayer.fail_item(state.node, item, longrepr, when)
+            running, since = state.started.running()
+            seconds = faults.now() - since if running == index else 0.0  # as far as it got
+            report = self.replayer.fail_item(state.node, item, longrepr, when, seconds)
             self.done.add(index)
             self.config.hook.pytest_handlecrashitem(
                 crashitem=item.nodeid, report=report, sched=self.scheduler
@@ -563,6 +565,9 @@ class Controller:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.durations.record(report)
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        self.durations.finish(nodeid)
 
     def pytest_sessionfinish(self) -> None:
         if self.run is not None:

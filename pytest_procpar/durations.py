@@ -26,6 +26,7 @@ class DurationStore:
         option = config.getoption("procpar_durations", None)
         self.path = Path(option) if option else None
         self.known = self._load()
+        self.running: dict[str, float] = {}  # items whose protocol has not finished yet
         self.measured: dict[str, float] = {}
 
     def _load(self) -> dict[str, float]:
@@ -46,9 +47,17 @@ class DurationStore:
     def record(self, report: pytest.TestReport) -> None:
         """Add one phase's seconds; a setup report starts the item's total afresh."""
         if report.when == "setup":
-            self.measured[report.nodeid] = report.duration
+            self.running[report.nodeid] = report.duration
         else:
-            self.measured[report.nodeid] = self.measured.get(report.nodeid, 0.0) + report.duration
+            self.running[report.nodeid] = self.running.get(report.nodeid, 0.0) + report.duration
+
+    def finish(self, nodeid: str) -> None:
+        """The item's protocol has ended: its total is a measurement, unless it is zero (the
+        controller's report for an item that never started). An item cut short by an
+        interruption never gets here. Either way its earlier duration is kept."""
+        seconds = self.running.pop(nodeid, 0.0)
+        if seconds > 0.0:
+            self.measured[nodeid] = seconds
 
     def save(self) -> None:
         merged = {**self.known, **{k: round(v, 6) for k, v in self.measured.items()}}

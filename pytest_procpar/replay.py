@@ -69,8 +69,11 @@ class Replayer:
             self._hook_proxies[key] = item.ihook
         return self._hook_proxies[key]
 
-    def fail_item(self, node: Any, item: pytest.Item, message: str, when: str) -> pytest.TestReport:
-        """Report ``item`` as failed for a reason its worker could not report itself."""
+    def fail_item(
+        self, node: Any, item: pytest.Item, message: str, when: str, seconds: float = 0.0
+    ) -> pytest.TestReport:
+        """Report ``item`` as failed for a reason its worker could not report itself, after it
+        ran for ``seconds`` (what ``--durations`` and the durations store then see)."""
         now = time.time()
         report = pytest.TestReport(
             nodeid=item.nodeid,
@@ -80,8 +83,8 @@ class Replayer:
             longrepr=message,
             when=when,  # type: ignore[arg-type]
             sections=[],
-            duration=0.0,
-            start=now,
+            duration=seconds,
+            start=now - seconds,
             stop=now,
             user_properties=[],
         )

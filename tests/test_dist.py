@@ -551,6 +551,41 @@ def test_durations_file_written_and_read_back(pytester: pytest.Pytester) -> None
     assert updated["test_dur.py::test_d[0]"] != planted["test_dur.py::test_d[0]"]  # remeasured
 
 
+def test_durations_of_tests_cut_short(pytester: pytest.Pytester) -> None:
+    """A crashed or timed-out test is remembered as long as it ran (it goes first next time);
+    a test that was never measured, or whose run was interrupted, keeps its old duration."""
+    pytester.makepyfile(
+        test_cut="""
+        import os
+        import time
+
+
+        def test_crashes():
+            time.sleep(0.3)
+            os._exit(3)
+
+
+        def test_hangs():
+            time.sleep(60)
+
+
+        def test_ok():
+            pass
+        """
+    )
+    path = pytester.path / "durations.json"
+    args = ("-n", "2", "--procpar-timeout=1", "--procpar-durations", "durations.json")
+    run(pytester, *args).assert_outcomes(passed=1, failed=2)
+    stored = json.loads(path.read_text())
+    assert stored["test_cut.py::test_crashes"] >= 0.3, stored
+    assert stored["test_cut.py::test_hangs"] >= 1.0, stored
+
+    pytester.makepyfile(test_cut="def test_interrupted():\n    raise KeyboardInterrupt\n")
+    path.write_text(json.dumps({"test_cut.py::test_interrupted": 7.0}))
+    assert run(pytester, *args).ret == pytest.ExitCode.INTERRUPTED
+    assert json.loads(path.read_text()) == {"test_cut.py::test_interrupted": 7.0}
+
+
 def test_scheduler_hook_sees_items_described(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_dur=DURATION_TESTS)
     pytester.makeconftest(INSPECTING_CONFTEST)
