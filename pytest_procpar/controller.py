@@ -541,6 +541,7 @@ class Controller:
             raise session.Interrupted(f"{count} error{'s' if count != 1 else ''} during collection")
         if session.config.option.collectonly or not session.items:
             return True
+        launch.set_suite_aside()
         self.run = ParallelRun(session, self.settings, self.durations, self.deselected)
         self.run.execute()
         if session.shouldfail:

@@ -38,6 +38,10 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         return
     settings = options.resolve(config)
     config.stash[SETTINGS_KEY] = settings
+    if settings.workers:
+        from pytest_procpar import launch  # only for runs with workers, as in pytest_configure
+
+        launch.release_suite(config)  # now, so that it is the last cleanup
     # What xdist-aware plugins read to learn whether tests are distributed (pytest-benchmark,
     # pytest-cov): xdist's "no" unless workers will run.
     config.option.dist = settings.dist if settings.workers else "no"

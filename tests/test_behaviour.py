@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -806,6 +807,59 @@ def test_collection_only_options_start_no_workers(
     assert result.ret == 0
     result.stdout.fnmatch_lines([f"procpar: {reason}, no workers started"])
     assert not [line for line in result.outlines if HEADER.match(line)]
+
+
+def test_suite_kept_from_the_collector_until_pytest_is_done_with_it(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest's end-of-session garbage collections run while the collected suite is frozen
+    (they would walk all of it), a later pytest.main() in the process gets it unfrozen, and
+    garbage left from collecting is still finalized, as in a serial run."""
+    pytester.makeconftest(
+        """
+        import gc, os
+
+        CONTROLLER = os.environ.get("PYTEST_XDIST_WORKER") is None
+
+
+        class Cycle:
+            def __init__(self):
+                self.me = self
+
+            def __del__(self):
+                if CONTROLLER:
+                    with open("finalized.txt", "a") as stream:
+                        stream.write("x")
+
+
+        held = [Cycle()]
+        gc.collect()  # now in the oldest generation, which is seldom collected
+
+
+        def pytest_collection_finish(session):
+            held.clear()  # garbage from here on
+
+
+        def pytest_unconfigure(config):
+            if CONTROLLER:
+                with open("frozen_at_unconfigure.txt", "w") as stream:
+                    stream.write(str(gc.get_freeze_count()))
+        """
+    )
+    pytester.makepyfile(
+        "import pytest\n\n@pytest.mark.parametrize('i', range(50))\ndef test_a(i): pass\n"
+    )
+    script = (
+        "import gc, sys, pytest\n"
+        "code = pytest.main(['-p', 'procpar', '-n', '2', '-q', '-p', 'no:cacheprovider'])\n"
+        "print('frozen after main:', gc.get_freeze_count())\n"
+        "sys.exit(code)\n"
+    )
+    result = pytester.run(sys.executable, "-c", script)
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["*50 passed*", "frozen after main: 0"])
+    assert int((pytester.path / "frozen_at_unconfigure.txt").read_text()) > 1000
+    assert (pytester.path / "finalized.txt").read_text() == "x"
 
 
 def test_exit_skips_the_last_collections_but_not_atexit_handlers(
