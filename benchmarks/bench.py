@@ -29,6 +29,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -284,6 +285,7 @@ class RunResult:
     ok: bool
     peak_pss_mib: float | None = None
     problem: str = ""
+    cpu_s: float | None = None  # user + system seconds of pytest and the processes it reaped
 
 
 PASSED_RE = re.compile(r"(\d+) passed")
@@ -293,6 +295,7 @@ def run_pytest(
     python: str, suite: Suite, root: Path, config: Config, cache_dir: Path, *, sample: bool
 ) -> RunResult:
     cmd = [python, "-m", "pytest", *COMMON_ARGS, "-o", f"cache_dir={cache_dir}", *config.args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd,
@@ -314,6 +317,8 @@ def run_pytest(
         output, _ = proc.communicate()
         timed_out = True
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if sampler is not None:
         sampler.stop()
     text = output.decode(errors="replace")
@@ -339,6 +344,7 @@ def run_pytest(
         ok=not problem,
         peak_pss_mib=sampler.peak_kib / 1024 if sampler is not None else None,
         problem=problem,
+        cpu_s=cpu,
     )
 
 
@@ -364,6 +370,11 @@ class ConfigResult:
     @property
     def median_pss(self) -> float | None:
         values = [run.peak_pss_mib for run in self.runs if run.peak_pss_mib is not None]
+        return statistics.median(values) if values else None
+
+    @property
+    def median_cpu(self) -> float | None:
+        values = [run.cpu_s for run in self.runs if run.cpu_s is not None]
         return statistics.median(values) if values else None
 
 
@@ -489,15 +500,17 @@ def _cell(result: SuiteResult, name: str) -> str:
     return f"{config.median_wall:.2f} ({ratio:.2f}x)"
 
 
-def _pss_cell(result: SuiteResult, name: str) -> str:
+def _measure_cell(result: SuiteResult, name: str, median: str, attr: str, digits: int) -> str:
+    """A config's median of one measure (``median``: a ConfigResult property) and its median
+    ratio to plain (``attr``: the RunResult field)."""
     config = result.configs.get(name)
-    if config is None or config.median_pss is None:
+    value = getattr(config, median) if config is not None else None
+    if config is None or value is None:
         return "-"
     failed = "" if config.ok else " FAILED"
     if name == "plain":
-        return f"{config.median_pss:.0f}{failed}"
-    ratio = result.ratio(name, "peak_pss_mib")
-    return f"{config.median_pss:.0f} ({ratio:.2f}x){failed}"
+        return f"{value:.{digits}f}{failed}"
+    return f"{value:.{digits}f} ({result.ratio(name, attr):.2f}x){failed}"
 
 
 def _target_text(found: list[Target]) -> str:
@@ -514,6 +527,17 @@ def report(results: list[SuiteResult], rounds: int) -> str:
         row = [result.name, str(result.workers), *(_cell(result, name) for name in COLUMNS)]
         rows.append([*row, _target_text(wall_targets)])
     out.append(format_table(header, rows))
+    out.append("")
+    out.append(
+        "median CPU seconds, user + system, of pytest and the processes it waited for "
+        "(median ratio to plain pytest)"
+    )
+    rows = [
+        [result.name, str(result.workers)]
+        + [_measure_cell(result, name, "median_cpu", "cpu_s", 2) for name in COLUMNS]
+        for result in results
+    ]
+    out.append(format_table(["suite", "-n", *COLUMNS], rows))
     memory = [
         result
         for result in results
@@ -528,7 +552,10 @@ def report(results: list[SuiteResult], rounds: int) -> str:
         rows = []
         for result in memory:
             pss_targets = [t for t in targets(result) if "PSS" in t.text]
-            cells = [_pss_cell(result, name) for name in ("plain", "xdist", "procpar")]
+            cells = [
+                _measure_cell(result, name, "median_pss", "peak_pss_mib", 0)
+                for name in ("plain", "xdist", "procpar")
+            ]
             rows.append([result.name, str(result.workers), *cells, _target_text(pss_targets)])
         out.append(format_table(header, rows))
     failures = [
