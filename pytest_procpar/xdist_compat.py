@@ -78,7 +78,7 @@ class WorkerNode:
         self.config = config
         self.workerinput = workerinput
         self.workeroutput: dict[str, Any] = {}
-        self.workerinfo = interpreter_info(workerinput["workerid"])
+        self.workerinfo: dict[str, Any] = {}  # see describe_interpreter
         self.gateway = SimpleNamespace(id=workerinput["workerid"], _rinfo=self._rinfo)
         self.nodemanager = SimpleNamespace(roots=[])  # pytest-cov: no rsync roots, same files
 
@@ -87,9 +87,10 @@ class WorkerNode:
         return SimpleNamespace(**self.workerinfo)
 
     def describe_interpreter(self, info: dict[str, Any] | None) -> None:
-        """The worker runs in another interpreter (``--tx``): describe that one."""
-        if info is not None:
-            self.workerinfo.update(info)
+        """Fill in ``workerinfo`` once the worker has started, as xdist does when its worker
+        is ready (``platform.platform()`` runs ``uname -p`` the first time: better while the
+        worker runs than before it starts). ``info`` describes another interpreter (``--tx``)."""
+        self.workerinfo = {**interpreter_info(self.gateway.id), **(info or {})}
 
     def __repr__(self) -> str:
         return f"<WorkerNode {self.gateway.id}>"
