@@ -401,9 +401,7 @@ class ParallelRun:
         elif not (state.finished or state.fatal):
             running = state.assigned[0] if state.assigned else None
             how = state.started.describe_exit()
-            printed = isolation.printed_before_crash(
-                self.launcher.stack_path(state.node.workerinput)
-            )
+            printed = isolation.printed_before_crash(files)
             detail = "\n\n".join(part for part in (stack, printed) if part)
             self._lost(state, running, f"worker {state.workerid} crashed", detail, how)
 
