@@ -54,6 +54,7 @@ def prepare_worker_process(stack_path: Path, parent_pid: int | None) -> None:
     _release_forkserver()
     own_group = os.getpgid(0) == os.getpid()
     signal.signal(signal.SIGTERM, _take_group_down if own_group else signal.SIG_DFL)
+    os.register_at_fork(after_in_child=_restore_signals_of_forked_child)
 
 
 def point_faulthandler_at_stack() -> None:
@@ -66,6 +67,17 @@ def point_faulthandler_at_stack() -> None:
 def _take_group_down(signum: int, frame: object) -> None:
     """SIGTERM (the controller died, or stops this worker): end what the tests started too."""
     os.killpg(os.getpid(), signal.SIGKILL)
+
+
+def _restore_signals_of_forked_child() -> None:
+    """A process a test forks gets SIGTERM and the stack signal as serial pytest leaves them.
+
+    Inherited, the worker's SIGTERM handler would try to kill a process group the child does
+    not lead and raise instead of ending it: ``Pool.terminate()`` in a test then waits forever
+    for a pool process that survived its SIGTERM.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    faulthandler.unregister(STACK_SIGNAL)
 
 
 def _release_forkserver() -> None:

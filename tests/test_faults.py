@@ -771,6 +771,7 @@ def test_hard_to_transport_reports_like_serial(pytester: pytest.Pytester) -> Non
 PROCESS_SUITE = """
     import multiprocessing
     import os
+    import signal
     import subprocess
     import sys
 
@@ -787,6 +788,16 @@ PROCESS_SUITE = """
             os._exit(0)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
+
+
+    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+    def test_forked_child_ends_on_signal(signum):
+        pid = os.fork()
+        if pid == 0:
+            os.kill(os.getpid(), signum)
+            os._exit(3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == -signum
 
 
     @pytest.mark.parametrize("context", ["fork", "spawn"])
@@ -817,7 +828,7 @@ def test_tests_that_use_processes_like_serial(pytester: pytest.Pytester) -> None
     # Name the file: the inner pytester test writes test files under the run's basetemp.
     serial = run_serial(pytester, "-rA", "test_processes.py")
     assert serial.ret == pytest.ExitCode.OK
-    serial.assert_outcomes(passed=5)
+    serial.assert_outcomes(passed=7)
     for method in ("fork", "spawn"):
         parallel = run_parallel(pytester, "-rA", "test_processes.py", method=method)
         assert parallel.ret == pytest.ExitCode.OK, method
