@@ -128,7 +128,6 @@ class WorkerLoop:
         self.asked = False
         self.low_water = 1
         self.pid = os.getpid()
-        self.current: int | None = None  # the item running now
         self.broken: int | None = None
         self.recorder = EventRecorder(session.config, shared, slot)
         session.config.pluginmanager.register(self.recorder, "procpar_worker")
@@ -172,7 +171,7 @@ class WorkerLoop:
         session = self.session
         self._refill()
         while self.queue and not self.shared.should_stop():
-            index = self.current = self.queue.popleft()
+            index = self.queue.popleft()
             nextitem = self.items[self.queue[0]] if self.queue else None
             self.recorder.begin(self.items[index])
             started = time.perf_counter()
@@ -190,7 +189,6 @@ class WorkerLoop:
                     os._exit(0)
                 self.shared.running[self.slot] = -1
                 self.send_events(index, time.perf_counter() - started)
-                self.current = None
             if isolation.streams_broken():
                 self.broken = index
                 raise WorkerUnusable("the test closed the worker's stdout or stderr")
@@ -226,7 +224,7 @@ class WorkerLoop:
 
     def report_end(self, fatal: Fatal | None) -> None:
         """Last events, then FINISHED with ``workeroutput``, or FATAL."""
-        self.send_events(self.current)  # the item an interruption cut short, if any
+        self.send_events(None)  # what plugins recorded after the last item (sessionfinish)
         if fatal is None:
             workeroutput = self.session.config.workeroutput  # type: ignore[attr-defined]
             protocol.send(self.write_fd, (protocol.FINISHED, workeroutput))

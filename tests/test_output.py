@@ -81,6 +81,25 @@ def test_log_file_written_by_the_controller_only(pytester: pytest.Pytester, meth
     ]
 
 
+def test_log_file_gets_what_workers_log_after_their_last_test(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import logging
+
+        def pytest_sessionfinish(session):
+            workerinput = getattr(session.config, "workerinput", None)
+            if workerinput is not None:
+                logging.getLogger("app").warning("finished %s", workerinput["workerid"])
+        """
+    )
+    pytester.makepyfile("def test_a():\n    pass\n\ndef test_b():\n    pass\n")
+    args = ["-p", "procpar", "-n", "2", "--log-file=run.log", "--log-file-level=WARNING"]
+    result = pytester.runpytest_subprocess(*args, "--log-file-format=%(message)s")
+    result.assert_outcomes(passed=2)
+    lines = (pytester.path / "run.log").read_text().splitlines()
+    assert sorted(lines) == ["finished gw0", "finished gw1"]
+
+
 def test_output_the_terminal_cannot_encode_is_escaped(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
