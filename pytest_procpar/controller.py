@@ -44,7 +44,8 @@ from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid, plugin_worke
 
 RESTARTS_PER_WORKER = 4  # like xdist: a crashing suite cannot restart workers forever
 SHUTDOWN_GRACE_S = 2.0
-INTERRUPT_GRACE_S = 1.0  # after Ctrl-C: time for workers to report, before TERM then KILL
+INTERRUPT_GRACE_S = 1.0  # after Ctrl-C: time for workers to answer, before TERM then KILL
+INTERRUPT_TEARDOWN_S = 30.0  # after Ctrl-C: time for workers that answered to tear down
 STACK_WAIT_S = 1.0  # how long a hung worker gets to write its stack
 STACK_POLL_S = 0.02
 DEADLINE_POLL_S = 0.25
@@ -69,6 +70,7 @@ class WorkerState:
     timed_out: tuple[int, float] | None = None  # (item index, limit) once overdue
     term_at: float = 0.0  # when to SIGTERM a timed-out worker asked for its stack
     kill_at: float = 0.0  # when to SIGKILL a worker told to stop
+    heard_at: float = 0.0  # when its last frame arrived
     internal_error: tuple[int, str] | None = None  # (item index, traceback)
     relays: list[OutputRelay] = field(default_factory=list)
 
@@ -274,6 +276,7 @@ class ParallelRun:
         reader = state.started.reader
         for message in reader.read_available():
             self._dispatch(state, message)
+        state.heard_at = faults.now()
         if reader.eof:
             self.selector.unregister(reader.fd)
 
@@ -441,31 +444,37 @@ class ParallelRun:
             self._stop()
 
     def _interrupt(self) -> None:
-        """Ctrl-C or SIGTERM: stop every worker's test as serial pytest's would stop, keep
-        what they report for a moment, then make sure nothing is left running."""
+        """Ctrl-C or SIGTERM: stop every worker's test as serial pytest's would stop. Workers
+        that answer get time to tear their sessions down, the others are ended after a moment.
+        """
         self._stop()
+        asked = faults.now()
         for state in self.workers:
             if state.alive:
                 state.started.signal(signal.SIGINT)
-        self._serve(until=faults.now() + INTERRUPT_GRACE_S)
+        self._serve(until=asked + INTERRUPT_GRACE_S)
+        self._end_workers([state for state in self.workers if state.heard_at < asked])
+        self._serve(until=asked + INTERRUPT_TEARDOWN_S)
 
     def _terminate_all(self) -> None:
-        """No process outlives the run: TERM every worker group still there, KILL them all
-        once a common grace period is over."""
-        for state in self.workers:
-            if state.alive:
-                state.started.signal(signal.SIGTERM)
-        deadline = faults.now() + INTERRUPT_GRACE_S
-        for state in self.workers:
-            state.started.join(max(0.0, deadline - faults.now()))
-        for state in self.workers:
-            if state.started.is_alive():
-                state.started.signal(signal.SIGKILL)
-                state.started.join()
-            state.alive = False
-            self.launcher.forget(state.started)
+        """No process outlives the run."""
+        self._end_workers(self.workers)
         self.selector.close()
         self.launcher.close()
+
+    def _end_workers(self, states: list[WorkerState]) -> None:
+        """TERM every worker group still there, KILL them all once a common grace period is
+        over; what they had not reported stays unreported, as after Ctrl-C in serial pytest."""
+        states = [state for state in states if state.alive]
+        for state in states:
+            state.started.signal(signal.SIGTERM)
+        deadline = faults.now() + INTERRUPT_GRACE_S
+        for state in states:
+            state.started.join(max(0.0, deadline - faults.now()))
+        for state in states:
+            if state.started.is_alive():
+                state.started.signal(signal.SIGKILL)
+            self._forget(state)
 
     def _account(self) -> None:
         """Every collected item ends with an outcome: report those that never ran."""

@@ -472,6 +472,7 @@ SIGNAL_CONFTEST = """
 SIGNAL_SUITE_HEAD = """
 import signal
 import threading
+import time
 
 import pytest
 
@@ -492,6 +493,15 @@ def test_block(i):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     mark("block", i)
     threading.Event().wait()
+"""
+SESSION_TEARDOWN = """
+
+@pytest.fixture(scope="session", autouse=True)
+def resource():
+    yield
+    mark("teardown", 0)
+    {teardown}
+    mark("clean", 0)
 """
 
 
@@ -528,7 +538,11 @@ def controller(pytester: pytest.Pytester, *args: str) -> Iterator[subprocess.Pop
 
 
 def make_signal_suite(
-    pytester: pytest.Pytester, fast: int, blocking: int, stubborn: bool = False
+    pytester: pytest.Pytester,
+    fast: int,
+    blocking: int,
+    stubborn: bool = False,
+    teardown: str | None = None,
 ) -> None:
     pytester.makeconftest(SIGNAL_CONFTEST)
     # The fast tests come first in collection order, which --dist load keeps.
@@ -536,6 +550,8 @@ def make_signal_suite(
     if fast:
         source += FAST_TESTS.format(count=fast)
     source += BLOCKING_TESTS.format(count=blocking, stubborn=stubborn)
+    if teardown is not None:  # a session fixture whose teardown runs this statement
+        source += SESSION_TEARDOWN.format(teardown=teardown)
     pytester.makepyfile(test_signals=source)
 
 
@@ -575,7 +591,8 @@ def test_interrupting_the_controller(
 
 
 def test_interrupt_kills_workers_that_ignore_it(pytester: pytest.Pytester) -> None:
-    """Tests ignoring SIGINT and SIGTERM: their workers must still be killed 2 s after Ctrl-C."""
+    """Tests ignoring SIGINT and SIGTERM: their workers must still be killed 2 s after Ctrl-C
+    (a second for an answer that never comes, then TERM and a second before the kill)."""
     make_signal_suite(pytester, fast=0, blocking=3, stubborn=True)
     with controller(pytester, "-n", "3") as process:
         wait_until_blocked(pytester, process, fast=0, blocked=3)
@@ -593,6 +610,48 @@ def test_interrupt_kills_workers_that_ignore_it(pytester: pytest.Pytester) -> No
         assert not left, f"workers still running after SIGINT: {sorted(left)}"
         # 2 s of grace, then the kill; 3 s more for a slow machine.
         assert elapsed < 5.0, f"the controller took {elapsed:.1f}s to end after SIGINT"
+
+
+def test_interrupt_waits_for_workers_tearing_down(pytester: pytest.Pytester) -> None:
+    """Workers that answer Ctrl-C tear their sessions down as serial pytest would, even when
+    that takes longer than the second after which silent workers are ended."""
+    make_signal_suite(pytester, fast=0, blocking=2, teardown="time.sleep(3)")
+    with controller(pytester, "-n", "2") as process:
+        wait_until_blocked(pytester, process, fast=0, blocked=2)
+        process.send_signal(signal.SIGINT)
+        try:
+            returncode = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the controller did not end within 30s of SIGINT")
+        output = (pytester.path / "controller.out").read_text(errors="replace")
+        assert returncode == pytest.ExitCode.INTERRUPTED, output
+        assert re.search(r"^\S*/threading\.py:\d+: KeyboardInterrupt$", output, re.M), output
+        assert len(marks(pytester, "clean")) == 2, output
+
+
+def test_second_interrupt_ends_the_wait_for_teardowns(pytester: pytest.Pytester) -> None:
+    make_signal_suite(pytester, fast=0, blocking=2, teardown="threading.Event().wait()")
+    with controller(pytester, "-n", "2") as process:
+        wait_until_blocked(pytester, process, fast=0, blocked=2)
+        process.send_signal(signal.SIGINT)
+
+        def tearing_down() -> bool:
+            return len(marks(pytester, "teardown")) == 2
+
+        wait_for(tearing_down, "both workers are tearing down", process)
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        try:
+            returncode = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the controller did not end within 30s of the second SIGINT")
+        elapsed = time.monotonic() - started
+        output = (pytester.path / "controller.out").read_text(errors="replace")
+        assert returncode == pytest.ExitCode.INTERRUPTED, output
+        left = still_alive(marked_pids(pytester))
+        assert not left, f"workers still running after two SIGINTs: {sorted(left)}"
+        # TERM, 1 s of grace, then the kill; 3 s more for a slow machine.
+        assert elapsed < 4.0, f"the controller took {elapsed:.1f}s to end after the second SIGINT"
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
