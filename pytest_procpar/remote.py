@@ -229,6 +229,8 @@ class RemoteLauncher:
         worker = RemoteWorker(gateway, channel, spec, stack_path)
         rootdir = getattr(gateway.spec, "chdir", None) or self.remote_rootdir
         payload = self.mapped(payload, rootdir)
+        if getattr(gateway.spec, "popen", False):  # this host: the controller can read it
+            payload["stack_path"] = str(stack_path)
         channel.send(pickle.dumps(payload, protocol=PAYLOAD_PICKLE_PROTOCOL))
         return worker
 

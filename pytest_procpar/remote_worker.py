@@ -14,6 +14,7 @@ import contextlib
 import faulthandler
 import os
 import pickle
+import shutil
 import sys
 import tempfile
 import threading
@@ -57,7 +58,7 @@ class RunningAnnouncer:
 class Agent:
     """Connects the worker's pipes to the channel and obeys the controller's messages."""
 
-    def __init__(self, channel: Any, maxfail: int) -> None:
+    def __init__(self, channel: Any, maxfail: int, stack_path: str | None) -> None:
         self.channel = channel
         self.commands, self.results, self.stdout, self.stderr = (Pipe() for _ in range(4))
         protocol.enlarge_pipe(self.results.write_end.fileno())
@@ -68,9 +69,13 @@ class Agent:
             running=RunningAnnouncer(channel),
             started=[0.0],
         )
-        stack_fd, stack_name = tempfile.mkstemp(prefix="procpar-remote-", suffix=".stack")
-        os.close(stack_fd)
-        self.stack_path = Path(stack_name)
+        # On the controller's host (popen) the stack and what tests printed go where a local
+        # worker's go, for crash reports; elsewhere to a directory of this worker's own.
+        self.own_dir: Path | None = None
+        if stack_path is None:
+            self.own_dir = Path(tempfile.mkdtemp(prefix="procpar-remote-"))
+            stack_path = str(self.own_dir / "worker.stack")
+        self.stack_path = Path(stack_path)
         self.saved_output = (os.dup(1), os.dup(2))  # a socket server's own, restored at the end
         self.pumps = [
             self._pump(self.results, remote.FRAME),
@@ -139,14 +144,14 @@ class Agent:
             pump.join(DRAIN_TIMEOUT_S)
         for fd in self.saved_output:
             os.close(fd)
-        with contextlib.suppress(OSError):
-            self.stack_path.unlink()
+        if self.own_dir is not None:
+            shutil.rmtree(self.own_dir, ignore_errors=True)
 
 
 def serve(channel: Any) -> None:
     """Entry point, run by :data:`pytest_procpar.remote.BOOTSTRAP` in the gateway."""
     payload = pickle.loads(channel.receive())
-    agent = Agent(channel, int(payload.pop("maxfail")))
+    agent = Agent(channel, int(payload.pop("maxfail")), payload.pop("stack_path", None))
     channel.setcallback(agent.obey, endmarker=remote.END)
     try:
         worker.run_spawned(agent.spawn_start(payload))

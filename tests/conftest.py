@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,13 +24,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def socket_gateway() -> Iterator[str]:
+def remote_tmp(tmp_path: Path) -> Path:
+    """The temporary directory (``TMPDIR``) of the socket server's workers."""
+    path = tmp_path / "remote-tmp"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def socket_gateway(remote_tmp: Path) -> Iterator[str]:
     """An execnet socket server on 127.0.0.1, as ``--tx`` spec; it serves one run."""
     server = subprocess.Popen(
         [sys.executable, "-u", "-m", "execnet.script.socketserver", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, "TMPDIR": str(remote_tmp)},
     )
     try:
         assert server.stdout is not None

@@ -84,7 +84,8 @@ def test_crash_on_a_remote_worker_costs_one_test(pytester: pytest.Pytester) -> N
         import os, signal, pytest
 
         def test_crashes():
-            os.kill(os.getpid(), signal.SIGKILL)
+            print("last words")
+            os.kill(os.getpid(), signal.SIGSEGV)
 
         @pytest.mark.parametrize("number", range(10))
         def test_number(number):
@@ -94,8 +95,15 @@ def test_crash_on_a_remote_worker_costs_one_test(pytester: pytest.Pytester) -> N
     result = run(pytester, "--tx", "2*popen", "--dist", "load")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert result.parseoutcomes() == {"passed": 10, "failed": 1}
+    # A popen worker runs on this host: its stack and output are shown as a local worker's.
     result.stdout.fnmatch_lines(
-        ["*worker gw* crashed while running test_crash*::test_crashes: signal 9 (SIGKILL)"]
+        [
+            "*worker gw* crashed while running test_crash*::test_crashes: signal 11 (SIGSEGV)",
+            "Fatal Python error: Segmentation fault",
+            '*File "*test_crash*.py", line 5 in test_crashes',
+            "*captured stdout before the crash*",
+            "last words",
+        ]
     )
 
 
@@ -194,12 +202,13 @@ def test_chdir_maps_the_rootdir(pytester: pytest.Pytester, tmp_path: Path) -> No
     ) in result.stdout.str()
 
 
-def test_socket_gateway(pytester: pytest.Pytester, socket_gateway: str) -> None:
+def test_socket_gateway(pytester: pytest.Pytester, socket_gateway: str, remote_tmp: Path) -> None:
     pytester.makepyfile(SUITE)
     result = run(pytester, "--tx", socket_gateway, "-v")
     result.stdout.fnmatch_lines([f"procpar: 1 worker (1*{socket_gateway}), 13 items"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert result.parseoutcomes() == {"passed": 12, "failed": 1}
+    assert not list(remote_tmp.iterdir())  # the worker's stack and capture files are gone
 
 
 def test_ssh_gateway(pytester: pytest.Pytester, ssh_gateway: str) -> None:
