@@ -174,7 +174,7 @@ class ParallelRun:
             started = self.launcher.start(node.workerinput, slot, initial)
         except RemoteStartError as exc:
             raise self.session.Interrupted(str(exc)) from None
-        node.describe_interpreter(started.interpreter())
+        node.interpreter = started.interpreter() or {}
         state = WorkerState(node, slot, started, deque(initial))
         self.workers.append(state)
         self.config.hook.pytest_procpar_worker_started(node=node)

@@ -9,6 +9,7 @@ exist. When xdist itself is installed, procpar blocks it for the run so the two 
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -78,7 +79,7 @@ class WorkerNode:
         self.config = config
         self.workerinput = workerinput
         self.workeroutput: dict[str, Any] = {}
-        self.workerinfo: dict[str, Any] = {}  # see describe_interpreter
+        self.interpreter: dict[str, Any] = {}  # another Python's (--tx): see workerinfo
         self.gateway = SimpleNamespace(id=workerinput["workerid"], _rinfo=self._rinfo)
         self.nodemanager = SimpleNamespace(roots=[])  # pytest-cov: no rsync roots, same files
 
@@ -86,11 +87,12 @@ class WorkerNode:
         """What execnet's ``gateway._rinfo()`` returns."""
         return SimpleNamespace(**self.workerinfo)
 
-    def describe_interpreter(self, info: dict[str, Any] | None) -> None:
-        """Fill in ``workerinfo`` once the worker has started, as xdist does when its worker
-        is ready (``platform.platform()`` runs ``uname -p`` the first time: better while the
-        worker runs than before it starts). ``info`` describes another interpreter (``--tx``)."""
-        self.workerinfo = {**interpreter_info(self.gateway.id), **(info or {})}
+    @functools.cached_property
+    def workerinfo(self) -> dict[str, Any]:
+        """What xdist's node carries, worked out when first read (above a failure, by a
+        plugin): ``platform.platform()`` runs ``uname -p`` the first time, a cost passing runs
+        need not pay."""
+        return {**interpreter_info(self.gateway.id), **self.interpreter}
 
     def __repr__(self) -> str:
         return f"<WorkerNode {self.gateway.id}>"

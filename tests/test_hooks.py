@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -21,7 +22,9 @@ def pytest_procpar_items_scheduled(node, nodeids):
     EVENTS.append(["scheduled", node.gateway.id, list(nodeids)])
 
 def pytest_testnodedown(node, error):
-    EVENTS.append(["xdist-down", node.gateway.id, node.workeroutput.get("echo")])
+    info = node.workerinfo
+    echo = node.workeroutput.get("echo")
+    EVENTS.append(["xdist-down", node.gateway.id, echo, info["id"], info["executable"]])
 
 def pytest_procpar_worker_finished(node, error):
     EVENTS.append(["finished", node.gateway.id, error])
@@ -53,5 +56,6 @@ def test_worker_hooks_and_workeroutput(pytester: pytest.Pytester, method: str) -
     for event in events:
         if event[0] == "xdist-down":
             assert event[2] == f"hello {event[1]}"
+            assert event[3:] == [event[1], sys.executable]
         if event[0] == "finished":
             assert event[2] is None
