@@ -13,6 +13,7 @@ collect themselves (:func:`run_spawned`), and check they found the controller's 
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -295,6 +296,9 @@ def run_forked(start: ForkStart) -> None:
         os.close(fd)
     faults.prepare_worker_process(start.stack_path, start.parent_pid)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # The suite was frozen for the fork; tests see the collector a serial run has. Pages stay
+    # shared until a full collection walks them (a test's gc.collect(), or many new objects).
+    gc.unfreeze()
     session = start.session
     config = session.config
     isolation.become_worker(config, start.workerinput)

@@ -51,3 +51,42 @@ def test_runs_with_builtin_plugins_disabled(pytester: pytest.Pytester, blocked: 
     result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "-p", f"no:{blocked}")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+GC_SUITE = """
+    import gc
+    import weakref
+
+
+    class Node:
+        def __init__(self):
+            self.me = self  # a reference cycle: only the cyclic collector frees it
+
+
+    held = Node()
+    made_at_import = [Node() for _ in range(3)]
+
+
+    def test_cycle_made_at_import_is_collected():
+        global held
+        ref = weakref.ref(held)
+        del held
+        gc.collect()
+        assert ref() is None
+
+
+    def test_collector_sees_objects_made_at_import():
+        assert sum(isinstance(o, Node) for o in gc.get_objects()) >= 3
+
+
+    def test_collector_finds_referrers_made_at_import():
+        assert any(r is made_at_import for r in gc.get_referrers(made_at_import[0]))
+"""
+
+
+def test_the_collector_works_as_in_a_serial_run(pytester: pytest.Pytester) -> None:
+    """The suite is frozen for the fork (gc.freeze); in the worker it is the collector's again."""
+    pytester.makepyfile(test_gc=GC_SUITE)
+    pytester.runpytest_subprocess("-p", "no:procpar").assert_outcomes(passed=3)
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "--procpar-start", "fork")
+    result.assert_outcomes(passed=3)
