@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -534,12 +534,26 @@ class Controller:
         self.durations = durations
         self.run: ParallelRun | None = None
         self.deselected: set[str] = set()  # for workers that collect again: not a mismatch
+        self.collecting = False
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:  # results of different files interleave: no path prefixes
             reporter.showfspath = False
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_collection(self) -> Generator[None, object, object]:
+        self.collecting = True
+        try:
+            return (yield)
+        finally:
+            self.collecting = False
+            launch.collection_done()
+
+    def pytest_collectreport(self) -> None:
+        if self.collecting:
+            launch.set_aside_while_collecting()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:

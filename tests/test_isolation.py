@@ -90,3 +90,38 @@ def test_the_collector_works_as_in_a_serial_run(pytester: pytest.Pytester) -> No
     pytester.runpytest_subprocess("-p", "no:procpar").assert_outcomes(passed=3)
     result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "--procpar-start", "fork")
     result.assert_outcomes(passed=3)
+
+
+FINALIZER_SUITE = """
+    import os
+
+
+    class Garbage:
+        def __del__(self):
+            with open("finalized.txt", "a") as out:
+                out.write(f"{os.getpid()}\\n")
+
+
+    def _make_cycle():
+        garbage = Garbage()
+        garbage.me = garbage
+
+
+    _make_cycle()  # cyclic garbage left by importing the module
+
+
+    def test_a():
+        pass
+
+
+    def test_b():
+        pass
+"""
+
+
+def test_garbage_left_by_collection_is_finalized_once(pytester: pytest.Pytester) -> None:
+    """By the controller, before the fork: not in each worker, nor never."""
+    pytester.makepyfile(test_garbage=FINALIZER_SUITE)
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "--procpar-start", "fork")
+    result.assert_outcomes(passed=2)
+    assert len((pytester.path / "finalized.txt").read_text().split()) == 1
