@@ -70,14 +70,18 @@ def _take_group_down(signum: int, frame: object) -> None:
 
 
 def _restore_signals_of_forked_child() -> None:
-    """A process a test forks gets SIGTERM and the stack signal as serial pytest leaves them.
+    """A process a test forks gets SIGTERM and the stack signal as serial pytest leaves them,
+    and writes a fatal error's stack to its stderr, not to the worker's stack file.
 
     Inherited, the worker's SIGTERM handler would try to kill a process group the child does
     not lead and raise instead of ending it: ``Pool.terminate()`` in a test then waits forever
-    for a pool process that survived its SIGTERM.
+    for a pool process that survived its SIGTERM. A child's segfault in the worker's stack
+    file would show in the report of the worker's own crash.
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     faulthandler.unregister(STACK_SIGNAL)
+    if faulthandler.is_enabled():
+        faulthandler.enable(file=2, all_threads=True)
 
 
 def _release_forkserver() -> None:

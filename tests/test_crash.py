@@ -134,3 +134,34 @@ def test_closing_stdout_costs_only_that_test(pytester: pytest.Pytester) -> None:
     assert problems
     assert all("::test_closes" in line for line in problems)
     result.stdout.fnmatch_lines(["*the test left its worker unusable while running *test_closes*"])
+
+
+def test_crash_report_shows_the_workers_stack_not_a_forked_childs(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import os, signal
+
+        def test_child_segfaults():
+            pid = os.fork()
+            if pid == 0:
+                os.kill(os.getpid(), signal.SIGSEGV)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == -signal.SIGSEGV
+
+        def test_worker_segfaults():
+            os.kill(os.getpid(), signal.SIGSEGV)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "1")
+    result.assert_outcomes(passed=1, failed=1)
+    output = result.stdout.str()
+    assert output.count("Fatal Python error: Segmentation fault") == 1, output
+    result.stdout.fnmatch_lines(
+        [
+            "*crashed while running *test_worker_segfaults: signal 11 (SIGSEGV)",
+            "Fatal Python error: Segmentation fault",
+            '*File "*", line 11 in test_worker_segfaults',
+        ]
+    )
