@@ -565,6 +565,20 @@ def wait_until_blocked(
     wait_for(ready, f"{fast} fast tests reported and {blocked} tests blocking", process)
 
 
+def ended_interrupted(
+    pytester: pytest.Pytester, process: subprocess.Popen[bytes], after: str
+) -> str:
+    """Wait for the controller to end after ``after``; its output, once its exit code is
+    pytest's for an interrupted run."""
+    try:
+        returncode = process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the controller did not end within 30s of {after}")
+    output = (pytester.path / "controller.out").read_text(errors="replace")
+    assert returncode == pytest.ExitCode.INTERRUPTED, output
+    return output
+
+
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupting_the_controller(
@@ -574,12 +588,7 @@ def test_interrupting_the_controller(
     with controller(pytester, "-n", "2", "--procpar-start", method) as process:
         wait_until_blocked(pytester, process, fast=4, blocked=1)
         process.send_signal(signum)
-        try:
-            returncode = process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the controller did not end within 30s of {signum.name}")
-        output = (pytester.path / "controller.out").read_text(errors="replace")
-        assert returncode == pytest.ExitCode.INTERRUPTED, output
+        output = ended_interrupted(pytester, process, signum.name)
         assert "KeyboardInterrupt" in output, output
         # Where a worker's test was stopped (waiting on its Event), as serial pytest shows it;
         # not the controller's loop.
@@ -598,13 +607,8 @@ def test_interrupt_kills_workers_that_ignore_it(pytester: pytest.Pytester) -> No
         wait_until_blocked(pytester, process, fast=0, blocked=3)
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
-        try:
-            returncode = process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the controller did not end within 30s of SIGINT")
+        output = ended_interrupted(pytester, process, "SIGINT")
         elapsed = time.monotonic() - started
-        output = (pytester.path / "controller.out").read_text(errors="replace")
-        assert returncode == pytest.ExitCode.INTERRUPTED, output
         assert "KeyboardInterrupt" in output, output
         left = still_alive(marked_pids(pytester))
         assert not left, f"workers still running after SIGINT: {sorted(left)}"
@@ -619,12 +623,7 @@ def test_interrupt_waits_for_workers_tearing_down(pytester: pytest.Pytester) -> 
     with controller(pytester, "-n", "2") as process:
         wait_until_blocked(pytester, process, fast=0, blocked=2)
         process.send_signal(signal.SIGINT)
-        try:
-            returncode = process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the controller did not end within 30s of SIGINT")
-        output = (pytester.path / "controller.out").read_text(errors="replace")
-        assert returncode == pytest.ExitCode.INTERRUPTED, output
+        output = ended_interrupted(pytester, process, "SIGINT")
         assert re.search(r"^\S*/threading\.py:\d+: KeyboardInterrupt$", output, re.M), output
         assert len(marks(pytester, "clean")) == 2, output
 
@@ -641,13 +640,8 @@ def test_second_interrupt_ends_the_wait_for_teardowns(pytester: pytest.Pytester)
         wait_for(tearing_down, "both workers are tearing down", process)
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
-        try:
-            returncode = process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the controller did not end within 30s of the second SIGINT")
+        ended_interrupted(pytester, process, "the second SIGINT")
         elapsed = time.monotonic() - started
-        output = (pytester.path / "controller.out").read_text(errors="replace")
-        assert returncode == pytest.ExitCode.INTERRUPTED, output
         left = still_alive(marked_pids(pytester))
         assert not left, f"workers still running after two SIGINTs: {sorted(left)}"
         # TERM, 1 s of grace, then the kill; 3 s more for a slow machine.
