@@ -138,6 +138,8 @@ def set_aside_while_collecting() -> None:
 
 
 def collection_done() -> None:
+    """Undo :func:`set_aside_while_collecting`, however collection ended: what it left as
+    garbage is then finalized by :func:`set_suite_aside`'s collection, or at pytest's end."""
     gc.unfreeze()
 
 
