@@ -418,12 +418,11 @@ class ParallelRun:
             if index in state.assigned:
                 state.assigned.remove(index)
             item = self.items[index]
-            longrepr = message + (f"\n\n{detail}" if detail else "")
             # A test that already reported keeps its outcome and gains a teardown error.
             when = "teardown" if index in self.done else "call"
             running, since = state.started.running()
             seconds = faults.now() - since if running == index else 0.0  # as far as it got
-            report = self.replayer.fail_item(state.node, item, longrepr, when, seconds)
+            report = self.replayer.fail_item(state.node, item, message, when, seconds, detail)
             self.done.add(index)
             self.config.hook.pytest_handlecrashitem(
                 crashitem=item.nodeid, report=report, sched=self.scheduler

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from _pytest._code.code import ReprFileLocation
 
 from pytest_procpar import isolation, protocol
 
@@ -70,17 +71,26 @@ class Replayer:
         return self._hook_proxies[key]
 
     def fail_item(
-        self, node: Any, item: pytest.Item, message: str, when: str, seconds: float = 0.0
+        self,
+        node: Any,
+        item: pytest.Item,
+        message: str,
+        when: str,
+        seconds: float = 0.0,
+        detail: str = "",
     ) -> pytest.TestReport:
         """Report ``item`` as failed for a reason its worker could not report itself, after it
-        ran for ``seconds`` (what ``--durations`` and the durations store then see)."""
+        ran for ``seconds`` (what ``--durations`` and the durations store then see). The
+        ``detail`` is left out with ``--tb=line``, as pytest leaves out a failure's traceback."""
         now = time.time()
+        if self.config.option.tbstyle == "line":
+            detail = ""
         report = pytest.TestReport(
             nodeid=item.nodeid,
             location=item.location,
             keywords={name: 1 for name in item.keywords},
             outcome="failed",
-            longrepr=message,
+            longrepr=LostTestRepr(item, message, detail),  # type: ignore[arg-type]
             when=when,  # type: ignore[arg-type]
             sections=[],
             duration=seconds,
@@ -94,3 +104,16 @@ class Replayer:
         item.ihook.pytest_runtest_logreport(report=report)
         item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return report
+
+
+class LostTestRepr(protocol.TextRepr):
+    """Why the controller failed a test for its worker: ``message`` is the one line the short
+    summary, ``--tb=line`` and JUnit XML show (in CI pytest does not trim it to the terminal's
+    width, so a crash's stack must not be part of it); ``detail`` follows it in the report."""
+
+    def __init__(self, item: pytest.Item, message: str, detail: str) -> None:
+        super().__init__(message + (f"\n\n{detail}" if detail else ""))
+        lineno = item.location[1]
+        self.reprcrash = ReprFileLocation(
+            str(item.path), lineno + 1 if lineno is not None else 0, message
+        )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from xml.etree import ElementTree
+
 import pytest
 
 CRASHING_SUITE = """
@@ -165,3 +168,44 @@ def test_crash_report_shows_the_workers_stack_not_a_forked_childs(
             '*File "*", line 11 in test_worker_segfaults',
         ]
     )
+
+
+def test_crash_summary_is_one_line(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The short summary, ``--tb=line`` and JUnit XML show the crash line alone, also in CI,
+    where pytest prints a failure's whole message untrimmed; the stack is in the report only."""
+    monkeypatch.setenv("CI", "1")
+    monkeypatch.delenv("BUILD_NUMBER", raising=False)
+    pytester.makepyfile(
+        test_crash="""
+        import os, signal
+
+        def test_worker_segfaults():
+            os.kill(os.getpid(), signal.SIGSEGV)
+        """
+    )
+    line = (
+        "worker gw0 crashed while running test_crash.py::test_worker_segfaults: signal 11 (SIGSEGV)"
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "procpar", "-n", "1", "-rf", "--junitxml=out.xml", "-o", "junit_family=xunit2"
+    )
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert output.count("Fatal Python error: Segmentation fault") == 1, output
+    result.stdout.re_match_lines(
+        [
+            r"=+ short test summary info =+$",
+            f"FAILED test_crash.py::test_worker_segfaults - {re.escape(line)}$",
+            r"=+ 1 failed",
+        ]
+    )
+    failure = ElementTree.parse(pytester.path / "out.xml").find(".//failure")
+    assert failure is not None
+    assert failure.get("message") == line
+    assert "Fatal Python error: Segmentation fault" in (failure.text or "")
+
+    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "1", "--tb=line")
+    result.stdout.re_match_lines([rf".*test_crash\.py:\d+: {re.escape(line)}$"])
+    assert "Fatal Python error" not in result.stdout.str()
