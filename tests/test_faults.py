@@ -480,7 +480,7 @@ from conftest import mark
 """
 FAST_TESTS = """
 
-@pytest.mark.parametrize("i", range({count}))
+@pytest.mark.parametrize("i", range({first}, {first} + {count}))
 def test_fast(i):
     mark("fast", i)
 """
@@ -543,16 +543,19 @@ def make_signal_suite(
     blocking: int,
     stubborn: bool = False,
     teardown: str | None = None,
+    files: int = 1,
 ) -> None:
+    """``files`` test files, each with ``fast`` tests first (in collection order, which
+    --dist load keeps) and then ``blocking`` tests."""
     pytester.makeconftest(SIGNAL_CONFTEST)
-    # The fast tests come first in collection order, which --dist load keeps.
-    source = SIGNAL_SUITE_HEAD
-    if fast:
-        source += FAST_TESTS.format(count=fast)
-    source += BLOCKING_TESTS.format(count=blocking, stubborn=stubborn)
-    if teardown is not None:  # a session fixture whose teardown runs this statement
-        source += SESSION_TEARDOWN.format(teardown=teardown)
-    pytester.makepyfile(test_signals=source)
+    for number in range(files):
+        source = SIGNAL_SUITE_HEAD
+        if fast:
+            source += FAST_TESTS.format(first=number * fast, count=fast)
+        source += BLOCKING_TESTS.format(count=blocking, stubborn=stubborn)
+        if teardown is not None:  # a session fixture whose teardown runs this statement
+            source += SESSION_TEARDOWN.format(teardown=teardown)
+        pytester.makepyfile(**{f"test_signals{number or ''}": source})
 
 
 def wait_until_blocked(
@@ -584,9 +587,13 @@ def ended_interrupted(
 def test_interrupting_the_controller(
     pytester: pytest.Pytester, signum: signal.Signals, method: str
 ) -> None:
-    make_signal_suite(pytester, fast=4, blocking=2)
-    with controller(pytester, "-n", "2", "--procpar-start", method) as process:
-        wait_until_blocked(pytester, process, fast=4, blocked=1)
+    # One file per worker (--dist loadfile hands each its file at start), so the signal finds
+    # both workers inside their blocking test, whichever answers first.
+    make_signal_suite(pytester, fast=2, blocking=1, files=2)
+    with controller(
+        pytester, "-n", "2", "--procpar-start", method, "--dist", "loadfile"
+    ) as process:
+        wait_until_blocked(pytester, process, fast=4, blocked=2)
         process.send_signal(signum)
         output = ended_interrupted(pytester, process, signum.name)
         assert "KeyboardInterrupt" in output, output
