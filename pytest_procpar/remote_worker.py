@@ -26,6 +26,7 @@ from typing import Any
 from pytest_procpar import faults, protocol, remote, worker
 
 PUMP_CHUNK = 1 << 16
+OWN_DIR_PREFIX = "procpar-remote-"
 DRAIN_TIMEOUT_S = 2.0  # a test's leftover child may hold stdout open: do not wait for it
 
 
@@ -73,7 +74,7 @@ class Agent:
         # worker's go, for crash reports; elsewhere to a directory of this worker's own.
         self.own_dir: Path | None = None
         if stack_path is None:
-            self.own_dir = Path(tempfile.mkdtemp(prefix="procpar-remote-"))
+            self.own_dir = own_directory()
             stack_path = str(self.own_dir / "worker.stack")
         self.stack_path = Path(stack_path)
         self.saved_output = (os.dup(1), os.dup(2))  # a socket server's own, restored at the end
@@ -146,6 +147,27 @@ class Agent:
             os.close(fd)
         if self.own_dir is not None:
             shutil.rmtree(self.own_dir, ignore_errors=True)
+
+
+def own_directory() -> Path:
+    """A new directory for this worker's files, named for its process. Those of workers on
+    this host whose process is gone are removed first: a crash ends the process that would
+    have removed its own."""
+    for path in Path(tempfile.gettempdir()).glob(f"{OWN_DIR_PREFIX}*-*"):
+        pid = path.name[len(OWN_DIR_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{OWN_DIR_PREFIX}{os.getpid()}-"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        pass
+    return True
 
 
 def serve(channel: Any) -> None:

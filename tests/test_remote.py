@@ -7,7 +7,9 @@ serial run reports is checked with the shared mixed suite in test_equivalence.py
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 import venv
 from pathlib import Path
@@ -209,6 +211,24 @@ def test_socket_gateway(pytester: pytest.Pytester, socket_gateway: str, remote_t
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert result.parseoutcomes() == {"passed": 12, "failed": 1}
     assert not list(remote_tmp.iterdir())  # the worker's stack and capture files are gone
+
+
+def test_remote_dirs_of_dead_workers_are_removed(
+    pytester: pytest.Pytester, socket_gateway: str, remote_tmp: Path
+) -> None:
+    """A remote worker that crashes cannot remove its directory; the next worker on that
+    host removes it, and leaves those of live processes alone."""
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    dead = remote_tmp / f"procpar-remote-{ended.stdout.strip()}-abc"
+    alive = remote_tmp / f"procpar-remote-{os.getpid()}-def"
+    for path in (dead, alive):
+        path.mkdir()
+        (path / "worker.stack").write_text("")
+    pytester.makepyfile("def test_passes():\n    pass\n")
+    result = run(pytester, "--tx", socket_gateway)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert sorted(remote_tmp.iterdir()) == [alive]
 
 
 def test_ssh_gateway(pytester: pytest.Pytester, ssh_gateway: str) -> None:
