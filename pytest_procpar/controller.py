@@ -40,15 +40,12 @@ from pytest_procpar.remote import RemoteStartError
 from pytest_procpar.replay import Replayer
 from pytest_procpar.runreport import RunReport
 from pytest_procpar.scheduler import POLICIES, Scheduler
+from pytest_procpar.timelimits import Overdue, TimeLimits, Watched
 from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid, plugin_workerinput
 
 RESTARTS_PER_WORKER = 4  # like xdist: a crashing suite cannot restart workers forever
-SHUTDOWN_GRACE_S = 2.0
 INTERRUPT_GRACE_S = 1.0  # after Ctrl-C: time for workers to answer, before TERM then KILL
 INTERRUPT_TEARDOWN_S = 30.0  # after Ctrl-C: time for workers that answered to tear down
-STACK_WAIT_S = 1.0  # how long a hung worker gets to write its stack
-STACK_POLL_S = 0.02
-DEADLINE_POLL_S = 0.25
 
 
 class WorkerFailure(Exception):
@@ -67,9 +64,7 @@ class WorkerState:
     fatal: bool = False
     told_done: bool = False
     alive: bool = True
-    timed_out: tuple[int, float] | None = None  # (item index, limit) once overdue
-    term_at: float = 0.0  # when to SIGTERM a timed-out worker asked for its stack
-    kill_at: float = 0.0  # when to SIGKILL a worker told to stop
+    overdue: Overdue = field(default_factory=Overdue)
     heard_at: float = 0.0  # when its last frame arrived
     internal_error: tuple[int, str] | None = None  # (item index, traceback)
     relays: list[OutputRelay] = field(default_factory=list)
@@ -107,7 +102,7 @@ class ParallelRun:
         custom = not isinstance(self.scheduler, POLICIES[settings.dist])  # type: ignore[arg-type]
         self.report = RunReport(type(self.scheduler).__name__ if custom else settings.dist)
         self.replayer = Replayer(self.config, self.items)
-        self.deadlines = faults.Deadlines(settings.timeout, self.items)
+        self.time_limits = TimeLimits(settings.timeout, self.items)
         factory = getattr(self.config, "_tmp_path_factory", None)  # None: -p no:tmpdir
         self.own_basetemp = None if factory else Path(tempfile.mkdtemp(prefix="procpar-"))
         basetemp = Path(factory.getbasetemp()) if factory else Path(str(self.own_basetemp))
@@ -250,7 +245,7 @@ class ParallelRun:
                     self._exited(state)
                 elif not what.read():
                     self.selector.unregister(key.fd)
-            self._enforce_deadlines()
+            self.time_limits.enforce(self._watched(), faults.now())
             self._check_stop()
 
     @property
@@ -328,52 +323,20 @@ class ParallelRun:
 
     # -- time limits ----------------------------------------------------------------------
 
-    def _running(self) -> list[tuple[WorkerState, int, float]]:
-        return [(state, *state.started.running()) for state in self.workers if state.alive]
+    def _watched(self) -> list[Watched]:
+        return [
+            Watched(state.started, state.overdue, self.launcher.stack_path(state.node.workerinput))
+            for state in self.workers
+            if state.alive
+        ]
 
     def _wait_time(self) -> float | None:
-        now = faults.now()
-        waits = [state.kill_at - now for state in self.workers if state.kill_at and state.alive]
-        held = self.terminal.wait_time()
-        if held is not None:
-            waits.append(held)
-        if any(state.term_at and state.alive for state in self.workers):
-            waits.append(STACK_POLL_S)  # watching for the stack dump
-        if self.deadlines.enabled:
-            pairs = [(index, started) for _, index, started in self._running()]
-            deadline_wait = self.deadlines.wait_time(pairs, now)
-            # A worker may start a limited test right after this look: check again soon.
-            waits.append(DEADLINE_POLL_S if deadline_wait is None else deadline_wait)
-        return max(0.0, min(waits)) if waits else None
-
-    def _enforce_deadlines(self) -> None:
-        """Overdue test: ask for its stack, then (stack written, or after a second) TERM its
-        worker's process group, then KILL what is left after the grace period."""
-        now = faults.now()
-        for state in self.workers:
-            if not state.alive:
-                continue
-            if state.term_at and (now >= state.term_at or self._stack_written(state)):
-                state.term_at = 0.0
-                state.started.signal(signal.SIGTERM)
-                state.kill_at = now + SHUTDOWN_GRACE_S
-            elif state.kill_at and now >= state.kill_at:
-                state.started.signal(signal.SIGKILL)
-        if not self.deadlines.enabled:
-            return
-        for state, index, started in self._running():
-            limit = self.deadlines.overdue(index, started, now)
-            if limit is not None and state.timed_out is None:
-                state.timed_out = (index, limit)
-                state.started.request_stack()  # faulthandler: dump the hung stack
-                state.term_at = now + STACK_WAIT_S
-
-    def _stack_written(self, state: WorkerState) -> bool:
-        path = self.launcher.stack_path(state.node.workerinput)
-        try:
-            return path.stat().st_size > 0
-        except OSError:
-            return False
+        waits = [
+            self.terminal.wait_time(),
+            self.time_limits.wait_time(self._watched(), faults.now()),
+        ]
+        known = [wait for wait in waits if wait is not None]
+        return min(known) if known else None
 
     # -- endings --------------------------------------------------------------------------
 
@@ -395,8 +358,8 @@ class ParallelRun:
         self._forget(state)
         files = self.launcher.stack_path(state.node.workerinput)  # and its captured output
         stack = faults.read_stack(files)
-        if state.timed_out is not None:
-            index, limit = state.timed_out
+        if state.overdue.test is not None:
+            index, limit = state.overdue.test
             self._lost(state, index, f"Timeout after {limit:g}s", stack)
         elif state.internal_error is not None:
             index, trace = state.internal_error

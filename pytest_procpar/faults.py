@@ -5,9 +5,9 @@ stopped together), dies with the controller (Linux parent-death signal), and poi
 faulthandler at a per-worker file, so a segfault or a timeout leaves a Python stack the
 controller can read after the process is gone.
 
-Controller side: per-item deadlines (``--procpar-timeout`` or the ``procpar_timeout`` marker),
-checked against the start times workers write to shared memory, and the messages for the
-reports of tests that could not report themselves.
+Controller side: reading a lost worker's stack, the messages for the reports of tests that
+could not report themselves, and signalling a worker's process group (time limits, in
+:mod:`pytest_procpar.timelimits`, use it to end overdue tests).
 """
 
 from __future__ import annotations
@@ -19,16 +19,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-import pytest
-from _pytest.mark.structures import Mark
-
-from pytest_procpar.workitems import closest_marker
-
-TIMEOUT_MARKER = "procpar_timeout"
 STACK_SIGNAL = signal.SIGUSR1
 _PR_SET_PDEATHSIG = 1
 _kept_open: list[IO[str]] = []  # faulthandler writes to these until the process ends
@@ -125,48 +118,6 @@ def signal_group(pid: int, signum: int) -> None:
     except (ProcessLookupError, PermissionError):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signum)
-
-
-class Deadlines:
-    """Per-item time limits, enforced from the controller."""
-
-    def __init__(self, default: float, items: Sequence[pytest.Item]) -> None:
-        known: dict[int, Mark | None] = {}
-        self.limits = [self._limit(item, default, known) for item in items]
-        self.enabled = any(self.limits)
-
-    @staticmethod
-    def _limit(item: pytest.Item, default: float, known: dict[int, Mark | None]) -> float:
-        """Seconds ``item`` may run, 0 for no limit; a bad marker value is a usage error
-        before anything runs."""
-        marker = closest_marker(item, (TIMEOUT_MARKER,), known)
-        value = marker.args[0] if marker is not None and marker.args else default
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise pytest.UsageError(
-                f"{item.nodeid}: {TIMEOUT_MARKER} takes seconds, got {value!r}"
-            ) from None
-
-    def limit(self, index: int) -> float:
-        """Seconds item ``index`` may run; 0 means no limit."""
-        return self.limits[index]
-
-    def overdue(self, running: int, started: float, now: float) -> float | None:
-        """The limit ``running`` has passed, if it has."""
-        if running < 0:
-            return None
-        limit = self.limit(running)
-        return limit if limit > 0 and now - started > limit else None
-
-    def wait_time(self, running: Sequence[tuple[int, float]], now: float) -> float | None:
-        """How long the controller may block before some running item becomes overdue."""
-        waits = [
-            started + self.limit(index) - now
-            for index, started in running
-            if index >= 0 and self.limit(index) > 0
-        ]
-        return max(0.0, min(waits)) + 0.01 if waits else None
 
 
 def now() -> float:
