@@ -18,6 +18,7 @@ import faulthandler
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO
@@ -25,6 +26,7 @@ from typing import IO
 STACK_SIGNAL = signal.SIGUSR1
 _PR_SET_PDEATHSIG = 1
 _kept_open: list[IO[str]] = []  # faulthandler writes to these until the process ends
+_fork_mask = threading.local()  # whether SIGTERM was blocked before a fork, per thread
 
 
 def prepare_worker_process(stack_path: Path, parent_pid: int | None) -> None:
@@ -47,7 +49,11 @@ def prepare_worker_process(stack_path: Path, parent_pid: int | None) -> None:
     _release_forkserver()
     own_group = os.getpgid(0) == os.getpid()
     signal.signal(signal.SIGTERM, _take_group_down if own_group else signal.SIG_DFL)
-    os.register_at_fork(after_in_child=_restore_signals_of_forked_child)
+    os.register_at_fork(
+        before=_hold_sigterm,
+        after_in_parent=_release_sigterm,
+        after_in_child=_restore_signals_of_forked_child,
+    )
 
 
 def point_faulthandler_at_stack() -> None:
@@ -62,6 +68,20 @@ def _take_group_down(signum: int, frame: object) -> None:
     os.killpg(os.getpid(), signal.SIGKILL)
 
 
+def _hold_sigterm() -> None:
+    """Block SIGTERM across a test's fork: a child signalled before its at-fork hook has run
+    would otherwise take it with the worker's handler, which CPython then drops for the
+    child's own default, and survive (``Pool.terminate()`` right after the pool started)."""
+    _fork_mask.sigterm_was_blocked = signal.SIGTERM in signal.pthread_sigmask(
+        signal.SIG_BLOCK, {signal.SIGTERM}
+    )
+
+
+def _release_sigterm() -> None:
+    if not getattr(_fork_mask, "sigterm_was_blocked", True):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
 def _restore_signals_of_forked_child() -> None:
     """A process a test forks gets SIGTERM and the stack signal as serial pytest leaves them,
     and writes a fatal error's stack to its stderr, not to the worker's stack file.
@@ -72,6 +92,7 @@ def _restore_signals_of_forked_child() -> None:
     file would show in the report of the worker's own crash.
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _release_sigterm()  # a SIGTERM that came meanwhile now ends the child
     faulthandler.unregister(STACK_SIGNAL)
     if faulthandler.is_enabled():
         faulthandler.enable(file=2, all_threads=True)

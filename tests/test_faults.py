@@ -834,6 +834,7 @@ PROCESS_SUITE = """
     import signal
     import subprocess
     import sys
+    import time
 
     import pytest
 
@@ -858,6 +859,16 @@ PROCESS_SUITE = """
             os._exit(3)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == -signum
+
+
+    def test_forked_child_signalled_at_once():
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(10)  # ended by the signal long before
+            os._exit(0)
+        os.kill(pid, signal.SIGTERM)  # as Pool.terminate() does to a pool process just started
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == -signal.SIGTERM
 
 
     @pytest.mark.parametrize("context", ["fork", "spawn"])
@@ -888,7 +899,7 @@ def test_tests_that_use_processes_like_serial(pytester: pytest.Pytester) -> None
     # Name the file: the inner pytester test writes test files under the run's basetemp.
     serial = run_serial(pytester, "-rA", "test_processes.py")
     assert serial.ret == pytest.ExitCode.OK
-    serial.assert_outcomes(passed=7)
+    serial.assert_outcomes(passed=8)
     for method in ("fork", "spawn"):
         parallel = run_parallel(pytester, "-rA", "test_processes.py", method=method)
         assert parallel.ret == pytest.ExitCode.OK, method
