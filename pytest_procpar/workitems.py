@@ -40,12 +40,20 @@ def group_name(item: pytest.Item, known: dict[int, Mark | None]) -> str | None:
     return str(marker.args[0] if marker.args else marker.kwargs.get("name", "default"))
 
 
-def fixture_scope(item: pytest.Item, file: str, scope: str) -> str | None:
-    """The module (or class) whose scoped fixtures this item shares with its neighbours."""
+def fixture_scope(
+    item: pytest.Item, file: str, scope: str, known: dict[int, set[str]]
+) -> str | None:
+    """The module (or class) whose scoped fixtures this item shares with its neighbours.
+    ``known`` memoizes the scopes per fixture info, which the items of one parametrized
+    function share (reading a fixture's scope costs an enum lookup)."""
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
         return None
-    scopes = {defs[-1].scope for defs in info.name2fixturedefs.values() if defs}
+    scopes = known.get(id(info))
+    if scopes is None:
+        scopes = known[id(info)] = {
+            defs[-1].scope for defs in info.name2fixturedefs.values() if defs
+        }
     if scopes & {"package", "module"}:
         return file
     if "class" in scopes:
@@ -60,6 +68,7 @@ def describe(
     median = statistics.median(known) if known else 1.0
     described = []
     groups: dict[int, Mark | None] = {}
+    scopes: dict[int, set[str]] = {}
     for index, item in enumerate(items):
         nodeid = item.nodeid
         file = nodeid.split("::", 1)[0]
@@ -71,7 +80,7 @@ def describe(
                 nodeid=nodeid,
                 file=file,
                 scope=scope,
-                fixture_scope=fixture_scope(item, file, scope),
+                fixture_scope=fixture_scope(item, file, scope, scopes),
                 group=group_name(item, groups),
                 expected=durations.get(nodeid, median),
                 known=nodeid in durations,
