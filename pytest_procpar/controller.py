@@ -40,7 +40,7 @@ from pytest_procpar.remote import RemoteStartError
 from pytest_procpar.replay import Replayer
 from pytest_procpar.runreport import RunReport
 from pytest_procpar.scheduler import POLICIES, Scheduler
-from pytest_procpar.timelimits import Overdue, TimeLimits, Watched
+from pytest_procpar.timelimits import Overdue, TimeLimits
 from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid, plugin_workerinput
 
 RESTARTS_PER_WORKER = 4  # like xdist: a crashing suite cannot restart workers forever
@@ -59,6 +59,7 @@ class WorkerState:
     node: WorkerNode
     slot: int
     started: launch.WorkerHandle
+    stack_path: Path  # where it writes its stack when it crashes or hangs, and what it printed
     assigned: deque[int] = field(default_factory=deque)  # handed out, not reported, in run order
     finished: bool = False
     fatal: bool = False
@@ -170,7 +171,8 @@ class ParallelRun:
         except RemoteStartError as exc:
             raise self.session.Interrupted(str(exc)) from None
         node.interpreter = started.interpreter() or {}
-        state = WorkerState(node, slot, started, deque(initial))
+        stack_path = self.launcher.stack_path(node.workerinput)
+        state = WorkerState(node, slot, started, stack_path, deque(initial))
         self.workers.append(state)
         self.config.hook.pytest_procpar_worker_started(node=node)
         self._scheduled(state, initial)
@@ -323,12 +325,8 @@ class ParallelRun:
 
     # -- time limits ----------------------------------------------------------------------
 
-    def _watched(self) -> list[Watched]:
-        return [
-            Watched(state.started, state.overdue, self.launcher.stack_path(state.node.workerinput))
-            for state in self.workers
-            if state.alive
-        ]
+    def _watched(self) -> list[WorkerState]:
+        return [state for state in self.workers if state.alive]
 
     def _wait_time(self) -> float | None:
         waits = [
@@ -356,8 +354,7 @@ class ParallelRun:
         for message in reader.receive(block=False):
             self._dispatch(state, message)
         self._forget(state)
-        files = self.launcher.stack_path(state.node.workerinput)  # and its captured output
-        stack = faults.read_stack(files)
+        stack = faults.read_stack(state.stack_path)
         if state.overdue.test is not None:
             index, limit = state.overdue.test
             self._lost(state, index, f"Timeout after {limit:g}s", stack)
@@ -367,7 +364,7 @@ class ParallelRun:
         elif not (state.finished or state.fatal):
             running = state.assigned[0] if state.assigned else None
             how = state.started.describe_exit()
-            printed = isolation.printed_before_crash(files)
+            printed = isolation.printed_before_crash(state.stack_path)
             detail = "\n\n".join(part for part in (stack, printed) if part)
             self._lost(state, running, f"worker {state.workerid} crashed", detail, how)
 

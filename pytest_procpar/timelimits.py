@@ -15,7 +15,7 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import pytest
 from _pytest.mark.structures import Mark
@@ -41,13 +41,17 @@ class Overdue:
     kill_at: float = 0.0  # when to SIGKILL what is left of it
 
 
-@dataclass
-class Watched:
+class Watched(Protocol):
     """One live worker, as the time limits see it."""
 
-    handle: WorkerHandle
-    overdue: Overdue
-    stack_path: Path
+    @property
+    def started(self) -> WorkerHandle: ...
+
+    @property
+    def overdue(self) -> Overdue: ...
+
+    @property
+    def stack_path(self) -> Path: ...
 
 
 class TimeLimits:
@@ -86,7 +90,7 @@ class TimeLimits:
         if self.enabled:
             overdue_in = [
                 started + self.limits[index] - now
-                for index, started in (worker.handle.running() for worker in workers)
+                for index, started in (worker.started.running() for worker in workers)
                 if index >= 0 and self.limits[index] > 0
             ]
             waits.append(max(0.0, min(overdue_in)) + 0.01 if overdue_in else DEADLINE_POLL_S)
@@ -95,7 +99,7 @@ class TimeLimits:
     def enforce(self, workers: Sequence[Watched], now: float) -> None:
         """Take the steps that are due: ask for a stack, TERM, KILL."""
         for worker in workers:
-            overdue, handle = worker.overdue, worker.handle
+            overdue, handle = worker.overdue, worker.started
             if overdue.term_at and (now >= overdue.term_at or _written(worker.stack_path)):
                 overdue.term_at = 0.0
                 handle.signal(signal.SIGTERM)
