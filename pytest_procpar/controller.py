@@ -28,6 +28,7 @@ from pytest_procpar import (
     coverage_support,
     faults,
     isolation,
+    junit,
     launch,
     once,
     protocol,
@@ -41,7 +42,7 @@ from pytest_procpar.replay import Replayer
 from pytest_procpar.runreport import RunReport
 from pytest_procpar.scheduler import POLICIES, Scheduler
 from pytest_procpar.timelimits import Overdue, TimeLimits
-from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid, plugin_workerinput
+from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid
 
 RESTARTS_PER_WORKER = 4  # like xdist: a crashing suite cannot restart workers forever
 INTERRUPT_GRACE_S = 1.0  # after Ctrl-C: time for workers to answer, before TERM then KILL
@@ -92,6 +93,9 @@ class ParallelRun:
         self.worker_count = (
             settings.workers if settings.dist == "each" else min(settings.workers, len(self.items))
         )
+        # What xdist-aware plugins read for the number of workers, resolved as xdist resolves
+        # ``-n auto`` (syrupy expects a report from each).
+        self.config.option.numprocesses = self.worker_count
         self.start_method = settings.start_method
         self.notice = ""
         threads = launch.other_threads() if self.start_method == "fork" else []
@@ -99,6 +103,7 @@ class ParallelRun:
             self.start_method = "forkserver"
             self.notice = f"; fork is unsafe with threads running ({', '.join(threads)})"
         self.dist = settings.dist
+        self.chains = workitems.Chains(self.items)
         self.scheduler = self._make_scheduler(settings.dist, durations)
         custom = not isinstance(self.scheduler, POLICIES[settings.dist])  # type: ignore[arg-type]
         self.report = RunReport(type(self.scheduler).__name__ if custom else settings.dist)
@@ -136,7 +141,7 @@ class ParallelRun:
     def _make_scheduler(self, dist: str, durations: DurationStore) -> Scheduler:
         cache = getattr(self.config, "cache", None)
         lastfailed = cache.get("cache/lastfailed", {}) if cache is not None else {}
-        described = workitems.describe(self.items, durations.known, lastfailed)
+        described = workitems.describe(self.items, durations.known, lastfailed, self.chains)
         custom: Scheduler | None = self.config.hook.pytest_procpar_make_scheduler(
             config=self.config, items=described, workers=self.worker_count
         )
@@ -154,7 +159,7 @@ class ParallelRun:
                 self.config.pluginmanager.has_plugin("_cov")
             ),
             isolation.LOG_FILE_KEY: isolation.log_file_configured(self.config),
-            **plugin_workerinput(self.config),
+            **junit.workerinput(self.config),
         }
         if self.start_method != "fork" or self.launcher.is_remote(slot):
             # (forked workers inherit the values themselves)
@@ -163,7 +168,7 @@ class ParallelRun:
         node = WorkerNode(self.config, workerinput)
         self.config.hook.pytest_configure_node(node=node)
         self.scheduler.add_worker(node.gateway.id)
-        initial = self.scheduler.next_batch(node.gateway.id)
+        initial = self.chains.expand(self.scheduler.next_batch(node.gateway.id))
         sys.stdout.flush()  # buffered output must not be written again by the copy
         sys.stderr.flush()
         try:
@@ -312,6 +317,7 @@ class ParallelRun:
 
     def _give_work(self, state: WorkerState) -> None:
         batch = [] if self.stopping else self.scheduler.next_batch(state.workerid)
+        batch = self.chains.expand(batch)
         if batch:
             state.assigned.extend(batch)
             state.started.send((protocol.RUN, batch))
@@ -387,7 +393,7 @@ class ParallelRun:
             self.config.hook.pytest_handlecrashitem(
                 crashitem=item.nodeid, report=report, sched=self.scheduler
             )
-        self.scheduler.remove_worker(state.workerid, list(state.assigned))
+        self.scheduler.remove_worker(state.workerid, self.chains.collapse(state.assigned))
         state.assigned.clear()
         self.config.hook.pytest_testnodedown(node=state.node, error=message)
         self.config.hook.pytest_procpar_worker_finished(node=state.node, error=message)

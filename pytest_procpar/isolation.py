@@ -14,7 +14,6 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -30,30 +29,43 @@ class SilentTerminal:
 
     Plugins and pytest itself look the reporter up (assertion rewriting asks it for its
     writer's highlighter), so it must exist; but a real reporter would listen to every test
-    hook and print to the controller's terminal. This object forwards attribute lookups to a
-    reporter writing to ``os.devnull`` and, having no ``pytest_*`` attributes of its own, is
-    called by no hook.
+    hook and print to the controller's terminal. This object forwards attribute lookups to
+    the reporter it wraps and, having no ``pytest_*`` attributes of its own, is called by no
+    hook.
     """
 
-    def __init__(self, config: pytest.Config, like: Any) -> None:
-        self._devnull = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives with the worker
-        self._reporter = pytest.TerminalReporter(config, self._devnull)
-        if like is not None:  # colour the assertion explanations like the controller would
-            self._reporter._tw.hasmarkup = like._tw.hasmarkup
-            self._reporter._tw.code_highlight = like._tw.code_highlight
+    def __init__(self, reporter: Any) -> None:
+        self._reporter = reporter
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reporter, name)
 
 
+def quiet_terminal(config: pytest.Config) -> None:
+    """Make the worker's ``terminalreporter`` a plain reporter writing to ``os.devnull``, as
+    it is when an xdist worker's plugins configure (some look at its class, or replace it)."""
+    manager = config.pluginmanager
+    if not manager.has_plugin("terminal"):  # -p no:terminal
+        return
+    like = manager.get_plugin("terminalreporter")
+    devnull = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives with the worker
+    reporter = pytest.TerminalReporter(config, devnull)
+    if like is not None:  # colour the assertion explanations like the controller would
+        reporter._tw.hasmarkup = like._tw.hasmarkup
+        reporter._tw.code_highlight = like._tw.code_highlight
+        manager.unregister(like, name="terminalreporter")
+    manager.register(reporter, "terminalreporter")
+
+
 def silence_terminal(config: pytest.Config) -> None:
-    """Replace the terminal reporter by a :class:`SilentTerminal`."""
+    """Wrap whatever ``terminalreporter`` is now (a plugin may have replaced it) in a
+    :class:`SilentTerminal`: the controller alone reports."""
     manager = config.pluginmanager
     reporter = manager.get_plugin("terminalreporter")
     if reporter is None:
         return
     manager.unregister(reporter, name="terminalreporter")
-    manager.register(SilentTerminal(config, reporter), "terminalreporter")
+    manager.register(SilentTerminal(reporter), "terminalreporter")
 
 
 def withdraw_controller_plugins(config: pytest.Config) -> None:
@@ -87,34 +99,16 @@ def restart_capture(config: pytest.Config, redirect_output: Callable[[], None]) 
         capman.suspend_global_capture()
 
 
-BUILTIN_PLUGIN_MODULES = ("_pytest.", "pytest_procpar.")
-
-
-def _is_builtin(plugin: object) -> bool:
-    module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
-    return module.startswith(BUILTIN_PLUGIN_MODULES)
-
-
-def start_plugin_sessions(session: pytest.Session) -> None:
-    """Run third-party plugins' and conftests' ``pytest_sessionstart`` in a forked worker.
-
-    Under xdist every worker is a whole pytest session, and plugins (pytest-cov, database
-    plugins, conftests) set up per-worker state there, looking at ``config.workerinput``. The
-    fork copied the controller after its session start, so they get that call now; pytest's
-    own plugins must not, they already set up the copied session.
-    """
-    manager = session.config.pluginmanager
-    builtin = [plugin for plugin in manager.get_plugins() if _is_builtin(plugin)]
-    hook = manager.subset_hook_caller("pytest_sessionstart", remove_plugins=builtin)
-    hook(session=session)
-
-
 def worker_basetemp(config: pytest.Config, controller_basetemp: Path) -> None:
-    """Point tmp_path at ``<controller basetemp>/popen-<workerid>``, as xdist workers do."""
+    """Point tmp_path at ``<controller basetemp>/popen-<workerid>``, as xdist workers do.
+
+    The factory is changed in place: whatever holds it (the legacy ``tmpdir_factory``, a
+    plugin) then sees the worker's directory too."""
     workerid = config.workerinput["workerid"]  # type: ignore[attr-defined]
     config.option.basetemp = str(controller_basetemp / f"popen-{workerid}")
-    if hasattr(config, "_tmp_path_factory"):  # absent with -p no:tmpdir
-        config._tmp_path_factory = TempPathFactory.from_config(config, _ispytest=True)
+    factory = getattr(config, "_tmp_path_factory", None)  # None with -p no:tmpdir
+    if factory is not None:
+        vars(factory).update(vars(TempPathFactory.from_config(config, _ispytest=True)))
 
 
 def export_identity(workerinput: dict[str, Any]) -> None:
@@ -124,13 +118,11 @@ def export_identity(workerinput: dict[str, Any]) -> None:
     os.environ["PYTEST_XDIST_TESTRUNUID"] = workerinput["testrunuid"]
 
 
-def become_worker(config: pytest.Config, workerinput: dict[str, Any]) -> None:
-    """Everything both start paths need: identity, quiet terminal, no controller plugins."""
+def identify_as_worker(config: pytest.Config, workerinput: dict[str, Any]) -> None:
+    """What tells plugins they run in a worker, set before any of them configures for it."""
     config.workerinput = workerinput  # type: ignore[attr-defined]
     config.workeroutput = {}  # type: ignore[attr-defined]
     export_identity(workerinput)
-    silence_terminal(config)
-    withdraw_controller_plugins(config)
 
 
 LOG_FILE_KEY = "procpar_log_file"

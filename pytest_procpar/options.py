@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from pytest_procpar import remote, shard
+from pytest_procpar import remote, shard, xdist_compat
 from pytest_procpar.cpus import available_cpus
 from pytest_procpar.scheduler import DEFAULT_POLICY, POLICIES, SERIAL_POLICY
 
@@ -358,7 +358,7 @@ def resolve(config: pytest.Config) -> Settings:
     workers += len(base.remote)
     if workers and dist == SERIAL_POLICY:
         return replace(base, serial_reason="--dist no runs serially")
-    for dest, reason in SERIAL_ONLY_OPTIONS.items():
+    for dest, reason in {**SERIAL_ONLY_OPTIONS, **xdist_compat.PLUGIN_SERIAL_OPTIONS}.items():
         if workers and getattr(config.option, dest, False):
             return replace(base, serial_reason=reason)
     return replace(base, workers=workers)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_procpar import hookspecs, options, shard, xdist_compat
+from pytest_procpar import hookspecs, options, reconfigure, shard, xdist_compat
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.xdist_compat import testrun_uid, worker_id
 
@@ -27,14 +27,17 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     active = not xdist_compat.xdist_loaded(pluginmanager)
     if active:
-        xdist_compat.block_xdist(pluginmanager)
+        xdist_compat.stand_in_for_xdist(pluginmanager)
     options.register(parser, with_xdist_names=active)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
     """Validate every option before anything else happens: bad values are usage errors."""
-    if xdist_compat.xdist_loaded(config.pluginmanager) or hasattr(config, "workerinput"):
+    if xdist_compat.xdist_loaded(config.pluginmanager):
+        return
+    xdist_compat.disable_rerunfailures_xdist_mode()  # every plugin is imported by now
+    if hasattr(config, "workerinput"):
         return
     settings = options.resolve(config)
     config.stash[SETTINGS_KEY] = settings
@@ -42,6 +45,8 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         from pytest_procpar import launch  # only for runs with workers, as in pytest_configure
 
         launch.release_suite(config)  # now, so that it is the last cleanup
+        # Before configuring: what the configure hooks register, forked workers withdraw.
+        config.pluginmanager.register(reconfigure.ConfigureRecord(config), "procpar_record")
     # What xdist-aware plugins read to learn whether tests are distributed (pytest-benchmark,
     # pytest-cov): xdist's "no" unless workers will run.
     config.option.dist = settings.dist if settings.workers else "no"

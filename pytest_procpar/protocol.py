@@ -15,6 +15,9 @@ See docs/protocol.rst for the message table.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import dataclasses
 import os
 import pickle
 import select
@@ -25,6 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _pytest._io.saferepr import saferepr
 
 # Controller -> worker.
 RUN = "run"  # ("run", [item index, ...]): append these items to the worker's queue
@@ -47,6 +51,7 @@ PLAIN_REPORT = "plain"  # ("plain", when, outcome, duration, start, stop)
 LOG_FILE = "logfile"  # ("logfile", text): a record for --log-file, formatted by the worker
 WARNING = "warning"  # ("warning", serialized warning dict, when, nodeid, location)
 
+_SUBTEST_CONTEXT = "_subtest.context"  # in a serialized SubtestReport (pytest >= 9)
 _HEADER = struct.Struct("!I")
 _PIPE_SIZE = 1 << 20
 _FIRST_CHUNK = 1 << 16
@@ -68,9 +73,46 @@ _ATOMIC_WRITE = getattr(select, "PIPE_BUF", 512)  # POSIX guarantees at least 51
 
 
 def encode(message: tuple[Any, ...]) -> bytes:
-    """One frame: what :func:`send` writes, and what remote links carry as they are."""
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    """One frame: what :func:`send` writes, and what remote links carry as they are.
+
+    A value that cannot be pickled (a lambda in a subtest's parameters, a lock in a user
+    property, a plugin's object in a report or in ``workeroutput``) travels as its
+    ``saferepr``: the message, and the test's outcome, still arrive."""
+    try:
+        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        payload = pickle.dumps(picklable(message), protocol=pickle.HIGHEST_PROTOCOL)
     return _HEADER.pack(len(payload)) + payload
+
+
+def picklable(value: Any) -> Any:
+    """``value`` with every part pickle cannot take replaced by its ``saferepr``; containers
+    become plain dicts, lists and tuples, dataclasses keep their type. Only called once
+    pickling the whole has failed."""
+    try:
+        pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return value
+    except Exception:
+        pass
+    if isinstance(value, dict):
+        return {picklable(key): picklable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        parts = [picklable(item) for item in value]
+        return parts if isinstance(value, list) else tuple(parts)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a subtest's context
+        fields = {f.name: picklable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        with contextlib.suppress(Exception):
+            return dataclasses.replace(value, **fields)
+    return ShownAs(saferepr(value))
+
+
+class ShownAs(str):
+    """The ``saferepr`` text of a value that could not be sent: its ``repr()`` is that text,
+    not a quoted string, so the controller shows it as the worker would have shown the value
+    (in a subtest's parameters, say)."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def send(fd: int, message: tuple[Any, ...]) -> None:
@@ -166,12 +208,53 @@ def encode_report(
     ):
         return (PLAIN_REPORT, report.when, report.outcome, report.duration, report.start,
                 report.stop)  # fmt: skip
-    data = config.hook.pytest_report_to_serializable(config=config, report=report)
+    data = serialize_report(config, report)
     # pytest serializes a failure representation without a crash line (a doctest failure,
     # a plugin's own repr) as its text; say so, or the text would pass for the crash message.
     longrepr = report.longrepr
     opaque = hasattr(longrepr, "toterminal") and not hasattr(longrepr, "reprcrash")
     return (REPORT, data, opaque)
+
+
+def serialize_report(config: pytest.Config, report: pytest.TestReport) -> dict[str, Any]:
+    """``pytest_report_to_serializable``, which cannot fail here: when the report cannot
+    serialize itself (a value in it that cannot even be copied, such as a lock among a
+    subtest's parameters), it is serialized again with such values made :func:`picklable`,
+    and failing that as a plain ``TestReport`` with the same outcome."""
+    serialize = config.hook.pytest_report_to_serializable
+    try:
+        data: dict[str, Any] = serialize(config=config, report=report)
+        return data
+    except Exception:
+        pass
+    sendable = copy.copy(report)
+    vars(sendable).update((name, picklable(value)) for name, value in vars(report).items())
+    try:
+        data = serialize(config=config, report=sendable)
+    except Exception:
+        data = serialize(config=config, report=_plain_copy(report))
+    return data
+
+
+def _plain_copy(report: pytest.TestReport) -> pytest.TestReport:
+    """``report`` as a plain ``TestReport``: its failure as text, its other values picklable."""
+    plain = pytest.TestReport(
+        nodeid=report.nodeid,
+        location=report.location,
+        keywords=dict.fromkeys(report.keywords, 1),
+        outcome=report.outcome,
+        longrepr=None if report.longrepr is None else str(report.longrepr),
+        when=report.when,
+        sections=[(str(name), str(text)) for name, text in report.sections],
+        duration=report.duration,
+        start=report.start,
+        stop=report.stop,
+        user_properties=picklable(report.user_properties),
+    )
+    for name, value in vars(report).items():
+        if name not in vars(plain):
+            setattr(plain, name, picklable(value))
+    return plain
 
 
 def decode_report(
@@ -197,9 +280,15 @@ def decode_report(
             stop=stop,
             user_properties=[],
         )
+    data = event[1]
     report: pytest.TestReport = config.hook.pytest_report_from_serializable(
-        config=config, data=event[1]
+        config=config, data=data
     )
+    context = data.get(_SUBTEST_CONTEXT)
+    if context is not None and hasattr(report, "context"):
+        # pytest's SubtestContext passes its values through saferepr when it is made, also
+        # when it is rebuilt from values that are that text already ('1' for 1): keep them.
+        object.__setattr__(report.context, "kwargs", dict(context["kwargs"]))
     if event[2] and isinstance(report.longrepr, str):
         report.longrepr = TextRepr(report.longrepr)  # type: ignore[assignment]
     return report

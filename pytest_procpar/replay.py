@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from _pytest._code.code import ReprFileLocation
 
-from pytest_procpar import isolation, protocol
+from pytest_procpar import isolation, junit, protocol
 
 
 class Replayer:
@@ -52,6 +52,8 @@ class Replayer:
                 hook(nodeid=nodeid, location=event[1])
             elif kind == protocol.LOG_FILE:
                 isolation.write_log_file(self.config, event[1])
+            elif kind == junit.SUITE_PROPERTY:
+                junit.add_suite_property(self.config, event[1], event[2])
             elif kind == protocol.WARNING:
                 _, data, when, nodeid, where = event
                 hooks.pytest_warning_recorded.call_historic(

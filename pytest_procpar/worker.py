@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import coverage_support, faults, isolation, protocol
+from pytest_procpar import coverage_support, faults, isolation, junit, protocol, reconfigure
 
 # Set on the worker's session so the running item's teardown takes every fixture down, as serial
 # pytest does after -x; not news for the controller, which stopped the run itself.
@@ -87,6 +87,10 @@ class EventRecorder:
         self.events.append(self._location_event(protocol.LOGFINISH, nodeid, location))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # As a serial run's terminal reporter does before anything is written: plugins may
+        # settle the report's outcome there (pytest's subtests fail a test whose subtests
+        # failed), and such a verdict is only known in the process that ran the test.
+        self.config.hook.pytest_report_teststatus(report=report, config=self.config)
         if report.failed and not hasattr(report, "wasxfail"):
             self.shared.failures[self.slot] += 1
         if self.item is not None and self.shared.should_stop():
@@ -135,6 +139,7 @@ class WorkerLoop:
         self.recorder.live = True
         stream = isolation.LogFileStream(lambda: self.recorder.events)
         isolation.forward_log_file(session.config, stream)
+        junit.forward_from_worker(session.config, lambda: self.recorder.events)
 
     def take(self, messages: list[tuple[Any, ...]]) -> None:
         """Apply controller commands: more items (and how early to ask again), or no more."""
@@ -224,10 +229,15 @@ class WorkerLoop:
         return pytest.ExitCode.TESTS_FAILED if self.session.testsfailed else pytest.ExitCode.OK
 
     def report_end(self, fatal: Fatal | None) -> None:
-        """Last events, then FINISHED with ``workeroutput``, or FATAL."""
+        """Last events, then FINISHED with ``workeroutput`` (with what xdist's workers add to
+        it), or FATAL."""
         self.send_events(None)  # what plugins recorded after the last item (sessionfinish)
         if fatal is None:
-            workeroutput = self.session.config.workeroutput  # type: ignore[attr-defined]
+            session = self.session
+            workeroutput = session.config.workeroutput  # type: ignore[attr-defined]
+            workeroutput.setdefault("exitstatus", int(self.exitstatus(None)))
+            workeroutput.setdefault("shouldfail", session.shouldfail)
+            workeroutput.setdefault("shouldstop", session.shouldstop)
             protocol.send(self.write_fd, (protocol.FINISHED, workeroutput))
         else:
             protocol.send(self.write_fd, (protocol.FATAL, *fatal.message))
@@ -301,15 +311,17 @@ def run_forked(start: ForkStart) -> None:
     gc.unfreeze()
     session = start.session
     config = session.config
-    isolation.become_worker(config, start.workerinput)
-    isolation.restart_capture(config, start.ends.redirect_output)
-    isolation.capture_files_visible(config, start.stack_path)
-    isolation.worker_basetemp(config, start.basetemp)
+    write_fd = start.ends.results.fileno()
+    try:
+        become_forked_worker(start)
+    except BaseException:
+        message = f"configuring the worker failed:\n{traceback.format_exc()}"
+        protocol.send(write_fd, (protocol.FATAL, "startup", message))
+        sys.exit(1)
     measuring = coverage_support.WorkerCoverage(start.workerinput)
-    isolation.start_plugin_sessions(session)
+    reconfigure.start_sessions(session)
     session.testsfailed = 0
     session.shouldfail = session.shouldstop = False
-    write_fd = start.ends.results.fileno()
     commands = protocol.FrameReader(start.ends.commands.fileno())
     loop = WorkerLoop(session, commands, write_fd, start.shared, start.slot)
     loop.take([(protocol.RUN, list(start.initial))])
@@ -326,8 +338,27 @@ def run_forked(start: ForkStart) -> None:
         runner.fatal = runner.fatal or Fatal(("internal", traceback.format_exc(), None))
     measuring.finish(config.workeroutput)  # type: ignore[attr-defined]
     loop.report_end(runner.fatal)
+    try:
+        reconfigure.unconfigure(config)
+    except Exception:  # the results are in; a plugin's failing cleanup is only news
+        traceback.print_exc()
     if runner.fatal is not None:
         sys.exit(1)  # multiprocessing ends the process, skipping the controller's atexit handlers
+
+
+def become_forked_worker(start: ForkStart) -> None:
+    """Turn the copy of the controller into a worker, in the state an xdist worker's plugins
+    would have configured: see :mod:`pytest_procpar.reconfigure`."""
+    config = start.session.config
+    isolation.identify_as_worker(config, start.workerinput)
+    isolation.withdraw_controller_plugins(config)
+    isolation.restart_capture(config, start.ends.redirect_output)
+    isolation.capture_files_visible(config, start.stack_path)
+    isolation.worker_basetemp(config, start.basetemp)
+    reconfigure.withdraw_controller_role(config)
+    isolation.quiet_terminal(config)
+    reconfigure.configure_again(config)
+    isolation.silence_terminal(config)
 
 
 @dataclass
@@ -384,7 +415,8 @@ class SpawnedWorker:
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
-        isolation.become_worker(config, self.start.workerinput)
+        isolation.withdraw_controller_plugins(config)
+        isolation.silence_terminal(config)
         faults.point_faulthandler_at_stack()
         self.start.ends.redirect_output()  # from now on output is news; before, a repeat
         isolation.capture_files_visible(config, self.start.stack_path)
@@ -432,7 +464,7 @@ def run_spawned(start: SpawnStart) -> None:
     isolation.export_identity(start.workerinput)  # before any plugin or conftest looks
     os.chdir(start.invocation_dir)
     config = pytest.Config.fromdictargs(start.option_dict, start.args)
-    config.workerinput = start.workerinput  # type: ignore[attr-defined]
+    isolation.identify_as_worker(config, start.workerinput)
     if config.option.log_file:  # opening it ("w") would truncate the controller's
         config.option.log_file = os.devnull
     worker = SpawnedWorker(start)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Mapping, Sequence
 
@@ -13,6 +14,10 @@ from pytest_procpar.scheduler.base import WorkItem
 
 GROUP_MARKERS = ("procpar_group", "xdist_group")
 SHARED_SCOPES = ("package", "module", "class")
+# Markers that fix the order of tests relative to each other: pytest-order's, and
+# pytest-dependency's (a dependent test is skipped unless what it depends on passed earlier
+# in the same process).
+ORDER_MARKERS = ("order", "dependency")
 
 
 def closest_marker(
@@ -61,8 +66,48 @@ def fixture_scope(
     return None
 
 
+class Chains:
+    """Items that must run on one worker in collection order, each chain seen by the
+    scheduler as one :class:`WorkItem`: the index of its first item stands for all of it.
+
+    Every policy, including a plugin's own, then keeps a chain whole without knowing about
+    chains: the controller expands what the policy hands out, and gives back what a lost
+    worker left of a chain as the chain's first index.
+    """
+
+    def __init__(self, items: Sequence[pytest.Item]) -> None:
+        known: dict[int, Mark | None] = {}
+        chained = [i for i, item in enumerate(items) if closest_marker(item, ORDER_MARKERS, known)]
+        self.members = {chained[0]: chained} if len(chained) > 1 else {}
+        self.head = {index: head for head, chain in self.members.items() for index in chain}
+        self.left: dict[int, list[int]] = {}  # what lost workers left of a chain, by its head
+
+    def expand(self, batch: Sequence[int]) -> list[int]:
+        """What the worker is to run for a policy's ``batch``: a chain's items, or what a lost
+        worker left of them."""
+        if not self.members:
+            return list(batch)
+        expanded: list[int] = []
+        for index in batch:
+            expanded += self.left.pop(index, []) or self.members.get(index) or [index]
+        return expanded
+
+    def collapse(self, unfinished: Sequence[int]) -> list[int]:
+        """What to give back to the policy for items handed out but not run."""
+        if not self.members:
+            return list(unfinished)
+        for head in self.members:
+            left = [index for index in unfinished if self.head.get(index) == head]
+            if left:
+                self.left[head] = left
+        return list(dict.fromkeys(self.head.get(index, index) for index in unfinished))
+
+
 def describe(
-    items: Sequence[pytest.Item], durations: Mapping[str, float], lastfailed: Mapping[str, object]
+    items: Sequence[pytest.Item],
+    durations: Mapping[str, float],
+    lastfailed: Mapping[str, object],
+    chains: Chains,
 ) -> list[WorkItem]:
     known = [durations[item.nodeid] for item in items if item.nodeid in durations]
     median = statistics.median(known) if known else 1.0
@@ -87,4 +132,13 @@ def describe(
                 failed_last=nodeid in lastfailed,
             )
         )
-    return described
+    for head, chain in chains.members.items():
+        first = described[head]
+        described[head] = dataclasses.replace(
+            first,
+            expected=sum(described[i].expected for i in chain),
+            known=all(described[i].known for i in chain),
+            failed_last=any(described[i].failed_last for i in chain),
+        )
+    taken = set(chains.head) - set(chains.members)
+    return [item for item in described if item.index not in taken]

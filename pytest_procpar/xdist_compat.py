@@ -1,10 +1,15 @@
 """What pytest-xdist users and plugins rely on, provided by procpar.
 
 Workers look like xdist workers (``config.workerinput``/``workeroutput``, the ``PYTEST_XDIST_*``
-environment variables, see :mod:`pytest_procpar.isolation`), the controller calls xdist's node
-hooks with a node object shaped like xdist's, and the ``worker_id`` / ``testrun_uid`` fixtures
-exist. When xdist itself is installed, procpar blocks it for the run so the two do not both own
-``-n``; xdist's hook specifications are then declared here instead.
+environment variables, see :mod:`pytest_procpar.isolation` and
+:mod:`pytest_procpar.reconfigure`), the controller calls xdist's node hooks with a node object
+shaped like xdist's, and the ``worker_id`` / ``testrun_uid`` fixtures exist.
+
+Plugins written for xdist look for it by name (``pluginmanager.hasplugin("xdist")``) before
+they register their xdist hooks or take their distributed path. procpar answers to that name:
+it registers :data:`XDIST_STAND_IN` as ``xdist``, which also keeps the real xdist from loading
+for the run, so the two do not both own ``-n``; xdist's hook specifications are then declared
+here. Where a plugin's xdist path needs more than procpar offers, its adapter is here too.
 """
 
 from __future__ import annotations
@@ -22,15 +27,42 @@ import pytest
 XDIST_PLUGIN_NAMES = ("xdist", "xdist.plugin")
 
 
+class XdistStandIn:
+    """Registered as the ``xdist`` plugin while procpar owns ``-n``: what plugins find when
+    they ask whether xdist is there. It implements no hook."""
+
+    __name__ = "xdist"
+
+    def __repr__(self) -> str:
+        return "<procpar standing in for xdist>"
+
+
+XDIST_STAND_IN = XdistStandIn()
+
+
 def xdist_loaded(pluginmanager: pytest.PytestPluginManager) -> bool:
     """Whether pytest-xdist registered before procpar (and so owns ``-n``)."""
-    return any(pluginmanager.has_plugin(name) for name in XDIST_PLUGIN_NAMES)
+    return any(
+        pluginmanager.get_plugin(name) not in (None, XDIST_STAND_IN) for name in XDIST_PLUGIN_NAMES
+    )
 
 
-def block_xdist(pluginmanager: pytest.PytestPluginManager) -> None:
-    """Keep xdist from loading later in this run; ``-p no:procpar`` lets it load instead."""
-    for name in XDIST_PLUGIN_NAMES:
-        pluginmanager.set_blocked(name)
+def stand_in_for_xdist(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Answer to xdist's name and keep xdist from loading later in this run; ``-p
+    no:procpar`` lets it load instead."""
+    pluginmanager.set_blocked("xdist.plugin")
+    if pluginmanager.get_plugin("xdist") is None and not pluginmanager.is_blocked("xdist"):
+        pluginmanager.register(XDIST_STAND_IN, "xdist")
+
+
+def disable_rerunfailures_xdist_mode() -> None:
+    """pytest-rerunfailures' xdist mode keeps rerun counts in a socket server thread of the
+    controller and reruns crashed tests through xdist's scheduler (``mark_test_pending``);
+    procpar has neither (a thread would also make forking unsafe). Its plain mode reruns
+    failures inside the worker, which is what procpar supports."""
+    module: Any = sys.modules.get("pytest_rerunfailures")
+    if getattr(module, "HAS_PYTEST_HANDLECRASHITEM", False):
+        module.HAS_PYTEST_HANDLECRASHITEM = False
 
 
 class XdistHookSpecs:
@@ -51,6 +83,27 @@ class XdistHookSpecs:
     @pytest.hookspec(firstresult=True)
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> Any:
         """Called in the controller for the item a crashed worker was running."""
+
+    # Declared so that plugins implementing them can register; procpar never calls them.
+    @pytest.hookspec()
+    def pytest_xdist_setupnodes(self, config: pytest.Config, specs: Any) -> None:
+        """xdist: before gateways are set up."""
+
+    @pytest.hookspec()
+    def pytest_xdist_newgateway(self, gateway: Any) -> None:
+        """xdist: a gateway was set up."""
+
+    @pytest.hookspec()
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: Any) -> None:
+        """xdist: a worker finished collecting."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        """xdist: a scheduler instead of xdist's own."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_xdist_auto_num_workers(self, config: pytest.Config) -> Any:
+        """xdist: the number of workers for ``-n auto``."""
 
 
 def add_missing_hookspecs(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -75,10 +128,11 @@ class WorkerNode:
     it is the ``node`` argument of the xdist node hooks.
     """
 
+    workeroutput: dict[str, Any]  # set once the worker finished cleanly, as xdist's node
+
     def __init__(self, config: pytest.Config, workerinput: dict[str, Any]) -> None:
         self.config = config
         self.workerinput = workerinput
-        self.workeroutput: dict[str, Any] = {}
         self.interpreter: dict[str, Any] = {}  # another Python's (--tx): see workerinfo
         self.gateway = SimpleNamespace(id=workerinput["workerid"], _rinfo=self._rinfo)
         self.nodemanager = SimpleNamespace(roots=[])  # pytest-cov: no rsync roots, same files
@@ -98,18 +152,13 @@ class WorkerNode:
         return f"<WorkerNode {self.gateway.id}>"
 
 
-# Options that xdist-aware plugins hand to workers through workerinput, but only from hooks
-# they register when xdist itself is loaded (procpar blocks it): passed on for them.
-WORKERINPUT_OPTIONS = ("randomly_seed",)  # pytest-randomly: one seed, the same order
-
-
-def plugin_workerinput(config: pytest.Config) -> dict[str, Any]:
-    found = {}
-    for name in WORKERINPUT_OPTIONS:
-        value = config.getoption(name, default=None)
-        if value is not None:
-            found[name] = value
-    return found
+# Options of plugins that measure, and so need the machine to themselves: a run given one is
+# serial, as one with --pdb. (Without them pytest-benchmark turns itself off with workers, and
+# says so, as under xdist, where it even refuses --benchmark-only.)
+PLUGIN_SERIAL_OPTIONS = {
+    "benchmark_only": "--benchmark-only measures one benchmark at a time",
+    "benchmark_enable": "--benchmark-enable measures one benchmark at a time",
+}
 
 
 def collecting_worker_options(config: pytest.Config) -> dict[str, Any]:

@@ -71,7 +71,8 @@ def reports(pytester: pytest.Pytester) -> Counter[str]:
 
 
 def ran(pytester: pytest.Pytester) -> list[tuple[str, str]]:
-    """(nodeid, worker id) for every test that started, in no particular order."""
+    """(nodeid, worker id) for every test that started, in the order each worker started them
+    (the lines of different workers interleave)."""
     path = pytester.path / "ran.log"
     lines = path.read_text().splitlines() if path.exists() else []
     path.unlink(missing_ok=True)
@@ -336,6 +337,75 @@ GROUP_FILES = {
 def group_of(nodeid: str) -> str:
     name = nodeid.rsplit("::", 1)[1]
     return "a" if name.startswith("test_a") else "b" if name.startswith("test_b") else nodeid
+
+
+# pytest-dependency's rule, made here so the test needs no plugin: a test marked
+# ``dependency(depends=[...])`` is skipped unless those tests passed earlier in this process.
+DEPENDENCY_CONFTEST = """
+    import pytest
+
+    PASSED = set()
+
+
+    def pytest_configure(config):
+        config.addinivalue_line("markers", "dependency(depends=()): needs those to pass first")
+        config.addinivalue_line("markers", "order(n): runs in this order")
+
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(item, call):
+        report = yield
+        if report.when == "call" and report.passed:
+            PASSED.add(item.name)
+        return report
+
+
+    def pytest_runtest_setup(item):
+        marker = item.get_closest_marker("dependency")
+        depends = marker.kwargs.get("depends", ()) if marker else ()
+        missing = [name for name in depends if name not in PASSED]
+        if missing:
+            pytest.skip(f"depends on {missing}")
+"""
+
+
+def chained_module(step: int) -> str:
+    depends = f"depends=['test_step{step - 1}']" if step else ""
+    return f"""
+    import pytest
+
+
+    @pytest.mark.parametrize("i", range(8))
+    def test_free(i):
+        pass
+
+
+    @pytest.mark.dependency({depends})
+    def test_step{step}():
+        pass
+
+
+    @pytest.mark.order({step})
+    def test_ordered{step}():
+        pass
+    """
+
+
+@pytest.mark.parametrize("dist", [name for name in POLICIES if name != "each"])
+def test_ordered_tests_run_as_one_chain(pytester: pytest.Pytester, dist: str) -> None:
+    """Tests marked ``dependency`` or ``order`` run on one worker in collection order, under
+    every policy; the other tests still spread over both workers."""
+    pytester.makeconftest(RECORDING_CONFTEST + DEPENDENCY_CONFTEST)
+    pytester.makepyfile(**{f"test_c{step}": chained_module(step) for step in range(4)})
+    result = run(pytester, "-n", "2", "--dist", dist)
+    result.assert_outcomes(passed=40)  # none skipped: each step ran after the one before
+    ran_in_order = ran(pytester)
+    chained = [(nodeid, worker) for nodeid, worker in ran_in_order if "::test_free" not in nodeid]
+    assert [nodeid for nodeid, _ in chained] == [
+        f"test_c{step}.py::test_{kind}{step}" for step in range(4) for kind in ("step", "ordered")
+    ]
+    assert len({worker for _, worker in chained}) == 1
+    assert {worker for _, worker in ran_in_order} == {"gw0", "gw1"}
 
 
 def test_loadgroup_keeps_marked_groups_on_one_worker(pytester: pytest.Pytester) -> None:

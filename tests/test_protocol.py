@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import warnings
@@ -68,3 +69,33 @@ def test_warning_of_unimportable_category_becomes_user_warning_naming_it() -> No
     copy = protocol.decode_warning(data)
     assert copy.category is UserWarning
     assert "no_such_module_for_procpar.CustomWarning: custom" in str(copy.message)
+
+
+def test_a_message_with_unpicklable_values_arrives_with_their_reprs() -> None:
+    """What pickle cannot take travels as its saferepr, which also repr()s as that text."""
+    lock = threading.Lock()
+    message = ("item", 0, [("report", {"kwargs": {"f": lambda: 1, "n": 1}, "props": [lock]})], 0.5)
+    read_fd, write_fd = os.pipe()
+    protocol.send(write_fd, message)
+    os.close(write_fd)
+    reader = protocol.FrameReader(read_fd)
+    (received,) = reader.receive(block=True)
+    os.close(read_fd)
+    kind, index, [(event, data)], seconds = received
+    assert (kind, index, event, seconds) == ("item", 0, "report", 0.5)
+    assert data["kwargs"]["n"] == 1
+    assert repr(data["kwargs"]["f"]).startswith("<function ")
+    assert repr(data["props"][0]).startswith("<unlocked _thread.lock object")
+
+
+def test_picklable_keeps_dataclasses_and_containers() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Context:
+        msg: str
+        kwargs: dict[str, object]
+
+    made = protocol.picklable(Context("m", {"lock": threading.Lock(), "n": (1, {2})}))
+    assert isinstance(made, Context)
+    assert made.msg == "m"
+    assert made.kwargs["n"] == (1, {2})
+    assert str(made.kwargs["lock"]).startswith("<unlocked _thread.lock object")

@@ -1,0 +1,64 @@
+"""JUnit XML with workers: the controller writes the file, and learns what tests add to it.
+
+Only the controller has pytest's ``LogXML`` (a worker writing the file too would clobber it),
+so in a worker ``record_testsuite_property`` would record nothing and the fixtures that warn
+about the JUnit family would not warn. A worker gets a :class:`WorkerLogXML` instead: it knows
+the controller's family and turns each suite property into an event, which the controller adds
+to its own ``LogXML``. (xdist drops these properties.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from _pytest.junitxml import _check_record_param_type, bin_xml_escape, xml_key
+
+FAMILY_KEY = "procpar_junit_family"  # in workerinput: the controller writes JUnit XML
+SUITE_PROPERTY = "suiteproperty"  # ("suiteproperty", name, value): record_testsuite_property
+
+
+def workerinput(config: pytest.Config) -> dict[str, Any]:
+    """What a worker needs to know of the controller's JUnit XML."""
+    xml = config.stash.get(xml_key, None)
+    return {FAMILY_KEY: xml.family} if xml is not None else {}
+
+
+class _NoAttributes:
+    """``record_xml_attribute`` in a worker: attributes of one test's element stay unwritten,
+    as under xdist."""
+
+    def add_attribute(self, name: str, value: object) -> None:
+        pass
+
+
+class WorkerLogXML:
+    """The part of ``LogXML`` that fixtures use, in a worker."""
+
+    def __init__(self, family: str, events: Callable[[], list[tuple[Any, ...]]]) -> None:
+        self.family = family
+        self._events = events
+
+    def add_global_property(self, name: str, value: object) -> None:
+        __tracebackhide__ = True
+        _check_record_param_type("name", name)
+        self._events().append((SUITE_PROPERTY, name, bin_xml_escape(value)))
+
+    def node_reporter(self, nodeid: str) -> _NoAttributes:
+        return _NoAttributes()
+
+
+def forward_from_worker(config: pytest.Config, events: Callable[[], list[tuple[Any, ...]]]) -> None:
+    """In a worker: stand in for the controller's ``LogXML``, if it has one."""
+    family = config.workerinput.get(FAMILY_KEY)  # type: ignore[attr-defined]
+    if family is not None:
+        stash: Any = config.stash  # a stand-in, not the LogXML the key is typed for
+        stash[xml_key] = WorkerLogXML(family, events)
+
+
+def add_suite_property(config: pytest.Config, name: str, value: str) -> None:
+    """In the controller: a worker's suite property, into the real ``LogXML``."""
+    xml = config.stash.get(xml_key, None)
+    if xml is not None:
+        xml.global_properties.append((name, value))

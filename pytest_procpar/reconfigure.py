@@ -1,0 +1,135 @@
+"""A forked worker configured the way an xdist worker is: plugins decide their role again.
+
+xdist-aware plugins decide in ``pytest_configure`` (and ``pytest_sessionstart``) whether they
+run in the controller or in a worker, by looking at ``config.workerinput``: the controller
+registers a reporter or opens a file, a worker puts what the controller needs into
+``config.workeroutput``. A forked worker is a copy of the configured controller, so it would
+inherit the controller's choices. This module undoes them:
+
+- In the controller, :class:`ConfigureRecord` notes which plugins were registered while
+  ``pytest_configure`` and ``pytest_sessionstart`` ran.
+- In the worker, :func:`withdraw_controller_role` unregisters the third-party ones among them
+  (they belong to the controller's role), then :func:`configure_again` runs the third-party
+  and conftest ``pytest_configure`` implementations again, now with ``workerinput`` set, so
+  each plugin registers what a worker of its own needs; :func:`start_sessions` does the same
+  for ``pytest_sessionstart``, and :func:`unconfigure` ends the worker with the same plugins'
+  ``pytest_unconfigure``.
+
+pytest's own plugins are left alone: their worker state is set up in
+:mod:`pytest_procpar.isolation`. Spawned and forkserver workers need none of this, since they
+configure from scratch with ``workerinput`` already set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BUILTIN_PLUGIN_MODULES = ("_pytest.", "pytest_procpar.", "pluggy.")
+RECORD_KEY = pytest.StashKey["ConfigureRecord"]()
+
+
+def is_builtin(plugin: object) -> bool:
+    """Whether ``plugin`` is pytest's or procpar's own: set up for workers by procpar itself."""
+    module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
+    return module.startswith(BUILTIN_PLUGIN_MODULES)
+
+
+class ConfigureRecord:
+    """Which plugins the configure and session-start hooks register in the controller (its
+    role, which a worker must not keep). Made and registered before ``pytest_configure``."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.before = {id(plugin) for plugin in config.pluginmanager.get_plugins()}
+        self.registered: list[object] = []
+        config.stash[RECORD_KEY] = self
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.registered = [
+            plugin
+            for plugin in session.config.pluginmanager.get_plugins()
+            if id(plugin) not in self.before and not is_builtin(plugin)
+        ]
+
+
+def _builtin_plugins(manager: pytest.PytestPluginManager) -> set[object]:
+    """What the worker must not call again: pytest's and procpar's own plugins."""
+    return {plugin for plugin in manager.get_plugins() if is_builtin(plugin)}
+
+
+def _call_third_party(manager: pytest.PytestPluginManager, name: str, **kwargs: Any) -> None:
+    """Call hook ``name`` on third-party plugins and conftests only. Also for historic hooks
+    (``pytest_configure``): called as a plain call, so that plugins registered later in the
+    worker are not configured twice."""
+    caller = manager.subset_hook_caller(name, remove_plugins=_builtin_plugins(manager))
+    caller._hookexec(name, caller.get_hookimpls(), kwargs, False)
+
+
+# What the worker withdrew: kept referenced until the process ends, so that no file object
+# of the controller's is closed (and its buffer written a second time) by the garbage collector.
+_withdrawn: list[object] = []
+
+
+@contextlib.contextmanager
+def _output_discarded() -> Iterator[None]:
+    """What configuring prints or warns again, the controller printed already (a serial run:
+    once). Warnings are not errors here, as pytest does not let them be while configuring."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+
+
+def withdraw_controller_role(config: pytest.Config) -> None:
+    """Unregister what third-party configure and session-start hooks registered in the
+    controller: a reporter, a file writer, a server."""
+    record = config.stash.get(RECORD_KEY, None)
+    manager = config.pluginmanager
+    for plugin in record.registered if record is not None else ():
+        if manager.is_registered(plugin):
+            manager.unregister(plugin)
+            _withdrawn.append(plugin)
+
+
+def configure_again(config: pytest.Config) -> None:
+    """Configure third-party plugins and conftests again, as workers (``config.workerinput``
+    is set)."""
+    with _output_discarded():
+        _call_third_party(config.pluginmanager, "pytest_configure", config=config)
+
+
+def start_sessions(session: pytest.Session) -> None:
+    """Run third-party plugins' and conftests' ``pytest_sessionstart`` in a forked worker.
+
+    Under xdist every worker is a whole pytest session, and plugins (pytest-cov, database
+    plugins, conftests) set up per-worker state there, looking at ``config.workerinput``. The
+    fork copied the controller after its session start, so they get that call now; pytest's
+    own plugins must not, they already set up the copied session.
+    """
+    _call_third_party(session.config.pluginmanager, "pytest_sessionstart", session=session)
+
+
+def unconfigure(config: pytest.Config) -> None:
+    """The end of a forked worker: what pytest would call as the process's session ends."""
+    _call_third_party(config.pluginmanager, "pytest_unconfigure", config=config)

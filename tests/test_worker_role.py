@@ -1,0 +1,315 @@
+"""Workers configured as xdist workers, and reports that reach the controller whatever they hold.
+
+The plugins here are conftests written the way xdist-aware plugins are (pytest-html,
+pytest-reportlog, pytest-metadata, syrupy): each decides its role in ``pytest_configure`` by
+looking at ``config.workerinput``. Every run is compared with a serial run of the same suite,
+with fork and with a start method whose workers configure from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+TIMEOUT_S = 120
+METHODS = ["fork", "spawn"]
+QUIET = ("-p", "no:hypothesispytest", "-p", "no:randomly")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner runs must not see the outer run's worker identity."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "procpar", *QUIET, *args, timeout=TIMEOUT_S)
+
+
+def parallel(pytester: pytest.Pytester, method: str, *args: str) -> pytest.RunResult:
+    return run(pytester, "-n", "2", "--procpar-start", method, *args)
+
+
+# A reporter registered in the controller only, a worker half that answers through
+# workeroutput (read in pytest_testnodedown without a guard, as pytest-metadata does), a
+# plugin object registered whatever the role, and a record of which hooks ran where.
+ROLE_CONFTEST = """
+import json, os
+
+def where(config):
+    return config.workerinput["workerid"] if hasattr(config, "workerinput") else "controller"
+
+def note(config, what):
+    with open(os.path.join(str(config.rootpath), "hooks.jsonl"), "a") as out:
+        out.write(json.dumps([where(config), what]) + "\\n")
+
+class Reporter:
+    def __init__(self, path):
+        self.out = open(path, "w")
+
+    def pytest_runtest_logreport(self, report):
+        self.out.write(json.dumps([report.nodeid, report.when, report.outcome]) + "\\n")
+        self.out.flush()
+
+    def pytest_unconfigure(self, config):
+        self.out.close()
+
+class Everywhere:
+    pass
+
+def pytest_configure(config):
+    note(config, "configure")
+    config.pluginmanager.register(Everywhere(), "everywhere")
+    if hasattr(config, "workerinput"):
+        config.workeroutput["role"] = "worker " + config.workerinput["workerid"]
+    else:
+        config.pluginmanager.register(Reporter(str(config.rootpath / "log.jsonl")), "reporter")
+
+def pytest_testnodedown(node, error):
+    if error is None:
+        note(node.config, ["node down", node.workeroutput["role"], node.workeroutput["exitstatus"]])
+
+def pytest_unconfigure(config):
+    note(config, "unconfigure")
+"""
+
+ROLE_TESTS = """
+import pytest
+
+@pytest.mark.parametrize("i", range(6))
+def test_pass(i):
+    pass
+
+def test_fail():
+    assert False
+"""
+
+
+def hook_calls(pytester: pytest.Pytester) -> list[tuple[str, object]]:
+    path = pytester.path / "hooks.jsonl"
+    calls = [tuple(json.loads(line)) for line in path.read_text().splitlines()]
+    path.unlink()
+    return sorted(calls, key=repr)  # type: ignore[arg-type]
+
+
+def report_log(pytester: pytest.Pytester) -> list[list[str]]:
+    path = pytester.path / "log.jsonl"
+    records = sorted(json.loads(line) for line in path.read_text().splitlines())
+    path.unlink()
+    return records
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_plugins_decide_their_role_in_each_worker(pytester: pytest.Pytester, method: str) -> None:
+    """Configure runs again in each worker with workerinput set: the controller's reporter
+    writes each record once, workers answer through workeroutput, unconfigure runs in each."""
+    pytester.makeconftest(ROLE_CONFTEST)
+    pytester.makepyfile(test_role=ROLE_TESTS)
+    serial = run(pytester)
+    serial.assert_outcomes(passed=6, failed=1)
+    serial_log = report_log(pytester)
+    assert len(serial_log) == 21
+    assert hook_calls(pytester) == [("controller", "configure"), ("controller", "unconfigure")]
+
+    result = parallel(pytester, method)
+    result.assert_outcomes(passed=6, failed=1)
+    assert result.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
+    assert "INTERNALERROR" not in result.stdout.str()
+    assert report_log(pytester) == serial_log  # once each: no worker writes to the file
+    calls = hook_calls(pytester)
+    down = sorted(what[1:] for where, what in calls if isinstance(what, list))  # type: ignore[index]
+    assert down == [["worker gw0", 1], ["worker gw1", 0]] or down == [
+        ["worker gw0", 0],
+        ["worker gw1", 1],
+    ]  # the exit status each worker's own session ended with: one ran the failing test
+    assert [call for call in calls if not isinstance(call[1], list)] == sorted(
+        [
+            ("controller", "configure"),
+            ("controller", "unconfigure"),
+            *[(worker, hook) for worker in ("gw0", "gw1") for hook in ("configure", "unconfigure")],
+        ],
+        key=repr,
+    )
+
+
+def test_node_has_no_workeroutput_when_its_worker_crashed(pytester: pytest.Pytester) -> None:
+    """As xdist's node: plugins guard with hasattr before reading what a worker sent."""
+    pytester.makeconftest(
+        """
+        def pytest_testnodedown(node, error):
+            if hasattr(node, "workeroutput"):
+                node.workeroutput["metadata"]  # what the worker's configure put there
+            else:
+                print("no workeroutput:", node.gateway.id, error is not None)
+
+        def pytest_configure(config):
+            if hasattr(config, "workeroutput"):
+                config.workeroutput["metadata"] = {}
+        """
+    )
+    pytester.makepyfile(
+        test_crash="""
+        import os
+
+        def test_crash():
+            os._exit(3)
+
+        def test_other():
+            pass
+        """
+    )
+    result = parallel(pytester, "fork", "-s", "--dist", "loadfile")
+    result.assert_outcomes(passed=1, failed=1)
+    assert "INTERNALERROR" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*no workeroutput: gw0 True*"])
+
+
+def test_plugins_find_xdist_by_name(pytester: pytest.Pytester) -> None:
+    """``hasplugin("xdist")`` is true while procpar owns -n, in the controller and workers."""
+    pytester.makeconftest(
+        """
+        def pytest_configure(config):
+            found = config.pluginmanager.hasplugin("xdist")
+            print("xdist found:", found, getattr(config, "workerinput", {}).get("workerid"))
+        """
+    )
+    pytester.makepyfile(test_one="def test_one(): pass")
+    result = parallel(pytester, "spawn", "-s")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*xdist found: True None*"])
+    without = run(pytester, "-p", "no:xdist", "-n", "1", "-s")
+    without.stdout.fnmatch_lines(["*xdist found: False None*"])
+
+
+UNPICKLABLE = """
+import threading
+import unittest
+
+import pytest
+
+class Cases(unittest.TestCase):
+    def test_passing_subtests(self):
+        for value in (lambda: 1, threading.Lock()):
+            with self.subTest(value=value):
+                pass
+
+    def test_failing_subtest(self):
+        with self.subTest(value=lambda: 2):
+            self.fail("boom")
+
+def test_property(record_property):
+    record_property("lock", threading.Lock())
+
+@pytest.mark.parametrize("i", range(4))
+def test_after(i):
+    pass
+"""
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_unpicklable_report_values_keep_the_outcome(pytester: pytest.Pytester, method: str) -> None:
+    """A value pickle cannot take is sent as its saferepr; no worker dies, no test is lost."""
+    pytester.makepyfile(test_values=UNPICKLABLE)
+    serial = run(pytester, "-rA", "--junitxml=out.xml")
+    result = parallel(pytester, method, "-rA", "--junitxml=out.xml")
+    assert result.parseoutcomes() == serial.parseoutcomes()
+    assert result.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
+    output = result.stdout.str()
+    assert "crashed" not in output
+    assert "pickle" not in output
+    result.stdout.fnmatch_lines(
+        ["SUBFAILED(value=<function *<lambda> at 0x*>) *test_failing_subtest*"]
+    )
+    properties = ET.parse(pytester.path / "out.xml").iter("property")
+    assert [p.get("value", "").startswith("<unlocked _thread.lock") for p in properties] == [True]
+
+
+SUBTESTS = """
+def test_parent(subtests):
+    for i in range(4):
+        with subtests.test(msg="step", i=i):
+            assert i % 2 == 0
+
+def test_all_pass(subtests):
+    with subtests.test(i=0):
+        pass
+"""
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_subtests_give_the_serial_verdict(pytester: pytest.Pytester, method: str) -> None:
+    """pytest 9's subtests: the parent of failed subtests fails, lines and counts as serial."""
+    if not hasattr(pytest, "Subtests"):
+        pytest.skip("pytest has no built-in subtests before 9.0")
+    pytester.makepyfile(test_sub=SUBTESTS)
+    serial = run(pytester, "-rA")
+    result = parallel(pytester, method, "-rA")
+    assert result.parseoutcomes() == serial.parseoutcomes()
+    assert result.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
+
+    def summary(run_result: pytest.RunResult) -> list[str]:
+        start = run_result.outlines.index(
+            next(line for line in run_result.outlines if "short test summary info" in line)
+        )
+        return sorted(run_result.outlines[start + 1 : -1])
+
+    assert summary(result) == summary(serial)
+    result.stdout.fnmatch_lines(["FAILED test_sub.py::test_parent - contains 2 failed subtests"])
+
+
+def test_suite_properties_reach_the_junit_xml(pytester: pytest.Pytester) -> None:
+    """``record_testsuite_property`` in workers lands in the controller's XML, as serially."""
+    pytester.makepyfile(
+        test_props="""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_prop(record_testsuite_property, i):
+            record_testsuite_property(f"prop{i}", i)
+        """
+    )
+
+    def suite_properties(*args: str) -> list[tuple[str | None, str | None]]:
+        run(pytester, "--junitxml=out.xml", *args).assert_outcomes(passed=4)
+        suite = ET.parse(pytester.path / "out.xml").find("testsuite")
+        assert suite is not None
+        found = [(p.get("name"), p.get("value")) for p in suite.findall("properties/property")]
+        return sorted(found)
+
+    serial = suite_properties()
+    assert serial == [(f"prop{i}", str(i)) for i in range(4)]
+    assert suite_properties("-n", "2") == serial
+    assert suite_properties("-n", "2", "--procpar-start", "spawn") == serial
+
+
+def test_legacy_tmpdir_factory_is_the_workers(pytester: pytest.Pytester) -> None:
+    """``tmpdir_factory`` and ``tmp_path_factory`` share one basetemp, the worker's."""
+    pytester.makepyfile(
+        test_tmp="""
+        def test_same(tmpdir_factory, tmp_path_factory, worker_id):
+            base = tmp_path_factory.getbasetemp()
+            assert str(tmpdir_factory.getbasetemp()) == str(base)
+            assert base.name == "popen-" + worker_id
+        """
+    )
+    run(pytester, "-n", "2").assert_outcomes(passed=1)
+
+
+def test_configure_failing_in_a_worker_is_reported(pytester: pytest.Pytester) -> None:
+    """A plugin whose configure fails as a worker stops the run with its traceback."""
+    pytester.makeconftest(
+        """
+        def pytest_configure(config):
+            if hasattr(config, "workerinput"):
+                raise RuntimeError("no worker may run here")
+        """
+    )
+    pytester.makepyfile(test_one="def test_one(): pass")
+    result = run(pytester, "-n", "1")
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    result.stdout.fnmatch_lines(
+        ["*configuring the worker failed*", "*RuntimeError: no worker may run here*"]
+    )
