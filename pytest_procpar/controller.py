@@ -104,6 +104,7 @@ class ParallelRun:
             self.notice = f"; fork is unsafe with threads running ({', '.join(threads)})"
         self.dist = settings.dist
         self.chains = workitems.Chains(self.items)
+        self.durations = durations
         self.scheduler = self._make_scheduler(settings.dist, durations)
         custom = not isinstance(self.scheduler, POLICIES[settings.dist])  # type: ignore[arg-type]
         self.report = RunReport(type(self.scheduler).__name__ if custom else settings.dist)
@@ -292,6 +293,8 @@ class ParallelRun:
                 self.done.add(index)
                 self.report.item_done(state.workerid, seconds)
             self.replayer.replay(state.node, index, events)
+            if index is not None:
+                self.durations.at_most(self.items[index].nodeid, seconds)
         elif kind == protocol.WANT:
             self._give_work(state)
         elif kind == protocol.READY:

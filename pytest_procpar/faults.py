@@ -142,5 +142,10 @@ def signal_group(pid: int, signum: int) -> None:
 
 
 def now() -> float:
-    """The clock workers and controller share (CLOCK_MONOTONIC is system-wide on Linux)."""
-    return time.monotonic()
+    """The clock workers and controller share (CLOCK_MONOTONIC is system-wide on Linux).
+
+    Read through ``clock_gettime``, which tests that freeze time do not touch: freezegun
+    replaces ``time.monotonic`` and ``time.perf_counter`` (a module-scoped ``freeze_time``
+    would otherwise give a test a duration of decades, and the controller a deadline that
+    ``select`` cannot wait for)."""
+    return time.clock_gettime(time.CLOCK_MONOTONIC)

@@ -118,6 +118,21 @@ def export_identity(workerinput: dict[str, Any]) -> None:
     os.environ["PYTEST_XDIST_TESTRUNUID"] = workerinput["testrunuid"]
 
 
+_starting_environment: dict[str, str] = {}
+
+
+def note_starting_environment() -> None:
+    """Remember the environment pytest was started with, before plugins change it: pytest-env
+    sets variables while configuring, some expanding what is already there."""
+    _starting_environment.clear()
+    _starting_environment.update(os.environ)
+
+
+def starting_environment() -> dict[str, str]:
+    """What a worker that configures pytest anew starts from (it runs those plugins again)."""
+    return dict(_starting_environment or os.environ)
+
+
 def identify_as_worker(config: pytest.Config, workerinput: dict[str, Any]) -> None:
     """What tells plugins they run in a worker, set before any of them configures for it."""
     config.workerinput = workerinput  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from pytest_procpar import faults, protocol, worker
+from pytest_procpar import faults, isolation, protocol, worker
 from pytest_procpar.remote import RemoteLauncher
 from pytest_procpar.xdist_compat import collecting_worker_options
 
@@ -307,6 +307,7 @@ class Launcher:
         basetemp = self.basetemp / f"popen-{workerinput['workerid']}"
         return worker.SpawnStart(
             **self._collect_again(workerinput, initial, str(basetemp)),
+            environment=isolation.starting_environment(),
             slot=slot,
             ends=ends,
             shared=self.shared,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import weakref
 from typing import Any
+
+from pytest_procpar import faults
 
 CHUNK = 1 << 16
 HOLD_S = 0.1  # how long terminal output may wait to be written with what follows
@@ -94,7 +95,7 @@ class BatchedTerminal:
 
     def write(self, text: str) -> int:
         if not self.parts:
-            self.due_at = time.monotonic() + HOLD_S
+            self.due_at = faults.now() + HOLD_S
         self.parts.append(text)
         return len(text)
 
@@ -105,10 +106,10 @@ class BatchedTerminal:
         """How long the controller may block before held output is due (None: none held)."""
         if not self.parts:
             return None
-        return max(0.001, self.due_at - time.monotonic())
+        return max(0.001, self.due_at - faults.now())
 
     def release_if_due(self) -> None:
-        if self.parts and time.monotonic() >= self.due_at:
+        if self.parts and faults.now() >= self.due_at:
             self.release()
 
     def release(self) -> None:

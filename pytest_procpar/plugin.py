@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_procpar import hookspecs, options, reconfigure, shard, xdist_compat
+from pytest_procpar import hookspecs, isolation, options, reconfigure, shard, xdist_compat
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.xdist_compat import testrun_uid, worker_id
 
@@ -19,6 +19,7 @@ SETTINGS_KEY = pytest.StashKey[options.Settings]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    isolation.note_starting_environment()  # before plugins change it (pytest-env, conftests)
     pluginmanager.add_hookspecs(hookspecs)
     if not xdist_compat.xdist_loaded(pluginmanager):
         xdist_compat.add_missing_hookspecs(pluginmanager)
@@ -63,6 +64,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if not xdist_compat.xdist_loaded(config.pluginmanager):
         config.addinivalue_line("markers", "xdist_group(name): the same as procpar_group")
     settings = config.stash.get(SETTINGS_KEY, None)
+    if hasattr(config, "workerinput") or (settings is not None and settings.workers):
+        xdist_compat.register_adapters(config)
     if settings is None or (settings.shard is None and not settings.workers):
         return
     durations = DurationStore(config)  # read once, for sharding and for scheduling

@@ -32,6 +32,8 @@ from typing import Any
 
 import pytest
 
+from pytest_procpar import hookspecs, xdist_compat
+
 BUILTIN_PLUGIN_MODULES = ("_pytest.", "pytest_procpar.", "pluggy.")
 RECORD_KEY = pytest.StashKey["ConfigureRecord"]()
 
@@ -65,11 +67,14 @@ def _builtin_plugins(manager: pytest.PytestPluginManager) -> set[object]:
     return {plugin for plugin in manager.get_plugins() if is_builtin(plugin)}
 
 
-def _call_third_party(manager: pytest.PytestPluginManager, name: str, **kwargs: Any) -> None:
-    """Call hook ``name`` on third-party plugins and conftests only. Also for historic hooks
-    (``pytest_configure``): called as a plain call, so that plugins registered later in the
-    worker are not configured twice."""
-    caller = manager.subset_hook_caller(name, remove_plugins=_builtin_plugins(manager))
+def _call_third_party(
+    manager: pytest.PytestPluginManager, name: str, skip: set[object] | None = None, **kwargs: Any
+) -> None:
+    """Call hook ``name`` on third-party plugins and conftests only (and not on ``skip``).
+    Also for historic hooks (``pytest_configure``): called as a plain call, so that plugins
+    registered later in the worker are not configured twice."""
+    left_out = _builtin_plugins(manager) | (skip or set())
+    caller = manager.subset_hook_caller(name, remove_plugins=left_out)
     caller._hookexec(name, caller.get_hookimpls(), kwargs, False)
 
 
@@ -110,6 +115,33 @@ def withdraw_controller_role(config: pytest.Config) -> None:
         if manager.is_registered(plugin):
             manager.unregister(plugin)
             _withdrawn.append(plugin)
+    _as_if_registered_once(manager)
+    xdist_compat.withdraw_outside_pytest()
+
+
+def _as_if_registered_once(manager: pytest.PytestPluginManager) -> None:
+    """Make the worker's plugin manager take what configuring again repeats.
+
+    A plugin registered anew replays the historic ``pytest_addhooks``, so its hook
+    specifications, which the controller's withdrawn copy already declared, are declared
+    again: only the missing ones are. And a plugin's ``pytest_unconfigure`` may unregister the
+    object it registered in the controller (the worker inherited the reference): that is
+    already done.
+    """
+    add_hookspecs, unregister = manager.add_hookspecs, manager.unregister
+
+    def add_missing_hookspecs(module_or_class: object) -> None:
+        specs = hookspecs.missing_specs(manager, module_or_class)
+        if specs is not None:
+            add_hookspecs(specs)
+
+    def unregister_unless_withdrawn(plugin: object = None, name: str | None = None) -> Any:
+        if plugin is not None and any(plugin is gone for gone in _withdrawn):
+            return plugin
+        return unregister(plugin, name)
+
+    manager.add_hookspecs = add_missing_hookspecs  # type: ignore[method-assign]
+    manager.unregister = unregister_unless_withdrawn  # type: ignore[method-assign]
 
 
 def configure_again(config: pytest.Config) -> None:
@@ -127,7 +159,9 @@ def start_sessions(session: pytest.Session) -> None:
     fork copied the controller after its session start, so they get that call now; pytest's
     own plugins must not, they already set up the copied session.
     """
-    _call_third_party(session.config.pluginmanager, "pytest_sessionstart", session=session)
+    manager = session.config.pluginmanager
+    kept = {plugin for plugin in manager.get_plugins() if xdist_compat.keeps_its_session(plugin)}
+    _call_third_party(manager, "pytest_sessionstart", kept, session=session)
 
 
 def unconfigure(config: pytest.Config) -> None:

@@ -6,8 +6,9 @@ run could not have finished sooner with the same workers (short of running tests
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+
+from pytest_procpar import faults
 
 
 @dataclass
@@ -20,7 +21,7 @@ class WorkerStats:
 class RunReport:
     policy: str
     workers: dict[str, WorkerStats] = field(default_factory=dict)
-    started: float = field(default_factory=time.perf_counter)
+    started: float = field(default_factory=faults.now)
     ended: float | None = None
 
     def item_done(self, worker: str, seconds: float) -> None:
@@ -29,11 +30,11 @@ class RunReport:
         stats.busy += seconds
 
     def finish(self) -> None:
-        self.ended = time.perf_counter()
+        self.ended = faults.now()
 
     @property
     def wall(self) -> float:
-        return (self.ended or time.perf_counter()) - self.started
+        return (self.ended or faults.now()) - self.started
 
     @property
     def busy(self) -> float:

@@ -18,7 +18,6 @@ import os
 import signal
 import sys
 import tempfile
-import time
 import traceback
 import warnings
 from collections import deque
@@ -180,8 +179,8 @@ class WorkerLoop:
             index = self.queue.popleft()
             nextitem = self.items[self.queue[0]] if self.queue else None
             self.recorder.begin(self.items[index])
-            started = time.perf_counter()
-            self.shared.started[self.slot] = faults.now()
+            started = faults.now()
+            self.shared.started[self.slot] = started
             self.shared.running[self.slot] = index
             try:
                 self.items[index].config.hook.pytest_runtest_protocol(
@@ -194,7 +193,7 @@ class WorkerLoop:
                 if os.getpid() != self.pid:  # a test forked and its child came back up here
                     os._exit(0)
                 self.shared.running[self.slot] = -1
-                self.send_events(index, time.perf_counter() - started)
+                self.send_events(index, faults.now() - started)
             if isolation.streams_broken():
                 self.broken = index
                 raise WorkerUnusable("the test closed the worker's stdout or stderr")
@@ -377,6 +376,7 @@ class SpawnStart:
     deselected: list[str]  # what the controller collected but will not run (-k, --shard, ...)
     stack_path: Path
     parent_pid: int | None
+    environment: dict[str, str] | None = None  # to start from, as pytest was started (local)
 
 
 def match_items(
@@ -461,6 +461,9 @@ def run_spawned(start: SpawnStart) -> None:
     sys.stderr.flush()
     os.dup2(early_output.fileno(), 1)
     os.dup2(early_output.fileno(), 2)
+    if start.environment is not None:
+        os.environ.clear()
+        os.environ.update(start.environment)
     isolation.export_identity(start.workerinput)  # before any plugin or conftest looks
     os.chdir(start.invocation_dir)
     config = pytest.Config.fromdictargs(start.option_dict, start.args)

@@ -19,10 +19,13 @@ import os
 import platform
 import sys
 import uuid
-from types import SimpleNamespace
+from collections.abc import Generator
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
+
+from pytest_procpar import hookspecs
 
 XDIST_PLUGIN_NAMES = ("xdist", "xdist.plugin")
 
@@ -108,16 +111,8 @@ class XdistHookSpecs:
 
 def add_missing_hookspecs(pluginmanager: pytest.PytestPluginManager) -> None:
     """Declare xdist's hooks unless something (xdist itself) already did."""
-    missing = [
-        name
-        for name in dir(XdistHookSpecs)
-        if name.startswith("pytest_")
-        and getattr(getattr(pluginmanager.hook, name, None), "spec", None) is None
-    ]
-    if missing:
-        specs = type(
-            "XdistHookSpecs", (), {name: getattr(XdistHookSpecs, name) for name in missing}
-        )
+    specs = hookspecs.missing_specs(pluginmanager, XdistHookSpecs)
+    if specs is not None:
         pluginmanager.add_hookspecs(specs)
 
 
@@ -150,6 +145,70 @@ class WorkerNode:
 
     def __repr__(self) -> str:
         return f"<WorkerNode {self.gateway.id}>"
+
+
+def withdraw_outside_pytest() -> None:
+    """In a forked worker, before plugins configure again: withdraw the controller's plugin
+    objects that plugins keep outside pytest's plugin manager. allure-pytest registers its
+    listeners in allure's own manager too (and unregisters them in a config cleanup, which a
+    forked worker never runs): left there, the controller's listener would hear of the
+    worker's tests and fail on them."""
+    allure = sys.modules.get("allure_commons")
+    if allure is not None:
+        manager = allure.plugin_manager
+        for plugin in list(manager.get_plugins()):
+            if type(plugin).__module__.startswith("allure"):
+                manager.unregister(plugin)
+
+
+BDD_CONTEXT_KEY = "procpar_bdd_context"
+
+
+class BddReportContexts:
+    """pytest-bdd keeps what a scenario did (its steps and their outcomes) in a table keyed
+    by the report object, which its cucumber JSON writer reads: a report rebuilt in the
+    controller is not in it (xdist loses these too). In the worker the entry rides on the
+    report as an attribute; the controller moves it back into the table for the rebuilt one."""
+
+    def __init__(self, reporting: ModuleType) -> None:
+        self.registry = reporting.test_report_context_registry
+        self.context_type = reporting.ReportContext
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield  # pytest-bdd's own wrapper, inside this one, has filled its table
+        context = self.registry.get(report)
+        if context is not None:
+            setattr(report, BDD_CONTEXT_KEY, {"scenario": context.scenario, "name": context.name})
+        return report
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_report_from_serializable(self) -> Generator[None, Any, Any]:
+        report = yield
+        context = getattr(report, BDD_CONTEXT_KEY, None)
+        if context is not None:
+            delattr(report, BDD_CONTEXT_KEY)
+            self.registry[report] = self.context_type(**context)
+        return report
+
+
+def register_adapters(config: pytest.Config) -> None:
+    """Per-plugin adapters that listen to hooks, in the controller of a run with workers and
+    in every worker."""
+    reporting = sys.modules.get("pytest_bdd.reporting")
+    if reporting is not None and hasattr(reporting, "test_report_context_registry"):
+        config.pluginmanager.register(BddReportContexts(reporting), "procpar_bdd_contexts")
+
+
+# Plugins whose session state is built while collecting (which a forked worker inherits and
+# does not repeat): their pytest_sessionstart does not run again in the worker. syrupy makes a
+# new snapshot session there, which would know of no collected or selected test.
+KEEP_SESSION_MODULES = ("syrupy",)
+
+
+def keeps_its_session(plugin: object) -> bool:
+    module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
+    return module.split(".", 1)[0] in KEEP_SESSION_MODULES
 
 
 # Options of plugins that measure, and so need the machine to themselves: a run given one is
