@@ -1,78 +1,44 @@
-"""Third-party pytest plugins under procpar: the plugin matrix.
+"""Third-party pytest plugins under procpar: the first part of the plugin matrix
+(pytest-timeout, pytest-randomly, pytest-rerunfailures, pytest-asyncio, hypothesis,
+pytest-django, pytest-benchmark; the rest is in ``tests/test_plugin_matrix_*.py``, the shared
+harness in ``tests/matrix.py``).
 
 Each plugin test starts with ``pytest.importorskip`` of the plugin's module, so a run without
-the plugin installed skips it; CI installs the matrix to run them. Every inner run is a
-subprocess that loads procpar explicitly (``-p procpar``: pytest-xdist, also installed, would
-otherwise own ``-n``) and blocks pytest-randomly unless the test is about it (installed, it
-would reorder and reseed every inner run). Results are compared with a serial run wherever the
-plugin's behaviour there is the reference.
+the plugin installed skips it; CI installs the matrix to run them. Here the installed plugins
+load as usual in every inner run, which loads procpar explicitly (``-p procpar``: pytest-xdist,
+also installed, would otherwise own ``-n``) and blocks pytest-randomly unless the test is about
+it (installed, it would reorder and reseed every inner run). Results are compared with a
+serial run wherever the plugin's behaviour there is the reference.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
 
 import pytest
+from matrix import (
+    METHODS,
+    NO_HYPOTHESIS,
+    NO_RANDOMLY,
+    QUIET,
+    TIMEOUT_S,
+    junit_cases,
+    output,
+    parallel,
+    read_json_files,
+    reference,
+    run_pair,
+    serial,
+    worker_sequences,
+)
 
-TIMEOUT_S = 120  # an inner run taking longer is killed: nothing here may hang the suite
-IDENTITY_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
-NO_RANDOMLY = ("-p", "no:randomly")
-NO_HYPOTHESIS = ("-p", "no:hypothesispytest")  # only slows the start of runs not about it
-PROGRESS = re.compile(r"^\[(gw\d+)\] \[\s*\d+%\] (PASSED|FAILED|ERROR|SKIPPED|RERUN) (\S+)")
+# Fixtures, used by name:
+from matrix import clean_environment as clean_environment
 
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inner runs must not see the outer run's worker identity or auto-count overrides."""
-    for name in (*IDENTITY_ENV, "PYTEST_PROCPAR_AUTO_NUM_WORKERS", "PYTEST_XDIST_AUTO_NUM_WORKERS"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def parallel(
-    pytester: pytest.Pytester,
-    *args: str,
-    method: str = "fork",
-    plugins: tuple[str, ...] = NO_RANDOMLY + NO_HYPOTHESIS,
-) -> pytest.RunResult:
-    return pytester.runpytest_subprocess(
-        "-p", "procpar", *plugins, "-n", "2", "--procpar-start", method, *args, timeout=TIMEOUT_S
-    )
-
-
-def serial(
-    pytester: pytest.Pytester, *args: str, plugins: tuple[str, ...] = NO_RANDOMLY + NO_HYPOTHESIS
-) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "procpar", *plugins, *args, timeout=TIMEOUT_S)
-
-
-def output(result: pytest.RunResult) -> str:
-    return result.stdout.str() + "\n" + result.stderr.str()
-
-
-def read_json_files(directory: Path, pattern: str) -> dict[str, Any]:
-    """``{stem: content}`` of the JSON files the inner tests wrote; removes them."""
-    found = {}
-    for path in sorted(directory.glob(pattern)):
-        found[path.stem] = json.loads(path.read_text())
-        path.unlink()
-    return found
-
-
-def worker_sequences(result: pytest.RunResult) -> dict[str, list[tuple[str, str]]]:
-    """``{worker: [(outcome, nodeid), ...]}`` in the order each worker reported, from ``-v``."""
-    sequences: dict[str, list[tuple[str, str]]] = {}
-    for line in result.outlines:
-        match = PROGRESS.match(line)
-        if match:
-            worker, outcome, nodeid = match.groups()
-            sequences.setdefault(worker, []).append((outcome, nodeid))
-    return sequences
-
+# SPAWN_LATE: on a busy machine a spawned worker may still be starting when the other has run
+# every test, so "both workers ran tests" is not asserted where workers are spawned.
 
 # -- pytest-timeout ------------------------------------------------------------------------
 
@@ -92,14 +58,21 @@ def test_quick(i):
 TIMEOUT_MESSAGE = "Failed: Timeout (>1.0s) from pytest-timeout."
 
 
-def test_timeout_option_fails_only_the_blocking_test(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_timeout_option_fails_only_the_blocking_test(
+    pytester: pytest.Pytester, method: str
+) -> None:
     """``--timeout`` is pytest-timeout's; ``--procpar-timeout`` (procpar's) is accepted beside
-    it and, being longer, leaves the test to pytest-timeout."""
+    it and, being longer, leaves the test to pytest-timeout: the outcomes are the serial
+    run's."""
     pytest.importorskip("pytest_timeout")
     pytester.makepyfile(test_block=BLOCKING)
-    result = parallel(pytester, "--timeout", "1", "--procpar-timeout", "60")
-    result.assert_outcomes(passed=3, failed=1)
-    result.stdout.fnmatch_lines(["procpar: 2 workers (fork), 4 items"])
+    limits = ("--procpar-timeout", "60")
+    pair = run_pair(pytester, method, "--timeout", "1", plugins=QUIET, procpar_args=limits)
+    assert pair.expected.parseoutcomes() == {"passed": 3, "failed": 1}
+    result = pair.result
+    if method != "xdist":
+        result.stdout.fnmatch_lines([f"procpar: 2 workers ({method}), 4 items"])
     result.stdout.fnmatch_lines(
         [f"E * {TIMEOUT_MESSAGE}", "FAILED test_block.py::test_blocks - Failed: Timeout*"],
         consecutive=False,
@@ -238,10 +211,23 @@ def collections(pytester: pytest.Pytester) -> dict[str, list[str]]:
     return {stem.split("-")[1]: order for stem, order in found.items()}
 
 
-def test_randomly_seed_is_the_same_on_every_worker(pytester: pytest.Pytester) -> None:
+# Who collects, besides a serial run: a forked worker starts with the controller's items; a
+# spawned one collects again, and must then be given the controller's seed; under xdist only
+# the workers collect.
+COLLECTORS = {
+    "fork": {"controller"},
+    "spawn": {"controller", "gw0", "gw1"},
+    "xdist": {"gw0", "gw1"},
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_randomly_seed_is_the_same_on_every_worker(pytester: pytest.Pytester, method: str) -> None:
     """With a fixed seed every worker reseeds like the serial run: each test sees the same
-    seed and draws the same number as serially; the order is shuffled once, by the
-    controller, and forked workers do not collect (so cannot reshuffle)."""
+    seed and draws the same number as serially, and whoever collects shuffles into the
+    serial run's order. (pytest-randomly passes the seed in ``workerinput["randomly_seed"]``
+    from its ``pytest_configure_node``, which it registers only when ``hasplugin("xdist")``.)
+    """
     pytest.importorskip("pytest_randomly")
     make_random_suite(pytester)
     serial(pytester, SEED, plugins=RANDOMLY).assert_outcomes(passed=13)
@@ -250,13 +236,14 @@ def test_randomly_seed_is_the_same_on_every_worker(pytester: pytest.Pytester) ->
     assert serial_order != UNSHUFFLED  # pytest-randomly did shuffle
     assert sorted(serial_order) == sorted(UNSHUFFLED)
 
-    result = parallel(pytester, SEED, plugins=RANDOMLY)
+    result = parallel(pytester, SEED, "--max-worker-restart", "0", method=method, plugins=RANDOMLY)
+    assert "KeyError" not in output(result)
     result.assert_outcomes(passed=13)
     seen = read_json_files(pytester.path, "seen-*.json")
     assert {entry["seed"] for entry in seen.values()} == {1234}
-    assert {entry["worker"] for entry in seen.values()} == {"gw0", "gw1"}
+    assert {entry["worker"] for entry in seen.values()} <= {"gw0", "gw1"}  # see SPAWN_LATE
     assert draws(seen) == draws(expected)
-    assert collections(pytester) == {"controller": serial_order}
+    assert collections(pytester) == dict.fromkeys(COLLECTORS[method], serial_order)
 
 
 def test_randomly_default_seed_is_shared_by_workers(pytester: pytest.Pytester) -> None:
@@ -271,30 +258,6 @@ def test_randomly_default_seed_is_shared_by_workers(pytester: pytest.Pytester) -
     seen = read_json_files(pytester.path, "seen-*.json")
     assert {entry["seed"] for entry in seen.values()} == {int(match.group(1))}
     assert {entry["worker"] for entry in seen.values()} == {"gw0", "gw1"}
-
-
-def test_randomly_with_spawned_workers(pytester: pytest.Pytester) -> None:
-    """Spawned workers collect again: they must get the controller's seed, so that they
-    collect in the controller's (shuffled) order and draw the serial run's numbers.
-
-    pytest-randomly passes the seed in ``workerinput["randomly_seed"]`` from its
-    ``pytest_configure_node``, which it registers only when ``hasplugin("xdist")``."""
-    pytest.importorskip("pytest_randomly")
-    make_random_suite(pytester)
-    serial(pytester, SEED, plugins=RANDOMLY).assert_outcomes(passed=13)
-    expected = read_json_files(pytester.path, "seen-*.json")
-    controller_order = collections(pytester)["controller"]
-
-    result = parallel(pytester, SEED, "--max-worker-restart", "0", method="spawn", plugins=RANDOMLY)
-    assert "KeyError" not in output(result)
-    result.assert_outcomes(passed=13)
-    seen = read_json_files(pytester.path, "seen-*.json")
-    assert draws(seen) == draws(expected)
-    assert collections(pytester) == {
-        "controller": controller_order,
-        "gw0": controller_order,
-        "gw1": controller_order,
-    }
 
 
 def test_spawned_worker_failing_to_start_is_not_blamed_on_a_test(
@@ -325,6 +288,8 @@ def test_spawned_worker_failing_to_start_is_not_blamed_on_a_test(
 FLAKY = """
 from pathlib import Path
 
+import pytest
+
 def test_flaky():
     marker = Path("flaky-ran")
     if not marker.exists():
@@ -333,24 +298,30 @@ def test_flaky():
 
 def test_steady():
     pass
+
+@pytest.mark.flaky(reruns=1)
+def test_always_fails():
+    assert False, "broken for good"
 """
 
 
 def test_reruns_flaky_test_like_serial(pytester: pytest.Pytester) -> None:
-    """A test failing once then passing gives ``2 passed, 1 rerun`` serially, and the same
-    with forked and with spawned workers."""
+    """A test failing once then passing, and one failing however often its marker lets it
+    rerun, give ``1 failed, 2 passed, 2 rerun`` serially, and the same with forked and with
+    spawned workers."""
     pytest.importorskip("pytest_rerunfailures")
     pytester.makepyfile(test_flaky=FLAKY)
     marker = pytester.path / "flaky-ran"
-    expected = serial(pytester, "--reruns", "2")
-    assert expected.parseoutcomes() == {"passed": 2, "rerun": 1}
-    for method in ("fork", "spawn"):
+    expected = reference(pytester, "--reruns", "2")
+    assert expected.parseoutcomes() == {"passed": 2, "failed": 1, "rerun": 2}
+    for method in METHODS:
         marker.unlink()
         result = parallel(pytester, "--reruns", "2", "-rR", method=method)
         assert result.parseoutcomes() == expected.parseoutcomes(), method
         result.stdout.fnmatch_lines(
             ["RERUN test_flaky.py::test_flaky", "PASSED test_flaky.py::test_flaky"]
         )
+        assert result.ret == expected.ret
         assert marker.exists()
 
 
@@ -377,7 +348,10 @@ def test_a_worker_crash_is_reported_not_rerun(pytester: pytest.Pytester) -> None
     pytester.makepyfile(test_crash=CRASHING_ONCE)
     result = parallel(pytester, "--reruns", "2")
     assert (pytester.path / "crashed-once").exists()  # it did crash its worker once
-    assert result.parseoutcomes() == {"passed": 1, "failed": 1}
+    outcomes = result.parseoutcomes()
+    # syrupy, also installed, warns that a worker's snapshot report is missing (as under xdist)
+    outcomes.pop("warnings", None)
+    assert outcomes == {"passed": 1, "failed": 1}
     result.stdout.fnmatch_lines(["*worker gw* crashed while running *: exit code *"])
 
 
@@ -396,7 +370,7 @@ import os
 import pytest
 
 def record(name):
-    with open(f"ran-{name}-{os.environ['PYTEST_XDIST_WORKER']}", "w"):
+    with open(f"ran-{name}-{os.environ.get('PYTEST_XDIST_WORKER', 'serial')}", "w"):
         pass
 
 @pytest.fixture
@@ -422,27 +396,35 @@ async def test_running_loop():
 
 def test_sync():
     record("test_sync")
+
+async def test_fails():
+    await asyncio.sleep(0)
+    assert await asyncio.sleep(0, result="late") == "early"
 """
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("method", METHODS)
 def test_asyncio_tests_and_fixtures(pytester: pytest.Pytester, method: str) -> None:
+    """Async tests and fixtures (set up and torn down on the test's loop) run on both
+    workers, with the serial run's outcomes."""
     pytest.importorskip("pytest_asyncio")
     pytester.makeini(ASYNC_INI)
     pytester.makepyfile(test_async=ASYNC_TESTS)
-    result = parallel(pytester, method=method)
-    result.assert_outcomes(passed=4, warnings=0)
-    result.stdout.fnmatch_lines([f"procpar: 2 workers ({method}), 4 items"])
-    ran = sorted(path.name.rsplit("-", 1)[0] for path in pytester.path.glob("ran-*"))
-    assert ran == [
+    pair = run_pair(pytester, method, plugins=QUIET)
+    assert pair.expected.parseoutcomes() == {"passed": 4, "failed": 1}
+    if method != "xdist":
+        pair.result.stdout.fnmatch_lines([f"procpar: 2 workers ({method}), 5 items"])
+    ran = [path.name.rsplit("-", 1) for path in pytester.path.glob("ran-*")]
+    expected = [
         "ran-fixture-teardown",
         "ran-test_async_fixture",
         "ran-test_gather",
         "ran-test_running_loop",
         "ran-test_sync",
     ]
-    workers = {path.name.rsplit("-", 1)[1] for path in pytester.path.glob("ran-*")}
-    assert workers == {"gw0", "gw1"}
+    assert sorted(name for name, worker in ran if worker == "serial") == expected
+    assert sorted(name for name, worker in ran if worker != "serial") == expected
+    assert {worker for _, worker in ran} - {"serial"} <= {"gw0", "gw1"}  # see SPAWN_LATE
 
 
 # -- hypothesis ----------------------------------------------------------------------------
@@ -476,17 +458,18 @@ FALSIFYING = [
 ]
 
 
-def test_hypothesis_with_a_shared_database(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_hypothesis_with_a_shared_database(pytester: pytest.Pytester, method: str) -> None:
     """Both workers use the default database directory ``.hypothesis/``; two runs in a row
     (the second replays what the first saved) give the serial outcomes and no errors, and the
     failing property shows its minimal falsifying example."""
     pytest.importorskip("hypothesis")
     pytester.makepyfile(test_props=PROPERTIES)
-    expected = serial(pytester, plugins=NO_RANDOMLY).parseoutcomes()
+    expected = reference(pytester, plugins=NO_RANDOMLY).parseoutcomes()
     assert expected == {"passed": 3, "failed": 1}
     shutil.rmtree(pytester.path / ".hypothesis")  # the workers start the database afresh
     for _ in range(2):
-        result = parallel(pytester, plugins=NO_RANDOMLY)
+        result = parallel(pytester, method=method, plugins=NO_RANDOMLY)
         assert result.parseoutcomes() == expected
         result.stdout.re_match_lines(FALSIFYING)
         result.stdout.fnmatch_lines(["FAILED test_props.py::test_small - assert 10 < 10"])
@@ -523,6 +506,7 @@ pythonpath = .
 
 DJANGO_TESTS = """
 import json
+import os
 
 import pytest
 from django.contrib.auth.models import User
@@ -530,29 +514,45 @@ from django.db import connection
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("i", range(6))
-def test_user(i, worker_id):
+def test_user(i):
     User.objects.create(username=f"user{i}")
     assert User.objects.count() == 1  # each test alone in its transaction, in its database
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "serial")
     with open(f"db-{i}.json", "w") as out:
-        json.dump({"worker": worker_id, "name": connection.settings_dict["NAME"]}, out)
+        json.dump({"worker": worker, "name": connection.settings_dict["NAME"]}, out)
+
+@pytest.mark.django_db
+def test_missing_user():
+    User.objects.get(username="nobody")
+
+def test_settings_fixture(settings):
+    from django.conf import settings as live
+
+    settings.USE_TZ = False
+    assert live.USE_TZ is False
+
+def test_database_not_marked():
+    User.objects.count()
 """
 
 
-def test_django_database_per_worker(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_django_database_per_worker(pytester: pytest.Pytester, method: str) -> None:
     """pytest-django suffixes the test database name with the xdist worker id: each worker
-    creates, uses and finally destroys its own sqlite file."""
+    creates, uses and finally destroys its own sqlite file; the outcomes (a missing row, a
+    test without database access) are the serial run's."""
     pytest.importorskip("pytest_django")
     pytest.importorskip("django")
     pytester.makepyfile(settings=DJANGO_SETTINGS, test_users=DJANGO_TESTS)
     pytester.makeini(DJANGO_INI)
-    result = parallel(pytester)
-    result.assert_outcomes(passed=6)
-    seen = read_json_files(pytester.path, "db-*.json")
+    pair = run_pair(pytester, method, plugins=QUIET)
+    assert pair.expected.parseoutcomes() == {"passed": 7, "failed": 2}
+    seen = read_json_files(pytester.path, "db-*.json")  # the parallel run's
     assert len(seen) == 6
     test_db = str(pytester.path.resolve() / "test_db.sqlite3")
     for entry in seen.values():
         assert entry["name"] == f"{test_db}_{entry['worker']}"
-    assert {entry["worker"] for entry in seen.values()} == {"gw0", "gw1"}
+    assert {entry["worker"] for entry in seen.values()} <= {"gw0", "gw1"}  # see SPAWN_LATE
     assert not list(pytester.path.glob("test_db.sqlite3*"))  # every worker destroyed its own
 
 
@@ -567,25 +567,50 @@ def test_sorted(benchmark):
 
 def test_plain():
     pass
+
+def test_wrong_result(benchmark):
+    assert benchmark(min, [3, 1, 2]) == 3
 """
 
 QUICK_BENCHMARKS = "--benchmark-max-time=0.01"  # measuring, when it does, takes little time
 BENCHMARK_DISABLED = "Benchmarks are automatically disabled because xdist plugin is active"
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("method", METHODS)
 def test_benchmark_disabled_once_with_workers(pytester: pytest.Pytester, method: str) -> None:
-    """Like under xdist, pytest-benchmark switches itself off in a parallel run: the tests
-    pass (the fixture still calls the function once), no table is printed, and its warning
-    says why, once, as it does under xdist."""
+    """With ``-n``, benchmarks are not measured side by side without saying so: like under
+    xdist, pytest-benchmark switches itself off, and its warning says why, once. The tests
+    still pass or fail as serially (the fixture still calls the function once); no table is
+    printed, where the serial run prints one."""
     pytest.importorskip("pytest_benchmark")
     pytester.makepyfile(test_bench=BENCHMARKS)
-    result = parallel(pytester, QUICK_BENCHMARKS, method=method)
-    result.assert_outcomes(passed=3)
-    assert result.ret == pytest.ExitCode.OK
-    text = output(result)
-    assert "benchmark: 2 tests" not in text
+    pair = run_pair(pytester, method, QUICK_BENCHMARKS, plugins=QUIET, ignore=("warnings",))
+    assert pair.expected.parseoutcomes() == {"passed": 3, "failed": 1}
+    assert "benchmark: 3 tests" in output(pair.expected)
+    assert BENCHMARK_DISABLED not in output(pair.expected)
+    text = output(pair.result)
+    assert "benchmark: 3 tests" not in text
     assert text.count(BENCHMARK_DISABLED) == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "skipped"), [("--benchmark-only", 1), ("--benchmark-enable", 0)]
+)
+def test_asking_for_benchmarks_runs_serially(
+    pytester: pytest.Pytester, option: str, skipped: int
+) -> None:
+    """Asked to measure, the run starts no workers (a benchmark beside other tests would
+    measure them too) and says so; pytest-benchmark measures as in a serial run. (xdist
+    refuses ``--benchmark-only`` with a usage error and turns ``--benchmark-enable`` off.)"""
+    pytest.importorskip("pytest_benchmark")
+    pytester.makepyfile(test_bench=BENCHMARKS)
+    result = parallel(pytester, option, QUICK_BENCHMARKS)
+    result.assert_outcomes(passed=3 - skipped, failed=1, skipped=skipped)  # only: no test_plain
+    result.stdout.fnmatch_lines(
+        [f"procpar: {option} measures one benchmark at a time, no workers started"]
+    )
+    result.stdout.fnmatch_lines(["*benchmark: 3 tests*"])
+    assert BENCHMARK_DISABLED not in output(result)
 
 
 def test_benchmark_runs_when_procpar_is_loaded_without_workers(pytester: pytest.Pytester) -> None:
@@ -604,12 +629,12 @@ def test_benchmark_runs_when_procpar_is_loaded_without_workers(pytester: pytest.
         QUICK_BENCHMARKS,
         timeout=TIMEOUT_S,
     )
-    without.assert_outcomes(passed=3)
-    without.stdout.fnmatch_lines(["*benchmark: 2 tests*"])
+    without.assert_outcomes(passed=3, failed=1)
+    without.stdout.fnmatch_lines(["*benchmark: 3 tests*"])
     result = serial(pytester, QUICK_BENCHMARKS)
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=3, failed=1)
     assert BENCHMARK_DISABLED not in output(result)
-    result.stdout.fnmatch_lines(["*benchmark: 2 tests*"])
+    result.stdout.fnmatch_lines(["*benchmark: 3 tests*"])
 
 
 def test_spawned_workers_export_identity_before_plugins_configure(
@@ -673,21 +698,6 @@ class TestGroup:
     def test_error(self, missing_fixture):
         pass
 """
-
-
-def junit_cases(path: Path) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
-    """Sorted ``(classname, name, outcome)`` per testcase, and the suite's counters."""
-    root = ET.parse(path).getroot()
-    suite = root if root.tag == "testsuite" else root.find("testsuite")
-    assert suite is not None
-    cases = []
-    for case in suite.iter("testcase"):
-        outcome = next((child.tag for child in case if child.tag != "properties"), "passed")
-        if outcome in ("system-out", "system-err"):
-            outcome = "passed"
-        cases.append((case.get("classname", ""), case.get("name", ""), outcome))
-    counters = {key: suite.get(key, "") for key in ("tests", "errors", "failures", "skipped")}
-    return sorted(cases), counters
 
 
 def test_junitxml_one_testcase_per_test(pytester: pytest.Pytester) -> None:

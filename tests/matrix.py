@@ -1,0 +1,289 @@
+"""The harness of the plugin matrix (``tests/test_plugins.py``, ``tests/test_plugin_matrix*.py``).
+
+Every inner run is a pytester subprocess. The reference is plain pytest, with neither procpar
+nor xdist loaded; a parallel run loads procpar explicitly (``-p procpar``: pytest-xdist, also
+installed, would otherwise own ``-n``). In ``tests/test_plugins.py`` installed plugins load
+as usual, and runs block pytest-randomly (it would reorder and reseed every run) and
+hypothesis' plugin (it only slows the start) unless a test asks for them. The matrix modules
+load no plugin but the ones a test names (:func:`plugins_alone`, :func:`load`): a result then
+belongs to that plugin, and a run starts in a third of the time.
+
+``PROCPAR_MATRIX_START`` chooses the start methods the matrix tests are parametrized over
+(default ``"fork spawn"``); ``xdist`` among them runs the same tests under pytest-xdist
+(``-p no:procpar -p xdist -n 2``), which is how docs/plugins.rst's xdist column was
+measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TIMEOUT_S = 120  # an inner run taking longer is killed: nothing here may hang the suite
+IDENTITY_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+NO_RANDOMLY = ("-p", "no:randomly")
+NO_HYPOTHESIS = ("-p", "no:hypothesispytest")  # only slows the start of runs not about it
+QUIET = NO_RANDOMLY + NO_HYPOTHESIS
+PLAIN = ("-p", "no:procpar", "-p", "no:xdist")
+PROGRESS = re.compile(r"^\[(gw\d+)\] \[\s*\d+%\] (PASSED|FAILED|ERROR|SKIPPED|RERUN) (\S+)")
+RELAYED = re.compile(r"^\[gw\d+\] ")  # a line a worker wrote, as procpar shows it
+# The line pytest writes above a report that has a ``node`` (as from xdist's workers too):
+# "[gw0] linux -- Python 3.11.7 /usr/bin/python3", and the empty line after it.
+WORKER_LINE = re.compile(r"^\[gw\d+\] \w+ -- Python .*\n?\n?", re.MULTILINE)
+ADDRESS = re.compile(r"\b0x[0-9a-f]{6,}\b")
+PORT = re.compile(r"\b(localhost|127\.0\.0\.1):\d+")
+# A failure's header: pytest's "____ test_a[2] ____", pytest-sugar's "―――― test_a[2] ――――".
+HEADER = re.compile(r"^[_―]{3,} (.+?) [_―]{3,}$")
+METHODS = tuple(os.environ.get("PROCPAR_MATRIX_START", "fork spawn").split())
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner runs must not see the outer run's worker identity or auto-count overrides."""
+    for name in (*IDENTITY_ENV, "PYTEST_PROCPAR_AUTO_NUM_WORKERS", "PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def plugins_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner runs load only procpar and the plugins their ``-p`` options name."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
+def load(*modules: str) -> tuple[str, ...]:
+    """``-p`` options loading these plugin modules (by module: some entry point names, such as
+    ``html`` and ``socket``, are names of standard modules, which pytest would then try to
+    mark for assertion rewriting). pytest-randomly is blocked even then, in case it was named
+    or is loaded some other way (``PYTEST_PLUGINS``)."""
+    return (*NO_RANDOMLY, *(arg for module in modules for arg in ("-p", module)))
+
+
+def parallel(
+    pytester: pytest.Pytester, *args: str, method: str = "fork", plugins: tuple[str, ...] = QUIET
+) -> pytest.RunResult:
+    """Two workers: procpar's, started with ``method``, or pytest-xdist's (``"xdist"``)."""
+    if method == "xdist":
+        workers: tuple[str, ...] = ("-p", "no:procpar", "-p", "xdist", "-n", "2")
+    else:
+        workers = ("-p", "procpar", "-n", "2", "--procpar-start", method)
+    return pytester.runpytest_subprocess(*workers, *plugins, *args, timeout=TIMEOUT_S)
+
+
+def serial(
+    pytester: pytest.Pytester, *args: str, plugins: tuple[str, ...] = QUIET
+) -> pytest.RunResult:
+    """procpar loaded, without ``-n``: it must stay out of the way."""
+    return pytester.runpytest_subprocess("-p", "procpar", *plugins, *args, timeout=TIMEOUT_S)
+
+
+def reference(
+    pytester: pytest.Pytester, *args: str, plugins: tuple[str, ...] = QUIET
+) -> pytest.RunResult:
+    """Plain pytest: neither procpar nor xdist loaded."""
+    return pytester.runpytest_subprocess(*PLAIN, *plugins, *args, timeout=TIMEOUT_S)
+
+
+def output(result: pytest.RunResult) -> str:
+    return result.stdout.str() + "\n" + result.stderr.str()
+
+
+def read_json_files(directory: Path, pattern: str) -> dict[str, Any]:
+    """``{stem: content}`` of the JSON files the inner tests wrote; removes them."""
+    found = {}
+    for path in sorted(directory.glob(pattern)):
+        found[path.stem] = json.loads(path.read_text())
+        path.unlink()
+    return found
+
+
+def worker_sequences(result: pytest.RunResult) -> dict[str, list[tuple[str, str]]]:
+    """``{worker: [(outcome, nodeid), ...]}`` in the order each worker reported, from ``-v``."""
+    sequences: dict[str, list[tuple[str, str]]] = {}
+    for line in result.outlines:
+        match = PROGRESS.match(line)
+        if match:
+            worker, outcome, nodeid = match.groups()
+            sequences.setdefault(worker, []).append((outcome, nodeid))
+    return sequences
+
+
+def junit_suite(path: Path) -> ET.Element:
+    root = ET.parse(path).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    assert suite is not None
+    return suite
+
+
+def case_outcome(case: ET.Element) -> tuple[str, str]:
+    """``(outcome, message)`` of one ``<testcase>``; a pass has an empty message."""
+    for child in case:
+        if child.tag in ("failure", "error", "skipped"):
+            return child.tag, normalized(child.get("message", ""))
+    return "passed", ""
+
+
+def junit_cases(path: Path) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
+    """Sorted ``(classname, name, outcome)`` per testcase, and the suite's counters."""
+    suite = junit_suite(path)
+    cases = []
+    for case in suite.iter("testcase"):
+        outcome, _ = case_outcome(case)
+        cases.append((case.get("classname", ""), case.get("name", ""), outcome))
+    counters = {key: suite.get(key, "") for key in ("tests", "errors", "failures", "skipped")}
+    return sorted(cases), counters
+
+
+def junit_tests(path: Path) -> list[tuple[str, str, str]]:
+    """Sorted ``(classname::name, outcome, message)`` per testcase, duplicates kept."""
+    return sorted(
+        (f"{case.get('classname', '')}::{case.get('name', '')}", *case_outcome(case))
+        for case in junit_suite(path).iter("testcase")
+    )
+
+
+@dataclass
+class Pair:
+    """The reference run and the parallel run of one suite, found equal where a user looks."""
+
+    expected: pytest.RunResult
+    result: pytest.RunResult
+    tests: Sequence[tuple[str, ...]]  # per test ``(id, outcome, message)``, both runs alike
+
+
+def both(path: Path, name: str) -> tuple[Path, Path]:
+    """The serial and the parallel run's file (``name`` holding ``{run}``)."""
+    return path / name.format(run="serial"), path / name.format(run="parallel")
+
+
+def with_run(args: Iterable[str], run: str) -> list[str]:
+    return [arg.replace("{run}", run) for arg in args]
+
+
+def short_summary(result: pytest.RunResult) -> list[str]:
+    """The lines of the "short test summary info" section, sorted."""
+    lines = result.outlines
+    starts = [i for i, line in enumerate(lines) if "short test summary info" in line]
+    if not starts:
+        return []
+    section = []
+    for line in lines[starts[-1] + 1 :]:
+        if line.startswith(("=", "Results (")):  # the closing line (or pytest-sugar's summary)
+            break
+        section.append(line)
+    return sorted(section)
+
+
+def failure_sections(lines: list[str], keep: Callable[[str], bool]) -> dict[str, list[str]]:
+    """``{header: lines}`` of the failures printed, with the lines ``keep`` selects from
+    each (normalized): the sections' order differs between runs, their contents do not."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in lines:
+        header = HEADER.match(line)
+        if header:
+            current = sections.setdefault(header.group(1), [])
+        elif "short test summary info" in line:
+            current = None
+        elif current is not None and keep(line):
+            current.append(normalized(line))
+    return sections
+
+
+def run_pair(
+    pytester: pytest.Pytester,
+    method: str,
+    *args: str,
+    plugins: tuple[str, ...],
+    procpar_args: tuple[str, ...] = (),
+    ignore: tuple[str, ...] = (),
+    counts: bool = True,
+    summary_line: Callable[[str], str] = str,
+    messages: bool = True,
+) -> Pair:
+    """Run the suite plainly, then on two workers, and check what a user looks at: the exit
+    code, the summary counts (but those named in ``ignore``; none with ``counts=False``, for
+    plugins that replace pytest's closing line), the short test summary, each test's outcome
+    and message (JUnit XML), and that workers printed nothing outside the tests.
+
+    ``{run}`` in an argument becomes ``serial`` or ``parallel``, so that the files a plugin
+    writes do not overwrite each other; ``--junitxml={run}.xml`` is added. ``procpar_args``
+    go to procpar's runs only; ``summary_line`` normalizes each short test summary line, and
+    ``messages=False`` compares the outcomes in JUnit XML without their messages."""
+    # The harness's own additions: JUnit XML in the format record_property does not warn
+    # about, and not collecting the basetemp of the run before (under the rootdir: a Dir).
+    junit = ("--junitxml={run}.xml", "-o", "junit_family=legacy", "--ignore-glob=runpytest-*")
+    expected = reference(pytester, *with_run((*junit, *args), "serial"), plugins=plugins)
+    extra = procpar_args if method != "xdist" else ()
+    parallel_args = with_run((*junit, *args, *extra), "parallel")
+    result = parallel(pytester, *parallel_args, method=method, plugins=plugins)
+    assert "INTERNALERROR" not in output(result), output(result)
+    # What workers wrote outside any test (procpar relays it, tagged; xdist drops it): a serial
+    # run writes no such thing. On standard output pytest's own worker line is expected.
+    relayed = [line for line in result.errlines if RELAYED.match(line)] + [
+        line for line in result.outlines if RELAYED.match(line) and not WORKER_LINE.match(line)
+    ]
+    assert not relayed, "\n".join(relayed)
+    if counts:
+        wanted = {key: n for key, n in expected.parseoutcomes().items() if key not in ignore}
+        got = {key: n for key, n in result.parseoutcomes().items() if key not in ignore}
+        assert got == wanted, f"summary counts: serially {wanted}, in parallel {got}"
+    assert result.ret == expected.ret, (
+        f"exit code: serially {expected.ret}, in parallel {result.ret}"
+    )
+    summaries = ([summary_line(line) for line in short_summary(run)] for run in (expected, result))
+    assert_same(*summaries)
+    tests, got_tests = (
+        [test if messages else test[:2] for test in junit_tests(pytester.path / f"{run}.xml")]
+        for run in ("serial", "parallel")
+    )
+    assert_same(tests, got_tests)
+    return Pair(expected, result, tests)
+
+
+def normalized(text: str) -> str:
+    """``text`` without what differs from one process to the next: object addresses, local
+    ports, and the worker line pytest writes at the top of a report's text when it has a
+    ``node`` (so under xdist too)."""
+    return PORT.sub(r"\1:?", ADDRESS.sub("0x?", WORKER_LINE.sub("", text)))
+
+
+def differences(expected: Any, got: Any, where: str = "") -> list[str]:
+    """Where ``got`` differs from ``expected``, one line per difference, for readable failures
+    of the large structures reports are compared as."""
+    if isinstance(expected, dict) and isinstance(got, dict):
+        found = []
+        for key in sorted(expected.keys() | got.keys(), key=repr):
+            at = f"{where}[{key!r}]"
+            if key not in got:
+                found.append(f"{at}: missing (serially {expected[key]!r})")
+            elif key not in expected:
+                found.append(f"{at}: not in the serial run ({got[key]!r})")
+            else:
+                found += differences(expected[key], got[key], at)
+        return found
+    same_shape = isinstance(expected, (list, tuple)) and type(expected) is type(got)
+    if same_shape and len(expected) == len(got):
+        pairs = enumerate(zip(expected, got, strict=True))
+        return [line for i, pair in pairs for line in differences(*pair, f"{where}[{i}]")]
+    if same_shape:  # lengths differ: which elements are missing, which are extra
+        missing, extra = Counter(map(repr, expected)), Counter(map(repr, got))
+        return [f"{where}: missing {item}" for item in (missing - extra).elements()] + [
+            f"{where}: not in the serial run {item}" for item in (extra - missing).elements()
+        ]
+    if expected != got:
+        return [f"{where}: serially {expected!r}, in parallel {got!r}"]
+    return []
+
+
+def assert_same(expected: Any, got: Any) -> None:
+    found = differences(expected, got)
+    assert not found, "\n".join(line[:600] for line in found)
