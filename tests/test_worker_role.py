@@ -313,3 +313,117 @@ def test_configure_failing_in_a_worker_is_reported(pytester: pytest.Pytester) ->
     result.stdout.fnmatch_lines(
         ["*configuring the worker failed*", "*RuntimeError: no worker may run here*"]
     )
+
+
+# Configured again in a forked worker, this plugin declares its hooks again (as a plugin object
+# registered in configure does, through pytest_addhooks) and, at the end, unregisters the
+# object the controller registered: both as pytest-json-report and pytest-bdd do.
+REPEATING_CONFTEST = """
+class Hooks:
+    def pytest_repeating_report(self, data):
+        '''A hook of this plugin's own.'''
+
+class Reporter:
+    def pytest_addhooks(self, pluginmanager):
+        pluginmanager.add_hookspecs(Hooks)
+
+    def pytest_repeating_report(self, data):
+        data.append(1)
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):
+        config._reporter = Reporter()
+        config.pluginmanager.register(config._reporter, "repeating-reporter")
+    else:
+        config.pluginmanager.register(Reporter())
+
+def pytest_unconfigure(config):
+    reporter = getattr(config, "_reporter", None)
+    if reporter is not None:
+        del config._reporter
+        config.pluginmanager.unregister(reporter)
+"""
+
+
+def test_configure_repeated_in_a_worker_declares_and_unregisters_once(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(REPEATING_CONFTEST)
+    pytester.makepyfile(
+        test_hooks="""
+        def test_hook(request):
+            data = []
+            request.config.hook.pytest_repeating_report(data=data)
+            assert data == [1]
+        """
+    )
+    result = parallel(pytester, "fork")
+    result.assert_outcomes(passed=1)
+    output = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in output
+    assert "Traceback" not in output
+
+
+ENV_PLUGIN = """
+import os
+
+def pytest_load_initial_conftests(early_config):
+    os.environ["PROCPAR_TEST_PATH"] = "/added:" + os.environ.get("PROCPAR_TEST_PATH", "")
+"""
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_workers_that_configure_anew_start_from_the_first_environment(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    """A plugin that extends a variable while pytest starts (pytest-env) extends it once."""
+    monkeypatch.setenv("PROCPAR_TEST_PATH", "/base")
+    monkeypatch.syspath_prepend(pytester.path)
+    pytester.makepyfile(
+        envplugin=ENV_PLUGIN,
+        test_env="""
+        import os
+
+        def test_path():
+            assert os.environ["PROCPAR_TEST_PATH"] == "/added:/base"
+        """,
+    )
+    parallel(pytester, method, "-p", "envplugin").assert_outcomes(passed=1)
+    run(pytester, "-p", "envplugin").assert_outcomes(passed=1)
+
+
+def test_a_frozen_clock_does_not_reach_time_limits(pytester: pytest.Pytester) -> None:
+    """Tests that replace time.monotonic and time.perf_counter (freezegun does) leave the
+    worker's clock alone: time limits and recorded durations stay sane."""
+    pytester.makepyfile(
+        test_frozen="""
+        import time
+
+        import pytest
+        from _pytest import timing
+
+        def frozen_clock():
+            return 1.5e9
+
+        @pytest.fixture(scope="module", autouse=True)
+        def frozen(monkeypatch_module):
+            # What freezegun does: every reference to the clocks, pytest's own included.
+            for module in (time, timing):
+                monkeypatch_module.setattr(module, "perf_counter", frozen_clock)
+            monkeypatch_module.setattr(time, "monotonic", frozen_clock)
+
+        @pytest.fixture(scope="module")
+        def monkeypatch_module():
+            with pytest.MonkeyPatch.context() as patch:
+                yield patch
+
+        @pytest.mark.parametrize("i", range(3))
+        def test_frozen(i):
+            pass
+        """
+    )
+    result = run(pytester, "-n", "1", "--procpar-timeout", "60", "--procpar-report")
+    result.assert_outcomes(passed=3)
+    assert "INTERNALERROR" not in result.stdout.str()
+    durations = json.loads((pytester.path / ".pytest_cache/v/procpar/durations").read_text())
+    assert all(seconds < 60 for seconds in durations.values()), durations
