@@ -8,8 +8,9 @@
 3. A worker that asks gets units until the batch holds about ``remaining / (4 x workers)``
    seconds of expected work: big batches early, single units at the end.
 
-Without history every test is expected to take the same time: LPT then keeps collection
-order within equal units, which is what ``load`` would do, plus fixture grouping.
+Without history every test is expected to take the same time, and units keep collection
+order (a bigger unit is not known to take longer): what ``load`` would do, plus fixture
+grouping. Suites whose tests depend on the order they run in are safest then.
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ class DurationScheduler:
         for unit in units:
             split += self._split(unit, by_index, limit)
         weighted = [(unit, sum(by_index[i].expected for i in unit)) for unit in split]
+        # Without any stored duration the sizes of units say nothing about their time (every
+        # test is expected to take the median): they keep collection order, as ``load`` would.
+        measured = any(item.known for item in items)
         weighted.sort(
             key=lambda entry: (
                 not any(by_index[i].failed_last for i in entry[0]),
-                -entry[1],
+                -entry[1] if measured else 0.0,
             )
         )  # sort is stable: equal units keep collection order
         self.units: deque[Unit] = deque(weighted)
