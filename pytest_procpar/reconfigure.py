@@ -49,7 +49,7 @@ class ConfigureRecord:
     role, which a worker must not keep). Made and registered before ``pytest_configure``."""
 
     def __init__(self, config: pytest.Config) -> None:
-        self.before = {id(plugin) for plugin in config.pluginmanager.get_plugins()}
+        self.before = config.pluginmanager.get_plugins()
         self.registered: list[object] = []
         config.stash[RECORD_KEY] = self
 
@@ -58,7 +58,7 @@ class ConfigureRecord:
         self.registered = [
             plugin
             for plugin in session.config.pluginmanager.get_plugins()
-            if id(plugin) not in self.before and not is_builtin(plugin)
+            if plugin not in self.before and not is_builtin(plugin)
         ]
 
 

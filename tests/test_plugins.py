@@ -458,6 +458,10 @@ FALSIFYING = [
 ]
 
 
+# Where CI is set, hypothesis loads its "ci" profile, which keeps no example database.
+DEFAULT_PROFILE = "--hypothesis-profile=default"
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_hypothesis_with_a_shared_database(pytester: pytest.Pytester, method: str) -> None:
     """Both workers use the default database directory ``.hypothesis/``; two runs in a row
@@ -465,11 +469,11 @@ def test_hypothesis_with_a_shared_database(pytester: pytest.Pytester, method: st
     failing property shows its minimal falsifying example."""
     pytest.importorskip("hypothesis")
     pytester.makepyfile(test_props=PROPERTIES)
-    expected = reference(pytester, plugins=NO_RANDOMLY).parseoutcomes()
+    expected = reference(pytester, DEFAULT_PROFILE, plugins=NO_RANDOMLY).parseoutcomes()
     assert expected == {"passed": 3, "failed": 1}
     shutil.rmtree(pytester.path / ".hypothesis")  # the workers start the database afresh
     for _ in range(2):
-        result = parallel(pytester, method=method, plugins=NO_RANDOMLY)
+        result = parallel(pytester, DEFAULT_PROFILE, method=method, plugins=NO_RANDOMLY)
         assert result.parseoutcomes() == expected
         result.stdout.re_match_lines(FALSIFYING)
         result.stdout.fnmatch_lines(["FAILED test_props.py::test_small - assert 10 < 10"])
