@@ -80,11 +80,13 @@ class Project:
         return "-".join([self.name, *(arg.lstrip("-") for arg in self.parallel_args)])
 
 
-# pyparsing's own suite passes only in collection order within tests/test_unit.py: a one-test
-# class turns packrat on for the class after it (Test04_WithPackrat's first test fails when run
-# alone, serially too). With its classes spread over workers two tests fail under procpar's
-# default policy; xdist's default keeps them on one worker by chance. So it runs twice: with
-# each runner's default, and with --dist loadfile, which keeps each file in order on one worker.
+# pyparsing's own suite passes only in collection order: a one-test class turns packrat on for
+# the class after it (Test04_WithPackrat's first test fails when run alone, serially too), and
+# tests/test_examples.py changes the default whitespace for every later test until a
+# test_unit.py class resets it. Under procpar's default policy the packrat classes can land on
+# two workers (two tests fail); xdist's default keeps them together by chance; --dist loadfile
+# runs the tiny examples right after test_examples.py (17 fail). So it runs twice: with each
+# runner's default, and with --dist load, which hands out tests in collection order.
 pyparsing = functools.partial(
     Project,
     "pyparsing",
@@ -106,7 +108,7 @@ PROJECTS: dict[str, Project] = {
         Project("iniconfig", "2.3.1", ("testing",)),
         Project("six", "1.17.0", ("test_six.py",)),
         pyparsing(),
-        pyparsing(parallel_args=("--dist", "loadfile")),
+        pyparsing(parallel_args=("--dist", "load")),
     )
 }
 
