@@ -30,6 +30,7 @@ import pytest
 
 TIMEOUT_S = 120  # an inner run taking longer is killed: nothing here may hang the suite
 IDENTITY_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+CI_ENV = ("CI", "BUILD_NUMBER")  # what pytest reads to tell it runs in CI
 NO_RANDOMLY = ("-p", "no:randomly")
 NO_HYPOTHESIS = ("-p", "no:hypothesispytest")  # only slows the start of runs not about it
 QUIET = NO_RANDOMLY + NO_HYPOTHESIS
@@ -48,8 +49,15 @@ METHODS = tuple(os.environ.get("PROCPAR_MATRIX_START", "fork spawn").split())
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inner runs must not see the outer run's worker identity or auto-count overrides."""
-    for name in (*IDENTITY_ENV, "PYTEST_PROCPAR_AUTO_NUM_WORKERS", "PYTEST_XDIST_AUTO_NUM_WORKERS"):
+    """Inner runs must not see the outer run's worker identity or auto-count overrides, nor
+    that they run in CI: pytest then prints each failure's whole message in the short summary
+    (object addresses, a plugin's many lines), which the comparison reads line by line."""
+    for name in (
+        *IDENTITY_ENV,
+        *CI_ENV,
+        "PYTEST_PROCPAR_AUTO_NUM_WORKERS",
+        "PYTEST_XDIST_AUTO_NUM_WORKERS",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
