@@ -427,3 +427,19 @@ def test_a_frozen_clock_does_not_reach_time_limits(pytester: pytest.Pytester) ->
     assert "INTERNALERROR" not in result.stdout.str()
     durations = json.loads((pytester.path / ".pytest_cache/v/procpar/durations").read_text())
     assert all(seconds < 60 for seconds in durations.values()), durations
+
+
+def test_numprocesses_is_the_number_of_workers_started(pytester: pytest.Pytester) -> None:
+    """What xdist-aware plugins read for the worker count (syrupy expects a report from each)
+    is resolved as xdist resolves ``-n auto``, to the workers this run started."""
+    pytester.makeconftest(
+        """
+        def pytest_sessionfinish(session):
+            if not hasattr(session.config, "workerinput"):
+                print("numprocesses:", repr(session.config.option.numprocesses))
+        """
+    )
+    pytester.makepyfile(test_one="def test_one(): pass")
+    result = run(pytester, "-n", "auto", "-s")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*numprocesses: 1*"])  # one test: one worker
