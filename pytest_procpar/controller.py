@@ -105,7 +105,7 @@ class ParallelRun:
         self.dist = settings.dist
         self.chains = workitems.Chains(self.items)
         self.durations = durations
-        self.scheduler = self._make_scheduler(settings.dist, durations)
+        self.scheduler = self._make_scheduler(settings.dist)
         custom = not isinstance(self.scheduler, POLICIES[settings.dist])  # type: ignore[arg-type]
         self.report = RunReport(type(self.scheduler).__name__ if custom else settings.dist)
         self.replayer = Replayer(self.config, self.items)
@@ -139,10 +139,10 @@ class ParallelRun:
         self.gave_up: str | None = None
         self.run_fixtures: list[once.RunFixture] = []
 
-    def _make_scheduler(self, dist: str, durations: DurationStore) -> Scheduler:
+    def _make_scheduler(self, dist: str) -> Scheduler:
         cache = getattr(self.config, "cache", None)
         lastfailed = cache.get("cache/lastfailed", {}) if cache is not None else {}
-        described = workitems.describe(self.items, durations.known, lastfailed, self.chains)
+        described = workitems.describe(self.items, self.durations.known, lastfailed, self.chains)
         custom: Scheduler | None = self.config.hook.pytest_procpar_make_scheduler(
             config=self.config, items=described, workers=self.worker_count
         )

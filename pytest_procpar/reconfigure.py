@@ -38,10 +38,14 @@ BUILTIN_PLUGIN_MODULES = ("_pytest.", "pytest_procpar.", "pluggy.")
 RECORD_KEY = pytest.StashKey["ConfigureRecord"]()
 
 
+def plugin_module(plugin: object) -> str:
+    """The module a plugin comes from: itself, or its class's."""
+    return plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
+
+
 def is_builtin(plugin: object) -> bool:
     """Whether ``plugin`` is pytest's or procpar's own: set up for workers by procpar itself."""
-    module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
-    return module.startswith(BUILTIN_PLUGIN_MODULES)
+    return plugin_module(plugin).startswith(BUILTIN_PLUGIN_MODULES)
 
 
 class ConfigureRecord:
@@ -160,7 +164,11 @@ def start_sessions(session: pytest.Session) -> None:
     own plugins must not, they already set up the copied session.
     """
     manager = session.config.pluginmanager
-    kept = {plugin for plugin in manager.get_plugins() if xdist_compat.keeps_its_session(plugin)}
+    kept = {
+        plugin
+        for plugin in manager.get_plugins()
+        if plugin_module(plugin).split(".", 1)[0] in xdist_compat.KEEP_SESSION_MODULES
+    }
     _call_third_party(manager, "pytest_sessionstart", kept, session=session)
 
 

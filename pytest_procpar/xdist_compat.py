@@ -206,11 +206,6 @@ def register_adapters(config: pytest.Config) -> None:
 KEEP_SESSION_MODULES = ("syrupy",)
 
 
-def keeps_its_session(plugin: object) -> bool:
-    module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
-    return module.split(".", 1)[0] in KEEP_SESSION_MODULES
-
-
 # Options of plugins that measure, and so need the machine to themselves: a run given one is
 # serial, as one with --pdb. (Without them pytest-benchmark turns itself off with workers, and
 # says so, as under xdist, where it even refuses --benchmark-only.)
