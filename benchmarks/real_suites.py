@@ -83,10 +83,10 @@ class Project:
 # pyparsing's own suite passes only in collection order: a one-test class turns packrat on for
 # the class after it (Test04_WithPackrat's first test fails when run alone, serially too), and
 # tests/test_examples.py changes the default whitespace for every later test until a
-# test_unit.py class resets it. Under procpar's default policy the packrat classes can land on
-# two workers (two tests fail); xdist's default keeps them together by chance; --dist loadfile
-# runs the tiny examples right after test_examples.py (17 fail). So it runs twice: with each
-# runner's default, and with --dist load, which hands out tests in collection order.
+# test_unit.py class resets it. Without stored durations (this script keeps no cache) every
+# runner's default hands it out in collection order; --dist loadfile runs the tiny examples
+# right after test_examples.py (17 fail). It runs twice: with each runner's default, and with
+# --dist load.
 pyparsing = functools.partial(
     Project,
     "pyparsing",

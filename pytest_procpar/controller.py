@@ -105,9 +105,8 @@ class ParallelRun:
         self.dist = settings.dist
         self.chains = workitems.Chains(self.items)
         self.durations = durations
-        self.scheduler = self._make_scheduler(settings.dist)
-        custom = not isinstance(self.scheduler, POLICIES[settings.dist])  # type: ignore[arg-type]
-        self.report = RunReport(type(self.scheduler).__name__ if custom else settings.dist)
+        self.scheduler, policy = self._make_scheduler(settings.dist)
+        self.report = RunReport(policy)
         self.replayer = Replayer(self.config, self.items)
         self.time_limits = TimeLimits(settings.timeout, self.items)
         factory = getattr(self.config, "_tmp_path_factory", None)  # None: -p no:tmpdir
@@ -139,14 +138,17 @@ class ParallelRun:
         self.gave_up: str | None = None
         self.run_fixtures: list[once.RunFixture] = []
 
-    def _make_scheduler(self, dist: str) -> Scheduler:
+    def _make_scheduler(self, dist: str) -> tuple[Scheduler, str]:
+        """The scheduler, and the policy's name for the run report (a plugin's: its class)."""
         cache = getattr(self.config, "cache", None)
         lastfailed = cache.get("cache/lastfailed", {}) if cache is not None else {}
         described = workitems.describe(self.items, self.durations.known, lastfailed, self.chains)
         custom: Scheduler | None = self.config.hook.pytest_procpar_make_scheduler(
             config=self.config, items=described, workers=self.worker_count
         )
-        return custom if custom is not None else POLICIES[dist](described, self.worker_count)
+        if custom is not None:
+            return custom, type(custom).__name__
+        return POLICIES[dist](described, self.worker_count), dist
 
     # -- starting -------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from pytest_procpar.scheduler.base import Scheduler, WorkItem
-from pytest_procpar.scheduler.duration import DurationScheduler
+from pytest_procpar.scheduler.duration import duration_scheduler
 from pytest_procpar.scheduler.each import EachScheduler
 from pytest_procpar.scheduler.load import LoadScheduler
 from pytest_procpar.scheduler.loadfile import LoadFileScheduler
@@ -21,7 +21,7 @@ from pytest_procpar.scheduler.loadscope import LoadScopeScheduler
 from pytest_procpar.scheduler.worksteal import WorkStealScheduler
 
 POLICIES: dict[str, Callable[[Sequence[WorkItem], int], Scheduler]] = {
-    "duration": DurationScheduler,
+    "duration": duration_scheduler,
     "load": LoadScheduler,
     "loadscope": LoadScopeScheduler,
     "loadfile": LoadFileScheduler,

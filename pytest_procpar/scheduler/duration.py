@@ -8,9 +8,11 @@
 3. A worker that asks gets units until the batch holds about ``remaining / (4 x workers)``
    seconds of expected work: big batches early, single units at the end.
 
-Without history every test is expected to take the same time, and units keep collection
-order (a bigger unit is not known to take longer): what ``load`` would do, plus fixture
-grouping. Suites whose tests depend on the order they run in are safest then.
+Without any stored duration there is nothing to order by, nor any measure of what a shared
+fixture costs: the run is then handed out exactly as ``--dist load`` (and xdist's default)
+would, in collection order with batches cut anywhere. Grouping by fixture would cut the suite
+only at class and module boundaries, which is where tests that rely on the one before them
+(a class that switches a mode on for the next) get separated.
 """
 
 from __future__ import annotations
@@ -18,44 +20,49 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
-from pytest_procpar.scheduler.base import CHUNK_FACTOR, WorkItem
+from pytest_procpar.scheduler.base import CHUNK_FACTOR, Scheduler, WorkItem
+from pytest_procpar.scheduler.load import LoadScheduler
 from pytest_procpar.scheduler.units import group_units
 
 Unit = tuple[list[int], float]  # item indexes in collection order, expected seconds
 
 
-class DurationScheduler:
-    def __init__(self, items: Sequence[WorkItem], workers: int) -> None:
-        self.workers = max(1, workers)
-        by_index = {item.index: item for item in items}
-        units = group_units(items, lambda item: item.fixture_scope)
-        total = sum(item.expected for item in items)
-        limit = total / (2 * self.workers)
-        split: list[list[int]] = []
-        for unit in units:
-            split += self._split(unit, by_index, limit)
-        weighted = [(unit, sum(by_index[i].expected for i in unit)) for unit in split]
-        # Without any stored duration the sizes of units say nothing about their time (every
-        # test is expected to take the median): they keep collection order, as ``load`` would.
-        measured = any(item.known for item in items)
-        weighted.sort(
-            key=lambda entry: (
-                not any(by_index[i].failed_last for i in entry[0]),
-                -entry[1] if measured else 0.0,
-            )
-        )  # sort is stable: equal units keep collection order
-        self.units: deque[Unit] = deque(weighted)
-        self.remaining = total
+def duration_scheduler(items: Sequence[WorkItem], workers: int) -> Scheduler:
+    """Longest first when earlier runs measured something, else what ``load`` does."""
+    if not any(item.known for item in items):
+        return LoadScheduler(items, workers)
+    units = fixture_units(items, max(1, workers))
+    failed = {item.index for item in items if item.failed_last}
+    # sort is stable: equal units keep collection order
+    units.sort(key=lambda unit: (not failed.intersection(unit[0]), -unit[1]))
+    return LongestFirstScheduler(units, workers)
 
-    @staticmethod
-    def _split(unit: list[int], by_index: dict[int, WorkItem], limit: float) -> list[list[int]]:
-        """Halve a unit until each part is under ``limit`` seconds (or a single item)."""
-        if len(unit) < 2 or sum(by_index[i].expected for i in unit) <= limit:
+
+def fixture_units(items: Sequence[WorkItem], workers: int) -> list[Unit]:
+    """Items sharing a fixture scope, halved until each part is under half a fair share."""
+    expected = {item.index: item.expected for item in items}
+    limit = sum(expected.values()) / (2 * workers)
+
+    def seconds(unit: list[int]) -> float:
+        return sum(expected[i] for i in unit)
+
+    def split(unit: list[int]) -> list[list[int]]:
+        if len(unit) < 2 or seconds(unit) <= limit:
             return [unit]
         middle = len(unit) // 2
-        return DurationScheduler._split(unit[:middle], by_index, limit) + DurationScheduler._split(
-            unit[middle:], by_index, limit
-        )
+        return split(unit[:middle]) + split(unit[middle:])
+
+    grouped = group_units(items, lambda item: item.fixture_scope)
+    return [(part, seconds(part)) for unit in grouped for part in split(unit)]
+
+
+class LongestFirstScheduler:
+    """One pool of units in the order given; batches of about 1/(4 x workers) of what is left."""
+
+    def __init__(self, units: Sequence[Unit], workers: int) -> None:
+        self.workers = max(1, workers)
+        self.units: deque[Unit] = deque(units)
+        self.remaining = sum(seconds for _, seconds in units)
 
     def add_worker(self, worker: str) -> None:
         pass
