@@ -20,6 +20,8 @@ import pytest
 from _pytest.junitxml import xml_key
 from _pytest.tmpdir import TempPathFactory
 
+from pytest_procpar import messages
+
 # Plugins that only make sense once per run; the controller keeps them.
 CONTROLLER_ONLY_PLUGINS = ("stepwiseplugin", "procpar_controller")
 
@@ -147,11 +149,11 @@ class LogFileStream:
     """Stands in for the ``--log-file`` stream in a worker: records become events, and only
     the controller writes the file (workers writing it too would interleave or truncate)."""
 
-    def __init__(self, events: Callable[[], list[tuple[Any, ...]]]) -> None:
+    def __init__(self, events: Callable[[], list[messages.Event]]) -> None:
         self.events = events
 
     def write(self, text: str) -> None:
-        self.events().append(("logfile", text))
+        self.events().append((messages.LOG_FILE, text))
 
     def flush(self) -> None:
         pass

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from _pytest.junitxml import _check_record_param_type, bin_xml_escape, xml_key
 
+from pytest_procpar import messages
+
 FAMILY_KEY = "procpar_junit_family"  # in workerinput: the controller writes JUnit XML
-SUITE_PROPERTY = "suiteproperty"  # ("suiteproperty", name, value): record_testsuite_property
 
 
 def workerinput(config: pytest.Config) -> dict[str, Any]:
@@ -36,20 +37,20 @@ class _NoAttributes:
 class WorkerLogXML:
     """The part of ``LogXML`` that fixtures use, in a worker."""
 
-    def __init__(self, family: str, events: Callable[[], list[tuple[Any, ...]]]) -> None:
+    def __init__(self, family: str, events: Callable[[], list[messages.Event]]) -> None:
         self.family = family
         self._events = events
 
     def add_global_property(self, name: str, value: object) -> None:
         __tracebackhide__ = True
         _check_record_param_type("name", name)
-        self._events().append((SUITE_PROPERTY, name, bin_xml_escape(value)))
+        self._events().append((messages.SUITE_PROPERTY, name, bin_xml_escape(value)))
 
     def node_reporter(self, nodeid: str) -> _NoAttributes:
         return _NoAttributes()
 
 
-def forward_from_worker(config: pytest.Config, events: Callable[[], list[tuple[Any, ...]]]) -> None:
+def forward_from_worker(config: pytest.Config, events: Callable[[], list[messages.Event]]) -> None:
     """In a worker: stand in for the controller's ``LogXML``, if it has one."""
     family = config.workerinput.get(FAMILY_KEY)  # type: ignore[attr-defined]
     if family is not None:

@@ -26,7 +26,8 @@ from typing import Any, Protocol
 
 import pytest
 
-from pytest_procpar import faults, isolation, protocol, worker
+from pytest_procpar import faults, framing, isolation, worker, worker_start
+from pytest_procpar.messages import FromWorker, ToWorker
 from pytest_procpar.remote import RemoteLauncher
 from pytest_procpar.xdist_compat import collecting_worker_options
 
@@ -34,7 +35,7 @@ from pytest_procpar.xdist_compat import collecting_worker_options
 class WorkerHandle(Protocol):
     """What the controller needs from a started worker, local or remote."""
 
-    reader: protocol.FrameReader  # the worker's frames
+    reader: framing.FrameReader[FromWorker]  # the worker's frames
     output_fds: dict[str, int]  # "stdout"/"stderr": what it writes outside captures
 
     @property
@@ -42,7 +43,7 @@ class WorkerHandle(Protocol):
     @property
     def fds(self) -> list[int]: ...  # the controller's file descriptors for this worker
 
-    def send(self, message: tuple[Any, ...]) -> None: ...
+    def send(self, message: ToWorker) -> None: ...
     def halt(self) -> None: ...  # stop before the next item (-x, a fatal error elsewhere)
     def running(self) -> tuple[int, float]: ...  # (item index or -1, since when: faults.now())
     def request_stack(self) -> None: ...  # dump the Python stack where stack_path points
@@ -59,7 +60,7 @@ class WorkerProcess:
     """A worker process on this machine: the process and the controller's ends of its pipes."""
 
     process: BaseProcess
-    reader: protocol.FrameReader
+    reader: framing.FrameReader[FromWorker]
     command_fd: int
     output_fds: dict[str, int]
     shared: worker.Shared
@@ -78,10 +79,10 @@ class WorkerProcess:
     def fds(self) -> list[int]:
         return [connection.fileno() for connection in self.connections]
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: ToWorker) -> None:
         # A worker that is gone cannot be told anything; its exit is handled from its sentinel.
         with contextlib.suppress(OSError):
-            protocol.send(self.command_fd, message)
+            framing.send(self.command_fd, message)
 
     def halt(self) -> None:
         """Nothing to send: the worker reads the stop flag from shared memory."""
@@ -236,16 +237,16 @@ class Launcher:
         results_r, results_w = self.context.Pipe(duplex=False)
         stdout_r, stdout_w = self.context.Pipe(duplex=False)
         stderr_r, stderr_w = self.context.Pipe(duplex=False)
-        protocol.enlarge_pipe(results_w.fileno())
-        ends = worker.ChildEnds(commands_r, results_w, stdout_w, stderr_w)
+        framing.enlarge_pipe(results_w.fileno())
+        ends = worker_start.ChildEnds(commands_r, results_w, stdout_w, stderr_w)
         ours = [results_r, commands_w, stdout_r, stderr_r]
         self.controller_fds |= {connection.fileno() for connection in ours}
-        argument: worker.ForkStart | worker.SpawnStart
+        argument: worker_start.ForkStart | worker_start.SpawnStart
         if self.start_method == "fork":
-            target: Callable[..., None] = worker.run_forked
+            target: Callable[..., None] = worker_start.run_forked
             argument = self._fork_start(workerinput, slot, initial, ends)
         else:
-            target = worker.run_spawned
+            target = worker_start.run_spawned
             argument = self._spawn_start(workerinput, slot, initial, ends)
         process = self.context.Process(  # type: ignore[attr-defined]
             target=target, args=(argument,), name=f"procpar-{workerinput['workerid']}"
@@ -262,7 +263,7 @@ class Launcher:
             connection.close()
         return WorkerProcess(
             process=process,
-            reader=protocol.FrameReader(results_r.fileno()),
+            reader=framing.FrameReader(results_r.fileno()),
             command_fd=commands_w.fileno(),
             output_fds={"stdout": stdout_r.fileno(), "stderr": stderr_r.fileno()},
             shared=self.shared,
@@ -286,9 +287,13 @@ class Launcher:
         freeze_at_exit()
 
     def _fork_start(
-        self, workerinput: dict[str, Any], slot: int, initial: list[int], ends: worker.ChildEnds
-    ) -> worker.ForkStart:
-        return worker.ForkStart(
+        self,
+        workerinput: dict[str, Any],
+        slot: int,
+        initial: list[int],
+        ends: worker_start.ChildEnds,
+    ) -> worker_start.ForkStart:
+        return worker_start.ForkStart(
             session=self.session,
             workerinput=workerinput,
             slot=slot,
@@ -302,10 +307,14 @@ class Launcher:
         )
 
     def _spawn_start(
-        self, workerinput: dict[str, Any], slot: int, initial: list[int], ends: worker.ChildEnds
-    ) -> worker.SpawnStart:
+        self,
+        workerinput: dict[str, Any],
+        slot: int,
+        initial: list[int],
+        ends: worker_start.ChildEnds,
+    ) -> worker_start.SpawnStart:
         basetemp = self.basetemp / f"popen-{workerinput['workerid']}"
-        return worker.SpawnStart(
+        return worker_start.SpawnStart(
             **self._collect_again(workerinput, initial, str(basetemp)),
             environment=isolation.starting_environment(),
             slot=slot,

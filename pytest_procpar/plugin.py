@@ -76,9 +76,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings.workers > 0:
         # Imported here: a run without workers (most runs where procpar is merely installed)
         # need not load the controller, the launcher and the worker.
-        from pytest_procpar.controller import Controller
+        from pytest_procpar.controller import ControllerPlugin
 
-        controller = Controller(settings, durations)
+        controller = ControllerPlugin(settings, durations)
         config.pluginmanager.register(controller, "procpar_controller")
 
 

@@ -21,11 +21,12 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal, TypeAlias
 
 import pytest
 
-from pytest_procpar import faults, protocol
+from pytest_procpar import faults, framing, messages
+from pytest_procpar.messages import FromWorker, ToWorker
 
 # Executed in the gateway's interpreter: everything else comes from procpar installed there.
 BOOTSTRAP = "from pytest_procpar.remote_worker import serve\nserve(channel)\n"
@@ -33,12 +34,23 @@ GATEWAY_KINDS = ("popen", "ssh", "socket", "vagrant_ssh")
 PAYLOAD_PICKLE_PROTOCOL = 4  # readable by every Python procpar supports, whatever runs here
 
 # Messages on the channel, each a tuple tagged by its kind.
-FRAME = "frame"  # ("frame", bytes): protocol frames, either way
-RUNNING = "running"  # ("running", index): the worker started item index (-1: between items)
-STACK = "stack"  # controller: ("stack",) dump your stack; worker: ("stack", text)
-HALT = "halt"  # ("halt",): stop before the next item
-SIGNAL = "signal"  # ("signal", signum): to the worker and what its tests started
+FRAME: Final = "frame"  # ("frame", bytes): protocol frames, either way
+RUNNING: Final = "running"  # ("running", index): the worker started item index (-1: between)
+STACK: Final = "stack"  # controller: ("stack",) dump your stack; worker: ("stack", text)
+HALT: Final = "halt"  # ("halt",): stop before the next item
+SIGNAL: Final = "signal"  # ("signal", signum): to the worker and what its tests started
 # ("stdout", bytes), ("stderr", bytes): what the worker wrote outside captures
+ToRemote: TypeAlias = (
+    tuple[Literal["frame"], bytes]
+    | tuple[Literal["halt"]]
+    | tuple[Literal["stack"]]
+    | tuple[Literal["signal"], int]
+)
+FromRemote: TypeAlias = (
+    tuple[Literal["frame", "stdout", "stderr"], bytes]
+    | tuple[Literal["running"], int]
+    | tuple[Literal["stack"], str]
+)
 
 END = object()  # the end-of-channel marker our channel callbacks get from execnet
 
@@ -71,8 +83,8 @@ class RemoteWorker:
         stdout_r, stdout_w = os.pipe()
         stderr_r, stderr_w = os.pipe()
         self.sentinel, self._exit_w = os.pipe()
-        protocol.enlarge_pipe(self._results_w)
-        self.reader = protocol.FrameReader(results_r)
+        framing.enlarge_pipe(self._results_w)
+        self.reader: framing.FrameReader[FromWorker] = framing.FrameReader(results_r)
         self.output_fds = {"stdout": stdout_r, "stderr": stderr_r}
         self._writers = {FRAME: self._results_w, "stdout": stdout_w, "stderr": stderr_w}
         self._running = (-1, 0.0)
@@ -84,18 +96,19 @@ class RemoteWorker:
 
     # -- execnet's receiver thread --------------------------------------------------------
 
-    def _received(self, message: Any) -> None:
-        if message is END:
-            self._ended_by(self.channel._getremoteerror())
-            return
-        kind = message[0]
-        if kind == RUNNING:
-            self._running = (int(message[1]), faults.now())
-        elif kind == STACK:
-            with contextlib.suppress(OSError):
-                self.stack_path.write_text(message[1], encoding="utf-8")
-        else:
-            self._write(self._writers[kind], message[1])
+    def _received(self, message: FromRemote | object) -> None:
+        match message:  # (a bare name in a pattern would capture: the kinds are spelled out)
+            case ("running", int() as index):
+                self._running = (index, faults.now())
+            case ("stack", str() as text):
+                with contextlib.suppress(OSError):
+                    self.stack_path.write_text(text, encoding="utf-8")
+            case (("frame" | "stdout" | "stderr") as kind, bytes() as data):
+                self._write(self._writers[kind], data)
+            case _ if message is END:
+                self._ended_by(self.channel._getremoteerror())
+            case _:
+                raise messages.ProtocolError(message if isinstance(message, tuple) else (message,))
 
     def _ended_by(self, error: Any) -> None:
         """The channel closed: say why, then wake the controller through the sentinel. The
@@ -106,8 +119,7 @@ class RemoteWorker:
         if isinstance(error, execnet.RemoteError):  # procpar is not importable over there
             last_line = error.formatted.strip().splitlines()[-1]
             text = f"could not start on {self.spec}: {last_line}"
-            message = (protocol.FATAL, protocol.UNAVAILABLE, text)
-            self._write(self._results_w, protocol.encode(message))
+            self._write(self._results_w, framing.encode(messages.unavailable(text)))
         elif error is not None:
             self.lost = f"connection to {self.spec} lost ({error})"
         self._write(self._exit_w, b"x")
@@ -118,16 +130,16 @@ class RemoteWorker:
             if self._closed:
                 return
             with contextlib.suppress(OSError):  # the controller closed its end: nobody reads
-                protocol.write_all(fd, data)
+                framing.write_all(fd, data)
 
     # -- the controller's side (WorkerHandle) ---------------------------------------------
 
-    def _tell(self, message: tuple[Any, ...]) -> None:
+    def _tell(self, message: ToRemote) -> None:
         with contextlib.suppress(OSError, ValueError):  # the channel is closed: it is gone
             self.channel.send(message)
 
-    def send(self, message: tuple[Any, ...]) -> None:
-        self._tell((FRAME, protocol.encode(message)))
+    def send(self, message: ToWorker) -> None:
+        self._tell((FRAME, framing.encode(message)))
 
     def halt(self) -> None:
         self._tell((HALT,))

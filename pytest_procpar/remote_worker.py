@@ -1,6 +1,6 @@
 """The far end of a ``--tx`` worker: runs in the gateway's interpreter, started by execnet.
 
-It runs the spawned worker (:func:`pytest_procpar.worker.run_spawned`) unchanged, by giving it
+It runs the spawned worker (:func:`pytest_procpar.worker_start.run_spawned`) unchanged, by giving it
 ordinary pipes: threads here carry what it writes (frames, stdout, stderr) onto the execnet
 channel, and the channel's callback writes the controller's frames into its command pipe. The
 controller's other messages are handled right in the callback, so they act while a test runs:
@@ -21,9 +21,9 @@ import threading
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
-from pytest_procpar import faults, protocol, remote, worker
+from pytest_procpar import faults, framing, messages, remote, worker, worker_start
 
 PUMP_CHUNK = 1 << 16
 OWN_DIR_PREFIX = "procpar-remote-"
@@ -31,7 +31,7 @@ DRAIN_TIMEOUT_S = 2.0  # a test's leftover child may hold stdout open: do not wa
 
 
 class Pipe:
-    """An OS pipe; each end is an object with ``fileno()``, as :class:`worker.ChildEnds` wants."""
+    """An OS pipe; each end is an object with ``fileno()``, as ``worker_start.ChildEnds`` wants."""
 
     def __init__(self) -> None:
         read_fd, write_fd = os.pipe()
@@ -62,7 +62,7 @@ class Agent:
     def __init__(self, channel: Any, maxfail: int, stack_path: str | None) -> None:
         self.channel = channel
         self.commands, self.results, self.stdout, self.stderr = (Pipe() for _ in range(4))
-        protocol.enlarge_pipe(self.results.write_end.fileno())
+        framing.enlarge_pipe(self.results.write_end.fileno())
         self.shared = worker.Shared(
             failures=[0],  # this worker's own; the controller counts everybody's
             stop=SimpleNamespace(value=0),
@@ -84,7 +84,7 @@ class Agent:
             self._pump(self.stderr, "stderr"),
         ]
 
-    def _pump(self, pipe: Pipe, kind: str) -> threading.Thread:
+    def _pump(self, pipe: Pipe, kind: Literal["frame", "stdout", "stderr"]) -> threading.Thread:
         def carry() -> None:
             fd = pipe.read_end.fileno()
             while data := os.read(fd, PUMP_CHUNK):
@@ -96,40 +96,41 @@ class Agent:
         thread.start()
         return thread
 
-    def obey(self, message: Any) -> None:
+    def obey(self, message: remote.ToRemote | object) -> None:
         """The channel's callback, on execnet's receiver thread."""
-        if message is remote.END:
-            with contextlib.suppress(OSError):  # the worker reads EOF: nothing more comes
-                os.close(self.commands.write_end.fileno())
-            return
-        kind = message[0]
-        if kind == remote.FRAME:
-            with contextlib.suppress(OSError):
-                protocol.write_all(self.commands.write_end.fileno(), message[1])
-        elif kind == remote.HALT:
-            self.shared.stop.value = 1
-        elif kind == remote.SIGNAL:
-            faults.signal_group(os.getpid(), message[1])
-        elif kind == remote.STACK:
-            with open(self.stack_path, "w", encoding="utf-8") as stream:
-                faulthandler.dump_traceback(file=stream, all_threads=True)
-            text = self.stack_path.read_text(encoding="utf-8", errors="replace")
-            with contextlib.suppress(OSError, ValueError):
-                self.channel.send((remote.STACK, text))
+        match message:
+            case (remote.FRAME, bytes() as frame):
+                with contextlib.suppress(OSError):
+                    framing.write_all(self.commands.write_end.fileno(), frame)
+            case (remote.HALT,):
+                self.shared.stop.value = 1
+            case (remote.SIGNAL, int() as signum):
+                faults.signal_group(os.getpid(), signum)
+            case (remote.STACK,):
+                with open(self.stack_path, "w", encoding="utf-8") as stream:
+                    faulthandler.dump_traceback(file=stream, all_threads=True)
+                text = self.stack_path.read_text(encoding="utf-8", errors="replace")
+                with contextlib.suppress(OSError, ValueError):
+                    self.channel.send((remote.STACK, text))
+            case _ if message is remote.END:
+                with contextlib.suppress(OSError):  # the worker reads EOF: nothing more comes
+                    os.close(self.commands.write_end.fileno())
+            case _:
+                raise messages.ProtocolError(message if isinstance(message, tuple) else (message,))
 
-    def spawn_start(self, payload: dict[str, Any]) -> worker.SpawnStart:
+    def spawn_start(self, payload: dict[str, Any]) -> worker_start.SpawnStart:
         """What a spawned local worker gets, with this end's pipes and stand-ins."""
-        ends = worker.ChildEnds(
+        ends = worker_start.ChildEnds(
             self.commands.read_end, self.results.write_end, self.stdout.write_end,
             self.stderr.write_end,
         )  # fmt: skip
-        return worker.SpawnStart(
+        return worker_start.SpawnStart(
             **payload, slot=0, ends=ends, shared=self.shared, stack_path=self.stack_path,
             parent_pid=None,
         )  # fmt: skip
 
-    def fail(self, kind: str, text: str) -> None:
-        protocol.send(self.results.write_end.fileno(), (protocol.FATAL, kind, text))
+    def fail(self, why: str) -> None:
+        framing.send(self.results.write_end.fileno(), messages.startup_failed(why))
 
     def finish(self) -> None:
         """Close every write end (fd 1 and 2 point at two of them), let the pumps carry the
@@ -176,10 +177,10 @@ def serve(channel: Any) -> None:
     agent = Agent(channel, int(payload.pop("maxfail")), payload.pop("stack_path", None))
     channel.setcallback(agent.obey, endmarker=remote.END)
     try:
-        worker.run_spawned(agent.spawn_start(payload))
+        worker_start.run_spawned(agent.spawn_start(payload))
     except SystemExit:  # run_spawned sent FATAL first
         pass
     except BaseException:
-        agent.fail("startup", traceback.format_exc())
+        agent.fail(traceback.format_exc())
     finally:
         agent.finish()

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from _pytest._code.code import ReprFileLocation
 
-from pytest_procpar import isolation, junit, protocol
+from pytest_procpar import isolation, junit, messages, reports
+from pytest_procpar.messages import Event
+from pytest_procpar.xdist_compat import WorkerNode
 
 
 class Replayer:
@@ -26,44 +28,46 @@ class Replayer:
         self.items = items
         self._hook_proxies: dict[int, Any] = {}
 
-    def replay(self, node: Any, index: int | None, events: list[tuple[Any, ...]]) -> None:
+    def replay(self, node: WorkerNode | None, index: int | None, events: list[Event]) -> None:
+        """The hook calls of one item's events (``index`` None: the session's own)."""
         item = self.items[index] if index is not None else None
         keywords = {name: 1 for name in item.keywords} if item is not None else {}
         # As in serial pytest: only the conftests on the item's path hear about it.
         hooks = self._hooks_for(item) if item is not None else self.hook
         location = None  # the item's, as computed by the worker and sent with logstart
         for event in events:
-            kind = event[0]
-            if kind in (protocol.PLAIN_REPORT, protocol.REPORT):
-                if location is None and item is not None:
-                    location = item.location
-                report = protocol.decode_report(self.config, event, item, location, keywords)  # type: ignore[arg-type]
-                report.node = node  # type: ignore[attr-defined]
-                hooks.pytest_runtest_logreport(report=report)
-            elif kind in (protocol.LOGSTART, protocol.LOGFINISH):
-                nodeid = event[2] if len(event) > 2 else item.nodeid  # type: ignore[union-attr]
-                if len(event) == 2:
-                    location = event[1]
-                hook = (
-                    hooks.pytest_runtest_logstart
-                    if kind == protocol.LOGSTART
-                    else hooks.pytest_runtest_logfinish
-                )
-                hook(nodeid=nodeid, location=event[1])
-            elif kind == protocol.LOG_FILE:
-                isolation.write_log_file(self.config, event[1])
-            elif kind == junit.SUITE_PROPERTY:
-                junit.add_suite_property(self.config, event[1], event[2])
-            elif kind == protocol.WARNING:
-                _, data, when, nodeid, where = event
-                hooks.pytest_warning_recorded.call_historic(
-                    kwargs=dict(
-                        warning_message=protocol.decode_warning(data),
-                        when=when,
-                        nodeid=nodeid,
-                        location=where,
+            match event:
+                case (messages.PLAIN_REPORT | messages.REPORT, *_):
+                    if location is None and item is not None:
+                        location = item.location
+                    report = reports.decode_report(self.config, event, item, location, keywords)
+                    report.node = node  # type: ignore[attr-defined]
+                    hooks.pytest_runtest_logreport(report=report)
+                case (messages.LOGSTART, where, nodeid):
+                    if nodeid is None:
+                        location = where
+                    hooks.pytest_runtest_logstart(
+                        nodeid=_nodeid(item) if nodeid is None else nodeid, location=where
                     )
-                )
+                case (messages.LOGFINISH, where, nodeid):
+                    hooks.pytest_runtest_logfinish(
+                        nodeid=_nodeid(item) if nodeid is None else nodeid, location=where
+                    )
+                case (messages.LOG_FILE, text):
+                    isolation.write_log_file(self.config, text)
+                case (messages.SUITE_PROPERTY, name, value):
+                    junit.add_suite_property(self.config, name, value)
+                case (messages.WARNING, data, when, nodeid, where):
+                    hooks.pytest_warning_recorded.call_historic(
+                        kwargs=dict(
+                            warning_message=reports.decode_warning(data),
+                            when=when,
+                            nodeid=nodeid,
+                            location=where,
+                        )
+                    )
+                case _:
+                    raise messages.ProtocolError(event)
 
     def _hooks_for(self, item: pytest.Item) -> Any:
         """``item.ihook``, looked up once per parent node (conftests apply by directory)."""
@@ -108,7 +112,14 @@ class Replayer:
         return report
 
 
-class LostTestRepr(protocol.TextRepr):
+def _nodeid(item: pytest.Item | None) -> str:
+    """The running item's nodeid, which its own events leave out."""
+    if item is None:
+        raise messages.ProtocolError(("an item's event outside any item",))
+    return item.nodeid
+
+
+class LostTestRepr(reports.TextRepr):
     """Why the controller failed a test for its worker: ``message`` is the one line the short
     summary, ``--tb=line`` and JUnit XML show (in CI pytest does not trim it to the terminal's
     width, so a crash's stack must not be part of it); ``detail`` follows it in the report."""

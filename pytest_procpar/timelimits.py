@@ -45,13 +45,13 @@ class Watched(Protocol):
     """One live worker, as the time limits see it."""
 
     @property
-    def started(self) -> WorkerHandle: ...
+    def handle(self) -> WorkerHandle: ...
 
     @property
     def overdue(self) -> Overdue: ...
 
     @property
-    def stack_path(self) -> Path: ...
+    def crash_files(self) -> Path: ...  # the stack dump's path
 
 
 class TimeLimits:
@@ -90,7 +90,7 @@ class TimeLimits:
         if self.enabled:
             overdue_in = [
                 started + self.limits[index] - now
-                for index, started in (worker.started.running() for worker in workers)
+                for index, started in (worker.handle.running() for worker in workers)
                 if index >= 0 and self.limits[index] > 0
             ]
             waits.append(max(0.0, min(overdue_in)) + 0.01 if overdue_in else DEADLINE_POLL_S)
@@ -99,8 +99,8 @@ class TimeLimits:
     def enforce(self, workers: Sequence[Watched], now: float) -> None:
         """Take the steps that are due: ask for a stack, TERM, KILL."""
         for worker in workers:
-            overdue, handle = worker.overdue, worker.started
-            if overdue.term_at and (now >= overdue.term_at or _written(worker.stack_path)):
+            overdue, handle = worker.overdue, worker.handle
+            if overdue.term_at and (now >= overdue.term_at or _written(worker.crash_files)):
                 overdue.term_at = 0.0
                 handle.signal(signal.SIGTERM)
                 overdue.kill_at = now + SHUTDOWN_GRACE_S

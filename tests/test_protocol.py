@@ -7,7 +7,7 @@ import os
 import threading
 import warnings
 
-from pytest_procpar import protocol
+from pytest_procpar import framing, reports
 
 
 def test_frames_round_trip_in_order_through_a_pipe() -> None:
@@ -17,12 +17,12 @@ def test_frames_round_trip_in_order_through_a_pipe() -> None:
 
     def write_all() -> None:
         for message in messages:
-            protocol.send(write_fd, message)
+            framing.send(write_fd, message)
         os.close(write_fd)
 
     writer = threading.Thread(target=write_all)
     writer.start()
-    reader = protocol.FrameReader(read_fd)
+    reader = framing.FrameReader(read_fd)
     received: list[tuple[object, ...]] = []
     while not reader.eof:
         received += reader.receive(block=True)
@@ -33,8 +33,8 @@ def test_frames_round_trip_in_order_through_a_pipe() -> None:
 
 def test_a_cut_frame_is_not_delivered() -> None:
     read_fd, write_fd = os.pipe()
-    reader = protocol.FrameReader(read_fd)
-    protocol.send(write_fd, ("whole",))
+    reader = framing.FrameReader(read_fd)
+    framing.send(write_fd, ("whole",))
     os.write(write_fd, b"\x00\x00\x01\x00partial")  # a worker killed mid-write
     os.close(write_fd)
     received = reader.receive(block=True)
@@ -57,16 +57,16 @@ def record(category: type[Warning], text: str) -> warnings.WarningMessage:
 
 def test_warning_keeps_category_message_and_place() -> None:
     original = record(DeprecationWarning, "old api")
-    copy = protocol.decode_warning(protocol.encode_warning(original))
+    copy = reports.decode_warning(reports.encode_warning(original))
     assert copy.category is DeprecationWarning
     assert str(copy.message) == "old api"
     assert (copy.filename, copy.lineno) == (original.filename, original.lineno)
 
 
 def test_warning_of_unimportable_category_becomes_user_warning_naming_it() -> None:
-    data = protocol.encode_warning(record(CustomWarning, "custom"))
+    data = reports.encode_warning(record(CustomWarning, "custom"))
     data["category_module"] = "no_such_module_for_procpar"
-    copy = protocol.decode_warning(data)
+    copy = reports.decode_warning(data)
     assert copy.category is UserWarning
     assert "no_such_module_for_procpar.CustomWarning: custom" in str(copy.message)
 
@@ -76,9 +76,9 @@ def test_a_message_with_unpicklable_values_arrives_with_their_reprs() -> None:
     lock = threading.Lock()
     message = ("item", 0, [("report", {"kwargs": {"f": lambda: 1, "n": 1}, "props": [lock]})], 0.5)
     read_fd, write_fd = os.pipe()
-    protocol.send(write_fd, message)
+    framing.send(write_fd, message)
     os.close(write_fd)
-    reader = protocol.FrameReader(read_fd)
+    reader = framing.FrameReader(read_fd)
     (received,) = reader.receive(block=True)
     os.close(read_fd)
     kind, index, [(event, data)], seconds = received
@@ -94,7 +94,7 @@ def test_picklable_keeps_dataclasses_and_containers() -> None:
         msg: str
         kwargs: dict[str, object]
 
-    made = protocol.picklable(Context("m", {"lock": threading.Lock(), "n": (1, {2})}))
+    made = framing.picklable(Context("m", {"lock": threading.Lock(), "n": (1, {2})}))
     assert isinstance(made, Context)
     assert made.msg == "m"
     assert made.kwargs["n"] == (1, {2})

@@ -1,0 +1,96 @@
+"""The controller's side of the protocol: one handler for each message a worker sends.
+
+Every frame read from a worker comes here. Results are replayed into the controller's hooks,
+requests for work are passed to the run, and the ways a worker's loop can end are noted for
+the run to act on once the worker's process is gone. A kind this side does not know is a
+:class:`~pytest_procpar.messages.ProtocolError`, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pytest_procpar import coverage_support, messages, reports
+from pytest_procpar.durations import DurationStore
+from pytest_procpar.losses import LossAccounting
+from pytest_procpar.messages import Event, FromWorker
+from pytest_procpar.pool import Lifecycle, Worker
+from pytest_procpar.replay import Replayer
+from pytest_procpar.runreport import RunReport
+
+
+class Dispatcher:
+    """Acts on worker messages; ``give_work`` answers a worker that asks for more."""
+
+    def __init__(
+        self,
+        session: pytest.Session,
+        replayer: Replayer,
+        losses: LossAccounting,
+        report: RunReport,
+        durations: DurationStore,
+        give_work: Callable[[Worker], None],
+    ) -> None:
+        self.session = session
+        self.config = session.config
+        self.replayer = replayer
+        self.losses = losses
+        self.report = report
+        self.durations = durations
+        self.give_work = give_work
+        self.fatal: tuple[Worker, messages.Fatal] | None = None  # the first, which ends the run
+        self.interrupted_test: Any = None  # where the first interrupted test was, as shown
+
+    def dispatch(self, worker: Worker, message: FromWorker) -> None:
+        match message:
+            case (messages.ITEM, index, events, seconds):
+                self.item_done(worker, index, events, seconds)
+            case (messages.WANT,):
+                self.give_work(worker)
+            case (messages.SESSION, events):
+                self.replayer.replay(worker.node, None, events)
+            case (messages.READY,):
+                self.config.hook.pytest_testnodeready(node=worker.node)
+            case (messages.STOP, shouldfail, shouldstop):
+                self.session.shouldfail = self.session.shouldfail or shouldfail
+                self.session.shouldstop = self.session.shouldstop or shouldstop
+            case (messages.FINISHED, workeroutput):
+                self.finished(worker, workeroutput)
+            case (messages.UNUSABLE, index, trace):
+                worker.unusable = (index, trace)  # only that test fails; a new worker follows
+            case (messages.INTERRUPTED, where, index):
+                if index is not None and self.interrupted_test is None:
+                    self.interrupted_test = reports.decode_interrupt(self.config, where)
+                self.ended_run(worker, message)
+            case (
+                messages.EXITED
+                | messages.INTERNAL_ERROR
+                | messages.STARTUP_FAILED
+                | messages.MISMATCH
+                | messages.UNAVAILABLE,
+                *_,
+            ):
+                self.ended_run(worker, message)
+            case _:
+                raise messages.ProtocolError(message)
+
+    def item_done(self, worker: Worker, index: int, events: list[Event], seconds: float) -> None:
+        self.losses.item_reported(worker, index)
+        self.report.item_done(worker.workerid, seconds)
+        self.replayer.replay(worker.node, index, events)
+        self.durations.at_most(self.replayer.items[index].nodeid, seconds)
+
+    def finished(self, worker: Worker, workeroutput: dict[str, Any]) -> None:
+        worker.node.workeroutput = workeroutput
+        worker.lifecycle = Lifecycle.FINISHED
+        coverage_support.merge(workeroutput)
+        self.config.hook.pytest_testnodedown(node=worker.node, error=None)
+        self.config.hook.pytest_procpar_worker_finished(node=worker.node, error=None)
+
+    def ended_run(self, worker: Worker, message: messages.Fatal) -> None:
+        worker.lifecycle = Lifecycle.FAILED
+        if self.fatal is None:
+            self.fatal = (worker, message)

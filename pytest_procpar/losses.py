@@ -1,0 +1,94 @@
+"""Loss accounting: every collected item ends with exactly one outcome, even if its worker
+does not.
+
+A worker can end without reporting the test it ran: killed past its time limit, crashed (a
+segfault, the OOM killer, ``os._exit``), or left unusable by the test (its stdout closed). That
+test then fails with what is known (the stack, what it printed), and what the worker was
+handed but never ran goes back to the scheduler. When the run ends, any item nobody reported
+fails as "not run", with the reason: a run that loses a test says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from pytest_procpar import faults, isolation
+from pytest_procpar.pool import Lifecycle, Worker
+from pytest_procpar.replay import Replayer
+from pytest_procpar.scheduler import Scheduler
+from pytest_procpar.workitems import Chains
+
+NOT_RUN_BUG = "procpar lost track of it; please report this as a bug"
+
+
+class LossAccounting:
+    """Which items have an outcome, and outcomes for those their workers lost."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        items: Sequence[pytest.Item],
+        replayer: Replayer,
+        scheduler: Scheduler,
+        chains: Chains,
+    ) -> None:
+        self.config = config
+        self.items = items
+        self.replayer = replayer
+        self.scheduler = scheduler
+        self.chains = chains
+        self.reported: set[int] = set()
+
+    def item_reported(self, worker: Worker, index: int) -> None:
+        if index in worker.assigned:
+            worker.assigned.remove(index)
+        self.reported.add(index)
+
+    def worker_gone(self, worker: Worker, ended: Lifecycle) -> str | None:
+        """``worker``'s process is gone, ``ended`` being where its life was: fail what it lost
+        and give its unfinished items back. The error for ``pytest_testnodedown``, or None
+        when it ended as it should (finished, or reported why it stopped the run)."""
+        stack = faults.read_stack(worker.crash_files)
+        if worker.overdue.test is not None:
+            index, limit = worker.overdue.test
+            return self._lost(worker, index, f"Timeout after {limit:g}s", stack)
+        if worker.unusable is not None:
+            index, trace = worker.unusable
+            return self._lost(worker, index, "the test left its worker unusable", trace)
+        if ended in (Lifecycle.FINISHED, Lifecycle.FAILED):
+            return None
+        printed = isolation.printed_before_crash(worker.crash_files)
+        detail = "\n\n".join(part for part in (stack, printed) if part)
+        how = worker.handle.describe_exit()
+        return self._lost(worker, worker.running, f"worker {worker.workerid} crashed", detail, how)
+
+    def _lost(
+        self, worker: Worker, index: int | None, what: str, detail: str, how: str = ""
+    ) -> str:
+        where = f" while running {self.items[index].nodeid}" if index is not None else ""
+        message = f"{what}{where}" + (f": {how}" if how else "")
+        if index is not None:
+            if index in worker.assigned:
+                worker.assigned.remove(index)
+            item = self.items[index]
+            # A test that already reported keeps its outcome and gains a teardown error.
+            when = "teardown" if index in self.reported else "call"
+            running, since = worker.handle.running()
+            seconds = faults.now() - since if running == index else 0.0  # as far as it got
+            report = self.replayer.fail_item(worker.node, item, message, when, seconds, detail)
+            self.reported.add(index)
+            self.config.hook.pytest_handlecrashitem(
+                crashitem=item.nodeid, report=report, sched=self.scheduler
+            )
+        self.scheduler.remove_worker(worker.workerid, self.chains.collapse(worker.assigned))
+        worker.assigned.clear()
+        return message
+
+    def never_ran(self, reason: str) -> None:
+        """Fail every item nobody reported: ``not run: <reason>``."""
+        for index, item in enumerate(self.items):
+            if index not in self.reported:
+                self.replayer.fail_item(None, item, f"not run: {reason}", "call")
+                self.reported.add(index)

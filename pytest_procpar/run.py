@@ -1,0 +1,323 @@
+"""One parallel run of the collected items: start the workers, serve them, end them.
+
+The run owns the loop. It wakes when a worker sends frames (handed to the
+:class:`~pytest_procpar.dispatch.Dispatcher`), writes output (relayed to the terminal), or
+exits (:class:`~pytest_procpar.losses.LossAccounting` decides what it lost, and a replacement
+may start), or when a time limit is due. It answers requests for work from the scheduler, and
+stops every worker one way (:meth:`~pytest_procpar.pool.WorkerPool.halt_all`) when the run
+must stop. When it ends it raises what serial pytest's loop would have raised, so exit codes
+and closing messages are the same.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_procpar import (
+    coverage_support,
+    faults,
+    isolation,
+    junit,
+    launch,
+    messages,
+    once,
+    workitems,
+)
+from pytest_procpar.dispatch import Dispatcher
+from pytest_procpar.durations import DurationStore
+from pytest_procpar.losses import NOT_RUN_BUG, LossAccounting
+from pytest_procpar.options import Settings
+from pytest_procpar.output import BatchedTerminal
+from pytest_procpar.pool import Lifecycle, Worker, WorkerPool
+from pytest_procpar.remote import RemoteStartError
+from pytest_procpar.replay import Replayer
+from pytest_procpar.runreport import RunReport
+from pytest_procpar.scheduler import POLICIES, Scheduler
+from pytest_procpar.timelimits import TimeLimits
+from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid
+
+RESTARTS_PER_WORKER = 4  # like xdist: a crashing suite cannot restart workers forever
+INTERRUPT_GRACE_S = 1.0  # after Ctrl-C: time for workers to answer, before TERM then KILL
+INTERRUPT_TEARDOWN_S = 30.0  # after Ctrl-C: time for workers that answered to tear down
+
+
+class WorkerFailure(Exception):
+    """An error inside a worker's own loop (not in a test): serial pytest's INTERNALERROR."""
+
+
+class ParallelRun:
+    """One parallel execution of ``session.items``."""
+
+    def __init__(
+        self,
+        session: pytest.Session,
+        settings: Settings,
+        durations: DurationStore,
+        deselected: Collection[str] = (),
+    ) -> None:
+        self.session = session
+        self.config = session.config
+        self.items = session.items
+        # Never more workers than items, except that "each" runs every item on every worker.
+        self.worker_count = (
+            settings.workers if settings.dist == "each" else min(settings.workers, len(self.items))
+        )
+        # What xdist-aware plugins read for the number of workers, resolved as xdist resolves
+        # ``-n auto`` (syrupy expects a report from each).
+        self.config.option.numprocesses = self.worker_count
+        self.start_method = settings.start_method
+        self.notice = ""
+        threads = launch.other_threads() if self.start_method == "fork" else []
+        if threads:
+            self.start_method = "forkserver"
+            self.notice = f"; fork is unsafe with threads running ({', '.join(threads)})"
+        self.dist = settings.dist
+        self.chains = workitems.Chains(self.items)
+        self.durations = durations
+        self.scheduler, policy = self._make_scheduler(settings.dist)
+        self.report = RunReport(policy)
+        self.replayer = Replayer(self.config, self.items)
+        self.losses = LossAccounting(
+            self.config, self.items, self.replayer, self.scheduler, self.chains
+        )
+        self.dispatcher = Dispatcher(
+            session, self.replayer, self.losses, self.report, durations, self._give_work
+        )
+        self.time_limits = TimeLimits(settings.timeout, self.items)
+        factory = getattr(self.config, "_tmp_path_factory", None)  # None: -p no:tmpdir
+        self.own_basetemp = None if factory else Path(tempfile.mkdtemp(prefix="procpar-"))
+        basetemp = Path(factory.getbasetemp()) if factory else Path(str(self.own_basetemp))
+        local = [None] * (settings.workers - len(settings.remote))
+        slot_specs = [*local, *settings.remote][: self.worker_count]
+        launcher = launch.Launcher(
+            session, self.start_method, slot_specs, basetemp, settings.remote_rootdir, deselected
+        )
+        restarts = settings.max_restarts
+        if restarts is None:
+            restarts = RESTARTS_PER_WORKER * self.worker_count
+        self.pool = WorkerPool(launcher, restarts)
+        self.testrunuid = new_testrunuid()
+        self.terminal = BatchedTerminal(None)  # the real one while workers run
+        self.gave_up: str | None = None
+        self.run_fixtures: list[once.RunFixture] = []
+
+    def _make_scheduler(self, dist: str) -> tuple[Scheduler, str]:
+        """The scheduler, and the policy's name for the run report (a plugin's: its class)."""
+        cache = getattr(self.config, "cache", None)
+        lastfailed = cache.get("cache/lastfailed", {}) if cache is not None else {}
+        described = workitems.describe(self.items, self.durations.known, lastfailed, self.chains)
+        custom: Scheduler | None = self.config.hook.pytest_procpar_make_scheduler(
+            config=self.config, items=described, workers=self.worker_count
+        )
+        if custom is not None:
+            return custom, type(custom).__name__
+        return POLICIES[dist](described, self.worker_count), dist
+
+    @property
+    def interrupted_test(self) -> Any:
+        return self.dispatcher.interrupted_test
+
+    # -- starting -------------------------------------------------------------------------
+
+    def _start_worker(self, slot: int) -> None:
+        launcher = self.pool.launcher
+        workerinput = {
+            "workerid": f"gw{self.pool.started_count}",
+            "workercount": self.worker_count,
+            "testrunuid": self.testrunuid,
+            "mainargv": list(sys.argv),
+            coverage_support.SETTINGS_KEY: coverage_support.settings_for_workers(
+                self.config.pluginmanager.has_plugin("_cov")
+            ),
+            isolation.LOG_FILE_KEY: isolation.log_file_configured(self.config),
+            **junit.workerinput(self.config),
+        }
+        if self.start_method != "fork" or launcher.is_remote(slot):
+            # (forked workers inherit the values themselves)
+            workerinput[once.WORKERINPUT_KEY] = once.values_for_spawn(self.run_fixtures)
+        node = WorkerNode(self.config, workerinput)
+        self.config.hook.pytest_configure_node(node=node)
+        self.scheduler.add_worker(node.gateway.id)
+        initial = self.chains.expand(self.scheduler.next_batch(node.gateway.id))
+        sys.stdout.flush()  # buffered output must not be written again by the copy
+        sys.stderr.flush()
+        try:
+            worker = self.pool.start(node, slot, initial)
+        except RemoteStartError as exc:
+            raise self.session.Interrupted(str(exc)) from None
+        self.config.hook.pytest_procpar_worker_started(node=node)
+        self._scheduled(worker, initial)
+
+    def _write_header(self) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"procpar: {self.worker_count} worker{'s' if self.worker_count != 1 else ''} "
+                f"({self._kinds()}), "
+                f"{len(self.items)} items"
+            )
+            reporter.flush()
+
+    def _kinds(self) -> str:
+        """``fork``, ``2 fork, 2*popen``: how the workers are started."""
+        remote = Counter(self.pool.launcher.slot_specs)  # in slot order; None counts local ones
+        local = remote.pop(None, 0)
+        method = f"{self.start_method}{self.notice}"
+        kinds = [f"{local} {method}" if remote else method] if local else []
+        kinds += [f"{count}*{spec}" for spec, count in remote.items()]
+        return ", ".join(kinds)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def execute(self) -> None:
+        self._write_header()
+        restore = _interrupt_on_sigterm()
+        self.terminal = BatchedTerminal(self.config.pluginmanager.get_plugin("terminalreporter"))
+        try:
+            self.run_fixtures = once.set_up_for(self.items, self.config)
+            for slot in range(self.worker_count):
+                self._start_worker(slot)
+            self._serve(until=None)
+        except KeyboardInterrupt:
+            self._interrupt()
+            raise
+        finally:
+            restore()
+            self.terminal.restore()
+            self.pool.close()
+            once.tear_down(self.run_fixtures)
+            if self.own_basetemp is not None:
+                shutil.rmtree(self.own_basetemp, ignore_errors=True)
+            self.report.finish()
+        if self.dist != "each" and (self.gave_up or not self.pool.stopping):
+            self.losses.never_ran(self.gave_up or NOT_RUN_BUG)
+        self._raise_fatal()
+
+    def _serve(self, until: float | None) -> None:
+        """Handle worker output and exits until every worker is gone (or ``until``)."""
+        while self.pool.has_watched():
+            self.terminal.release_if_due()
+            wait = self._wait_time()
+            if until is not None:
+                wait = max(0.0, min(wait if wait is not None else until, until - faults.now()))
+                if wait == 0.0:
+                    return
+            for worker, source in self.pool.wait(wait):
+                if source == "frames":
+                    self._read(worker)
+                elif source == "exit":
+                    self._exited(worker)
+                elif not source.read():
+                    self.pool.unwatch(source.fd)
+            self.time_limits.enforce(self._watched(), faults.now())
+            if not self.pool.stopping and (
+                self.session.shouldfail or self.session.shouldstop or self.dispatcher.fatal
+            ):
+                self.pool.halt_all()
+
+    def _read(self, worker: Worker) -> None:
+        reader = worker.handle.reader
+        for message in reader.read_available():
+            self.dispatcher.dispatch(worker, message)
+        worker.heard_at = faults.now()
+        if reader.eof:
+            self.pool.unwatch(reader.fd)
+
+    def _give_work(self, worker: Worker) -> None:
+        batch = [] if self.pool.stopping else self.scheduler.next_batch(worker.workerid)
+        batch = self.chains.expand(batch)
+        if batch:
+            worker.assigned.extend(batch)
+            worker.handle.send(messages.run(batch))
+            self._scheduled(worker, batch)
+        else:
+            self.pool.tell_done(worker)
+
+    def _scheduled(self, worker: Worker, batch: list[int]) -> None:
+        nodeids = [self.items[index].nodeid for index in batch]
+        self.config.hook.pytest_procpar_items_scheduled(node=worker.node, nodeids=nodeids)
+
+    def _watched(self) -> list[Worker]:
+        return [worker for worker in self.pool.workers if worker.alive]
+
+    def _wait_time(self) -> float | None:
+        waits = [
+            self.terminal.wait_time(),
+            self.time_limits.wait_time(self._watched(), faults.now()),
+        ]
+        known = [wait for wait in waits if wait is not None]
+        return min(known) if known else None
+
+    # -- endings --------------------------------------------------------------------------
+
+    def _exited(self, worker: Worker) -> None:
+        """Its process is gone: what it lost fails, and a replacement may take its slot."""
+        for message in worker.handle.reader.receive(block=False):
+            self.dispatcher.dispatch(worker, message)
+        ended = worker.lifecycle
+        self.pool.forget(worker)
+        error = self.losses.worker_gone(worker, ended)
+        if error is None:
+            return
+        self.config.hook.pytest_testnodedown(node=worker.node, error=error)
+        self.config.hook.pytest_procpar_worker_finished(node=worker.node, error=error)
+        if not self.scheduler.has_pending() or self.pool.stopping:
+            return
+        if self.pool.take_restart():
+            self._start_worker(worker.slot)
+        elif not any(other.lifecycle is Lifecycle.RUNNING for other in self.pool.workers):
+            # Nobody left who will ask for work again: what is pending cannot run.
+            restarts = self.pool.started_count - self.worker_count
+            self.gave_up = f"no workers left after {restarts} worker restarts"
+            self.pool.halt_all()
+
+    def _interrupt(self) -> None:
+        """Ctrl-C or SIGTERM: stop every worker's test as serial pytest's would stop. Workers
+        that answer get time to tear their sessions down, the others are ended after a moment.
+        """
+        self.pool.halt_all()
+        asked = faults.now()
+        self.pool.signal_all(signal.SIGINT)
+        self._serve(until=asked + INTERRUPT_GRACE_S)
+        self.pool.end([worker for worker in self.pool.workers if worker.heard_at < asked])
+        self._serve(until=asked + INTERRUPT_TEARDOWN_S)
+
+    def _raise_fatal(self) -> None:
+        if self.dispatcher.fatal is None:
+            return
+        worker, message = self.dispatcher.fatal
+        match message:
+            case (messages.EXITED, reason, returncode):
+                raise pytest.exit.Exception(reason, returncode)
+            case (messages.INTERRUPTED, *_):
+                raise KeyboardInterrupt  # shown where the test was: see pytest_keyboard_interrupt
+            case (messages.MISMATCH | messages.UNAVAILABLE, why):
+                raise self.session.Interrupted(f"procpar: worker {worker.workerid} {why}")
+            case (messages.INTERNAL_ERROR | messages.STARTUP_FAILED, trace):
+                raise WorkerFailure(f"worker {worker.workerid} failed:\n{trace}")
+
+
+def _interrupt_on_sigterm() -> Callable[[], None]:
+    """While workers run, SIGTERM to the controller ends the run like Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore

@@ -1,0 +1,243 @@
+"""How a process becomes a worker: forked from the controller, or started afresh.
+
+Forked workers (the default) inherit the collected session and become workers in
+:func:`run_forked`: configured again as xdist workers are (see
+:mod:`pytest_procpar.reconfigure`), then straight to the loop. Spawned and forkserver workers,
+and remote ones, start a fresh interpreter, collect by themselves (:func:`run_spawned`), and
+check they found the controller's nodeids. Both run the loop through
+:class:`~pytest_procpar.worker.WorkerSession`.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import sys
+import tempfile
+import traceback
+from collections.abc import Collection, Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_procpar import faults, framing, isolation, messages, reconfigure
+from pytest_procpar.worker import Shared, WorkerSession
+
+
+@dataclass
+class ChildEnds:
+    """The worker's ends of its pipes (multiprocessing Connections, so spawn can send them)."""
+
+    commands: Any  # read: RUN / DONE from the controller
+    results: Any  # write: frames for the controller
+    stdout: Any  # becomes the worker's file descriptor 1: the controller tags and prints it
+    stderr: Any  # becomes file descriptor 2
+
+    def redirect_output(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self.stdout.fileno(), 1)
+        os.dup2(self.stderr.fileno(), 2)
+
+
+@dataclass
+class ForkStart:
+    """What a forked worker receives (inherited through fork, never pickled)."""
+
+    session: pytest.Session
+    workerinput: dict[str, Any]
+    slot: int
+    ends: ChildEnds
+    close_fds: Sequence[int]
+    shared: Shared
+    initial: Sequence[int]
+    basetemp: Path
+    stack_path: Path
+    parent_pid: int | None
+
+
+def run_forked(start: ForkStart) -> None:
+    """Entry point of a forked worker."""
+    for fd in start.close_fds:  # other workers' pipe ends: EOF must mean what it says
+        os.close(fd)
+    faults.prepare_worker_process(start.stack_path, start.parent_pid)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # The suite was frozen for the fork; tests see the collector a serial run has. Pages stay
+    # shared until a full collection walks them (a test's gc.collect(), or many new objects).
+    gc.unfreeze()
+    session = start.session
+    config = session.config
+    write_fd = start.ends.results.fileno()
+    try:
+        become_forked_worker(start)
+    except BaseException:
+        message = f"configuring the worker failed:\n{traceback.format_exc()}"
+        framing.send(write_fd, messages.startup_failed(message))
+        sys.exit(1)
+    worker_session = WorkerSession(write_fd, start.workerinput)  # coverage starts measuring
+    reconfigure.start_sessions(session)
+    session.testsfailed = 0
+    session.shouldfail = session.shouldstop = False
+    command_fd = start.ends.commands.fileno()
+    runner = worker_session.ready(
+        session, command_fd, start.shared, start.slot, list(start.initial)
+    )
+    config.pluginmanager.register(runner, "procpar_loop")
+    try:
+        config.hook.pytest_runtestloop(session=session)
+    except BaseException:  # a plugin's wrapper failed after the loop
+        worker_session.failed()
+    try:  # also after pytest.exit or Ctrl-C, as serial pytest does: session fixtures go down
+        config.hook.pytest_sessionfinish(session=session, exitstatus=worker_session.exitstatus())
+    except BaseException:
+        worker_session.failed()
+    fatal = worker_session.finish()
+    try:
+        reconfigure.unconfigure(config)
+    except Exception:  # the results are in; a plugin's failing cleanup is only news
+        traceback.print_exc()
+    if fatal is not None:
+        sys.exit(1)  # multiprocessing ends the process, skipping the controller's atexit handlers
+
+
+def become_forked_worker(start: ForkStart) -> None:
+    """Turn the copy of the controller into a worker, in the state an xdist worker's plugins
+    would have configured: see :mod:`pytest_procpar.reconfigure`."""
+    config = start.session.config
+    isolation.identify_as_worker(config, start.workerinput)
+    isolation.withdraw_controller_plugins(config)
+    isolation.restart_capture(config, start.ends.redirect_output)
+    isolation.capture_files_visible(config, start.stack_path)
+    isolation.worker_basetemp(config, start.basetemp)
+    reconfigure.withdraw_controller_role(config)
+    isolation.quiet_terminal(config)
+    reconfigure.configure_again(config)
+    isolation.silence_terminal(config)
+
+
+@dataclass
+class SpawnStart:
+    """What a spawned or forkserver worker receives, pickled: enough to collect again."""
+
+    args: list[str]
+    option_dict: dict[str, Any]
+    invocation_dir: str
+    workerinput: dict[str, Any]
+    slot: int
+    ends: ChildEnds
+    shared: Shared
+    initial: list[int]
+    nodeids: list[str]
+    deselected: list[str]  # what the controller collected but will not run (-k, --shard, ...)
+    stack_path: Path
+    parent_pid: int | None
+    environment: dict[str, str] | None = None  # to start from, as pytest was started (local)
+
+
+def match_items(
+    items: Sequence[pytest.Item], nodeids: Sequence[str], deselected: Collection[str] = ()
+) -> list[pytest.Item]:
+    """The worker's own items in the controller's order; a clear error when they differ.
+
+    The worker may keep items the controller deselected: plugins that deselect in the
+    controller only (``--shard``), or from state of their own (a remote host's ``--lf``
+    cache), need not agree with it.
+    """
+    own = {item.nodeid: item for item in items}
+    missing = [nodeid for nodeid in nodeids if nodeid not in own]
+    known = {*nodeids, *deselected}
+    extra = [item.nodeid for item in items if item.nodeid not in known]
+    if missing or extra:
+        raise WorkerCollectionMismatch(
+            f"collected {len(items)} items, the controller {len(nodeids)}; "
+            f"first only in the controller: {missing[:1] or 'none'}, "
+            f"first only in the worker: {extra[:1] or 'none'}"
+        )
+    return [own[nodeid] for nodeid in nodeids]
+
+
+class WorkerCollectionMismatch(Exception):
+    """A spawned worker collected other tests than the controller."""
+
+
+class SpawnedWorker:
+    """Plugin driving a spawned worker's own pytest session through the same loop."""
+
+    def __init__(self, start: SpawnStart) -> None:
+        self.start = start
+        self.session = WorkerSession(start.ends.results.fileno(), start.workerinput)
+        self.mismatch = False
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        isolation.withdraw_controller_plugins(config)
+        isolation.silence_terminal(config)
+        faults.point_faulthandler_at_stack()
+        self.start.ends.redirect_output()  # from now on output is news; before, a repeat
+        isolation.capture_files_visible(config, self.start.stack_path)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        """Check the collection, then run the loop (inside every plugin's run-loop wrapper)."""
+        start = self.start
+        try:
+            session.items = match_items(session.items, start.nodeids, start.deselected)
+        except WorkerCollectionMismatch as exc:
+            self.mismatch = True
+            framing.send(start.ends.results.fileno(), messages.mismatch(str(exc)))
+            return True
+        command_fd = start.ends.commands.fileno()
+        runner = self.session.ready(session, command_fd, start.shared, start.slot, start.initial)
+        runner.pytest_runtestloop(session)
+        return True
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(self) -> Generator[None, object, object]:
+        if self.session.runner is None:
+            return (yield)
+        try:
+            return (yield)
+        except BaseException:
+            self.session.failed()
+            raise
+        finally:
+            self.session.finish()
+
+
+def run_spawned(start: SpawnStart) -> None:
+    """Entry point of a spawned or forkserver worker: collect like the controller, then serve."""
+    faults.prepare_worker_process(start.stack_path, start.parent_pid)
+    # What configuring pytest prints again (its warnings, say) the controller printed already;
+    # it is kept aside, and shown only if this worker fails to start.
+    early_output = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(early_output.fileno(), 1)
+    os.dup2(early_output.fileno(), 2)
+    if start.environment is not None:
+        os.environ.clear()
+        os.environ.update(start.environment)
+    isolation.export_identity(start.workerinput)  # before any plugin or conftest looks
+    os.chdir(start.invocation_dir)
+    config = pytest.Config.fromdictargs(start.option_dict, start.args)
+    isolation.identify_as_worker(config, start.workerinput)
+    if config.option.log_file:  # opening it ("w") would truncate the controller's
+        config.option.log_file = os.devnull
+    worker = SpawnedWorker(start)
+    config.pluginmanager.register(worker, "procpar_spawned")
+    status = config.hook.pytest_cmdline_main(config=config)
+    if worker.mismatch:
+        sys.exit(1)
+    if worker.session.runner is None:  # pytest ended before the run loop: nothing ran here
+        sys.stdout.flush()
+        sys.stderr.flush()
+        early_output.seek(0)
+        printed = early_output.read().decode(errors="replace")[-20_000:]
+        message = f"pytest in the worker ended before running tests (exit code {int(status)})"
+        framing.send(start.ends.results.fileno(), messages.startup_failed(f"{message}\n{printed}"))
+        sys.exit(1)
+    if worker.session.runner.fatal is not None:
+        sys.exit(1)

@@ -1,0 +1,267 @@
+"""The controller's side of the protocol, in process: the dispatcher, the replayer and the loss
+accounting, driven by hand-made messages and a fake worker handle (milliseconds, no processes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_procpar import messages
+from pytest_procpar.dispatch import Dispatcher
+from pytest_procpar.losses import LossAccounting
+from pytest_procpar.pool import Lifecycle, Worker
+from pytest_procpar.replay import Replayer
+from pytest_procpar.runreport import RunReport
+from pytest_procpar.timelimits import Overdue
+from pytest_procpar.workitems import Chains
+from pytest_procpar.xdist_compat import WorkerNode
+
+SUITE = """
+def test_one(): pass
+def test_two(): pass
+def test_three(): pass
+"""
+
+
+@dataclass
+class FakeHandle:
+    """A worker handle that records what it is sent and says what its "process" runs."""
+
+    now_running: int = -1
+    since: float = 0.0
+    sent: list[tuple[object, ...]] = field(default_factory=list)
+
+    def running(self) -> tuple[int, float]:
+        return self.now_running, self.since
+
+    def describe_exit(self) -> str:
+        return "signal 9 (SIGKILL)"
+
+    def send(self, message: tuple[object, ...]) -> None:
+        self.sent.append(message)
+
+
+@dataclass
+class FakeScheduler:
+    given_back: list[tuple[str, list[int]]] = field(default_factory=list)
+
+    def remove_worker(self, worker: str, unfinished: Sequence[int]) -> None:
+        self.given_back.append((worker, list(unfinished)))
+
+
+class FakeDurations:
+    def __init__(self) -> None:
+        self.seen: dict[str, float] = {}
+
+    def at_most(self, nodeid: str, seconds: float) -> None:
+        self.seen[nodeid] = seconds
+
+
+class Recorder:
+    """Registered in the config: the hook calls the controller's plugins would see."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self.calls.append(("logstart", nodeid))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.calls.append(("logreport", (report.nodeid, report.when, report.outcome, report)))
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        self.calls.append(("logfinish", nodeid))
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        self.calls.append(("testnodedown", error))
+
+    def pytest_handlecrashitem(self, crashitem: str) -> None:
+        self.calls.append(("handlecrashitem", crashitem))
+
+
+@dataclass
+class Controller:
+    items: list[pytest.Item]
+    recorder: Recorder
+    replayer: Replayer
+    losses: LossAccounting
+    dispatcher: Dispatcher
+    scheduler: FakeScheduler
+    durations: FakeDurations
+    asked: list[Worker]
+    report: RunReport
+
+    def worker(self, assigned: Sequence[int] = (), tmp: Path | None = None) -> Worker:
+        node = WorkerNode(self.items[0].config, {"workerid": "gw0"})
+        handle: Any = FakeHandle()
+        worker = Worker(node, 0, handle, (tmp or Path("/nonexistent")) / "gw0.stack")
+        worker.assigned.extend(assigned)
+        return worker
+
+
+@pytest.fixture
+def controller(pytester: pytest.Pytester) -> Controller:
+    items = pytester.getitems(SUITE)
+    config = items[0].config
+    recorder = Recorder()
+    config.pluginmanager.register(recorder, "test_recorder")
+    replayer = Replayer(config, items)
+    scheduler = FakeScheduler()
+    losses = LossAccounting(config, items, replayer, scheduler, Chains(items))  # type: ignore[arg-type]
+    durations = FakeDurations()
+    asked: list[Worker] = []
+    report = RunReport("load")
+    dispatcher = Dispatcher(
+        items[0].session,
+        replayer,
+        losses,
+        report,
+        durations,
+        asked.append,  # type: ignore[arg-type]
+    )
+    return Controller(
+        items, recorder, replayer, losses, dispatcher, scheduler, durations, asked, report
+    )
+
+
+def plain(when: messages.When, outcome: messages.Outcome = "passed") -> messages.PlainReport:
+    return (messages.PLAIN_REPORT, when, outcome, 0.01, 1.0, 1.01)
+
+
+def item_events(item: pytest.Item, outcome: messages.Outcome = "passed") -> list[messages.Event]:
+    location = item.location
+    return [
+        messages.log_start(location, None),
+        plain("setup"),
+        plain("call", outcome),
+        plain("teardown"),
+        messages.log_finish(location, None),
+    ]
+
+
+def test_an_item_is_replayed_as_serial_pytest_calls_the_hooks(controller: Controller) -> None:
+    item = controller.items[1]
+    worker = controller.worker(assigned=[1, 2])
+    controller.dispatcher.dispatch(worker, messages.item_done(1, item_events(item, "failed"), 0.03))
+    calls = controller.recorder.calls
+    assert [name for name, _ in calls] == [
+        "logstart", "logreport", "logreport", "logreport", "logfinish",
+    ]  # fmt: skip
+    assert calls[0] == ("logstart", item.nodeid) and calls[-1] == ("logfinish", item.nodeid)
+    phases = [payload[:3] for name, payload in calls if name == "logreport"]
+    assert phases == [
+        (item.nodeid, "setup", "passed"),
+        (item.nodeid, "call", "failed"),
+        (item.nodeid, "teardown", "passed"),
+    ]
+    report = calls[2][1][3]
+    assert report.node is worker.node and report.location == item.location
+    # the bookkeeping: reported, no longer assigned, timed, counted
+    assert controller.losses.reported == {1} and list(worker.assigned) == [2]
+    assert controller.durations.seen == {item.nodeid: 0.03}
+    assert controller.report.workers["gw0"].items == 1
+
+
+def test_an_event_naming_another_node_is_replayed_for_that_node(controller: Controller) -> None:
+    other = controller.items[2]
+    events: list[messages.Event] = [
+        messages.log_start(other.location, other.nodeid),
+        messages.log_finish(other.location, other.nodeid),
+    ]
+    controller.dispatcher.dispatch(controller.worker(), messages.item_done(0, events, 0.0))
+    assert controller.recorder.calls == [("logstart", other.nodeid), ("logfinish", other.nodeid)]
+
+
+def test_requests_stops_and_a_clean_finish(controller: Controller) -> None:
+    worker = controller.worker()
+    controller.dispatcher.dispatch(worker, messages.want())
+    assert controller.asked == [worker]
+    controller.dispatcher.dispatch(worker, messages.stop_run("maxfail reached", False))
+    assert controller.items[0].session.shouldfail == "maxfail reached"
+    controller.dispatcher.dispatch(worker, messages.finished({"exitstatus": 1}))
+    assert worker.lifecycle is Lifecycle.FINISHED
+    assert worker.node.workeroutput == {"exitstatus": 1}
+    assert ("testnodedown", None) in controller.recorder.calls
+
+
+def test_the_first_message_that_ends_the_run_is_the_one_kept(controller: Controller) -> None:
+    first, second = controller.worker(), controller.worker()
+    controller.dispatcher.dispatch(first, messages.exited("stop here", 3))
+    controller.dispatcher.dispatch(second, messages.internal_error("Traceback ..."))
+    assert controller.dispatcher.fatal == (first, messages.exited("stop here", 3))
+    assert first.lifecycle is second.lifecycle is Lifecycle.FAILED
+
+
+def test_a_test_that_breaks_its_worker_is_noted_not_fatal(controller: Controller) -> None:
+    worker = controller.worker()
+    controller.dispatcher.dispatch(worker, messages.unusable(2, "Traceback ..."))
+    assert worker.unusable == (2, "Traceback ...")
+    assert worker.lifecycle is Lifecycle.RUNNING and controller.dispatcher.fatal is None
+
+
+@pytest.mark.parametrize(
+    "message",
+    [("bogus",), ("item", 0), ("want", "extra")],
+    ids=["unknown kind", "too few fields", "too many fields"],
+)
+def test_a_message_this_side_does_not_know_is_an_error(
+    controller: Controller, message: tuple[object, ...]
+) -> None:
+    with pytest.raises(messages.ProtocolError, match="unknown or malformed message"):
+        controller.dispatcher.dispatch(controller.worker(), message)  # type: ignore[arg-type]
+
+
+def test_an_event_this_side_does_not_know_is_an_error(controller: Controller) -> None:
+    events: Any = [("bogus", 1)]
+    with pytest.raises(messages.ProtocolError, match="'bogus'"):
+        controller.dispatcher.dispatch(controller.worker(), messages.item_done(0, events, 0.0))
+
+
+def test_a_crash_fails_the_running_test_and_gives_the_rest_back(
+    controller: Controller, tmp_path: Path
+) -> None:
+    worker = controller.worker(assigned=[0, 1, 2], tmp=tmp_path)
+    worker.handle.now_running = 1  # type: ignore[attr-defined]
+    (tmp_path / "gw0.stack").write_text("Fatal Python error: Segmentation fault")
+    error = controller.losses.worker_gone(worker, Lifecycle.RUNNING)
+    nodeid = controller.items[1].nodeid
+    assert error == f"worker gw0 crashed while running {nodeid}: signal 9 (SIGKILL)"
+    reports = [payload for name, payload in controller.recorder.calls if name == "logreport"]
+    assert [report[:3] for report in reports] == [(nodeid, "call", "failed")]
+    assert "Segmentation fault" in str(reports[0][3].longrepr)
+    assert ("handlecrashitem", nodeid) in controller.recorder.calls
+    assert controller.scheduler.given_back == [("gw0", [0, 2])]
+    assert controller.losses.reported == {1} and not worker.assigned
+
+
+def test_a_crash_after_the_test_reported_is_a_teardown_error(controller: Controller) -> None:
+    worker = controller.worker(assigned=[0])
+    item = controller.items[0]
+    controller.dispatcher.dispatch(worker, messages.item_done(0, item_events(item), 0.0))
+    worker.handle.now_running = 0  # type: ignore[attr-defined]
+    controller.losses.worker_gone(worker, Lifecycle.RUNNING)
+    phases = [payload[1:3] for name, payload in controller.recorder.calls if name == "logreport"]
+    assert phases[-1] == ("teardown", "failed")
+
+
+def test_timeouts_name_the_limit_and_clean_ends_lose_nothing(controller: Controller) -> None:
+    worker = controller.worker(assigned=[2])
+    worker.overdue = Overdue(test=(2, 1.5))
+    error = controller.losses.worker_gone(worker, Lifecycle.RUNNING)
+    assert error == f"Timeout after 1.5s while running {controller.items[2].nodeid}"
+    assert controller.losses.worker_gone(controller.worker(), Lifecycle.FINISHED) is None
+    assert controller.losses.worker_gone(controller.worker(), Lifecycle.FAILED) is None
+
+
+def test_items_nobody_reported_fail_as_not_run(controller: Controller) -> None:
+    controller.losses.reported.add(0)
+    controller.losses.never_ran("no workers left after 4 worker restarts")
+    failed = [payload for name, payload in controller.recorder.calls if name == "logreport"]
+    assert [report[0] for report in failed] == [item.nodeid for item in controller.items[1:]]
+    assert all("not run: no workers left" in str(report[3].longrepr) for report in failed)
+    assert controller.losses.reported == {0, 1, 2}
