@@ -53,7 +53,7 @@ class Dispatcher:
             case (messages.SESSION, events):
                 self.replayer.replay(worker.node, None, events)
             case (messages.READY,):
-                self.config.hook.pytest_testnodeready(node=worker.node)
+                self.config.hook.pytest_procpar_worker_ready(node=worker.node)
             case (messages.STOP, shouldfail, shouldstop):
                 self.session.shouldfail = self.session.shouldfail or shouldfail
                 self.session.shouldstop = self.session.shouldstop or shouldstop
@@ -87,7 +87,6 @@ class Dispatcher:
         worker.node.workeroutput = workeroutput
         worker.lifecycle = Lifecycle.FINISHED
         coverage_support.merge(workeroutput)
-        self.config.hook.pytest_testnodedown(node=worker.node, error=None)
         self.config.hook.pytest_procpar_worker_finished(node=worker.node, error=None)
 
     def ended_run(self, worker: Worker, message: messages.Fatal) -> None:

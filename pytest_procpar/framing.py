@@ -20,7 +20,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
-from _pytest._io.saferepr import saferepr
+from pytest_procpar.pytest_internals import saferepr
 
 M = TypeVar("M")  # the messages one direction carries: messages.FromWorker or ToWorker
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
     from pytest_procpar.scheduler import Scheduler, WorkItem
+    from pytest_procpar.xdist_compat import WorkerNode
 
 
 def missing_specs(pluginmanager: pytest.PytestPluginManager, namespace: object) -> type | None:
@@ -41,16 +42,37 @@ def pytest_procpar_make_scheduler(
 
 
 @pytest.hookspec()
-def pytest_procpar_worker_started(node: Any) -> None:
+def pytest_procpar_worker_starting(node: WorkerNode) -> None:
+    """A worker is about to start: ``node.workerinput`` may still be changed (it is what the
+    worker gets as ``config.workerinput``). Controller only. xdist's name:
+    ``pytest_configure_node``."""
+
+
+@pytest.hookspec()
+def pytest_procpar_worker_started(node: WorkerNode) -> None:
     """A worker process started (``node.gateway.id``, ``node.workerinput``). Controller only."""
 
 
 @pytest.hookspec()
-def pytest_procpar_worker_finished(node: Any, error: str | None) -> None:
-    """A worker is gone: ``error`` is None after a clean finish (``node.workeroutput`` then
-    holds what it reported), else why it ended. Controller only."""
+def pytest_procpar_worker_ready(node: WorkerNode) -> None:
+    """A worker is configured, holds its first items and is about to run them. Controller
+    only. xdist's name: ``pytest_testnodeready``."""
 
 
 @pytest.hookspec()
-def pytest_procpar_items_scheduled(node: Any, nodeids: Sequence[str]) -> None:
+def pytest_procpar_worker_finished(node: WorkerNode, error: str | None) -> None:
+    """A worker is gone: ``error`` is None after a clean finish (``node.workeroutput`` then
+    holds what it reported), else why it ended. Controller only. xdist's name:
+    ``pytest_testnodedown``."""
+
+
+@pytest.hookspec()
+def pytest_procpar_items_scheduled(node: WorkerNode, nodeids: Sequence[str]) -> None:
     """``nodeids`` were handed to the worker ``node``, to run in this order. Controller only."""
+
+
+@pytest.hookspec()
+def pytest_procpar_item_lost(nodeid: str, report: pytest.TestReport, scheduler: Scheduler) -> None:
+    """The worker running ``nodeid`` ended without reporting it (a crash, a time limit); it
+    was reported failed with ``report``. Controller only. xdist's name:
+    ``pytest_handlecrashitem``."""

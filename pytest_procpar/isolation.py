@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest.junitxml import xml_key
-from _pytest.tmpdir import TempPathFactory
 
-from pytest_procpar import messages
+from pytest_procpar import messages, pytest_internals, xdist_compat
+from pytest_procpar.pytest_internals import xml_key
 
 # Plugins that only make sense once per run; the controller keeps them.
 CONTROLLER_ONLY_PLUGINS = ("stepwiseplugin", "procpar_controller")
@@ -52,9 +51,11 @@ def quiet_terminal(config: pytest.Config) -> None:
     like = manager.get_plugin("terminalreporter")
     devnull = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives with the worker
     reporter = pytest.TerminalReporter(config, devnull)
-    if like is not None:  # colour the assertion explanations like the controller would
-        reporter._tw.hasmarkup = like._tw.hasmarkup
-        reporter._tw.code_highlight = like._tw.code_highlight
+    ours, theirs = (pytest_internals.terminal_writer(each) for each in (reporter, like))
+    if ours is not None and theirs is not None:  # colour explanations as the controller would
+        ours.hasmarkup = theirs.hasmarkup
+        ours.code_highlight = theirs.code_highlight
+    if like is not None:
         manager.unregister(like, name="terminalreporter")
     manager.register(reporter, "terminalreporter")
 
@@ -101,23 +102,15 @@ def restart_capture(config: pytest.Config, redirect_output: Callable[[], None]) 
         capman.suspend_global_capture()
 
 
-def worker_basetemp(config: pytest.Config, controller_basetemp: Path) -> None:
-    """Point tmp_path at ``<controller basetemp>/popen-<workerid>``, as xdist workers do.
+def use_basetemp(config: pytest.Config, basetemp: Path) -> None:
+    """Point tmp_path at ``basetemp`` (the worker's own).
 
     The factory is changed in place: whatever holds it (the legacy ``tmpdir_factory``, a
     plugin) then sees the worker's directory too."""
-    workerid = config.workerinput["workerid"]  # type: ignore[attr-defined]
-    config.option.basetemp = str(controller_basetemp / f"popen-{workerid}")
-    factory = getattr(config, "_tmp_path_factory", None)  # None with -p no:tmpdir
+    config.option.basetemp = str(basetemp)
+    factory = pytest_internals.tmp_path_factory(config)
     if factory is not None:
-        vars(factory).update(vars(TempPathFactory.from_config(config, _ispytest=True)))
-
-
-def export_identity(workerinput: dict[str, Any]) -> None:
-    """The environment variables xdist-aware code reads to learn it runs in a worker."""
-    os.environ["PYTEST_XDIST_WORKER"] = workerinput["workerid"]
-    os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(workerinput["workercount"])
-    os.environ["PYTEST_XDIST_TESTRUNUID"] = workerinput["testrunuid"]
+        vars(factory).update(vars(pytest_internals.fresh_tmp_path_factory(config)))
 
 
 _starting_environment: dict[str, str] = {}
@@ -133,13 +126,6 @@ def note_starting_environment() -> None:
 def starting_environment() -> dict[str, str]:
     """What a worker that configures pytest anew starts from (it runs those plugins again)."""
     return dict(_starting_environment or os.environ)
-
-
-def identify_as_worker(config: pytest.Config, workerinput: dict[str, Any]) -> None:
-    """What tells plugins they run in a worker, set before any of them configures for it."""
-    config.workerinput = workerinput  # type: ignore[attr-defined]
-    config.workeroutput = {}  # type: ignore[attr-defined]
-    export_identity(workerinput)
 
 
 LOG_FILE_KEY = "procpar_log_file"
@@ -160,7 +146,7 @@ class LogFileStream:
 
 
 def forward_log_file(config: pytest.Config, stream: LogFileStream) -> None:
-    if not config.workerinput.get(LOG_FILE_KEY):  # type: ignore[attr-defined]
+    if not (xdist_compat.workerinput(config) or {}).get(LOG_FILE_KEY):
         return
     plugin = config.pluginmanager.get_plugin("logging-plugin")
     if plugin is not None:
@@ -182,8 +168,7 @@ def log_file_configured(config: pytest.Config) -> bool:
 def capture_files_visible(config: pytest.Config, prefix: Path) -> None:
     """Put the worker's capture temp files at ``<prefix>.stdout`` / ``.stderr``, where the
     controller can read what a test had printed when its worker died mid-test."""
-    capman = config.pluginmanager.get_plugin("capturemanager")
-    capturing = getattr(capman, "_global_capturing", None)
+    capturing = pytest_internals.global_capturing(config)
     for stream in ("stdout", "stderr"):
         tmpfile = getattr(getattr(capturing, stream[3:], None), "tmpfile", None)
         try:

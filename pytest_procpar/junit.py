@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from _pytest.junitxml import _check_record_param_type, bin_xml_escape, xml_key
 
-from pytest_procpar import messages
+from pytest_procpar import messages, xdist_compat
+from pytest_procpar.pytest_internals import bin_xml_escape, check_record_param_type, xml_key
 
 FAMILY_KEY = "procpar_junit_family"  # in workerinput: the controller writes JUnit XML
 
@@ -43,7 +43,7 @@ class WorkerLogXML:
 
     def add_global_property(self, name: str, value: object) -> None:
         __tracebackhide__ = True
-        _check_record_param_type("name", name)
+        check_record_param_type("name", name)
         self._events().append((messages.SUITE_PROPERTY, name, bin_xml_escape(value)))
 
     def node_reporter(self, nodeid: str) -> _NoAttributes:
@@ -52,7 +52,7 @@ class WorkerLogXML:
 
 def forward_from_worker(config: pytest.Config, events: Callable[[], list[messages.Event]]) -> None:
     """In a worker: stand in for the controller's ``LogXML``, if it has one."""
-    family = config.workerinput.get(FAMILY_KEY)  # type: ignore[attr-defined]
+    family = (xdist_compat.workerinput(config) or {}).get(FAMILY_KEY)
     if family is not None:
         stash: Any = config.stash  # a stand-in, not the LogXML the key is typed for
         stash[xml_key] = WorkerLogXML(family, events)

@@ -29,7 +29,7 @@ import pytest
 from pytest_procpar import faults, framing, isolation, worker, worker_start
 from pytest_procpar.messages import FromWorker, ToWorker
 from pytest_procpar.remote import RemoteLauncher
-from pytest_procpar.xdist_compat import collecting_worker_options
+from pytest_procpar.xdist_compat import collecting_worker_options, worker_basetemp
 
 
 class WorkerHandle(Protocol):
@@ -51,7 +51,7 @@ class WorkerHandle(Protocol):
     def join(self, timeout: float | None = None) -> None: ...
     def is_alive(self) -> bool: ...
     def describe_exit(self) -> str: ...  # "signal 9 (SIGKILL)", for crash messages
-    def interpreter(self) -> dict[str, Any] | None: ...  # another Python's workerinfo
+    def interpreter(self) -> Any: ...  # execnet's facts about another Python, or None
     def close(self) -> None: ...
 
 
@@ -313,7 +313,7 @@ class Launcher:
         initial: list[int],
         ends: worker_start.ChildEnds,
     ) -> worker_start.SpawnStart:
-        basetemp = self.basetemp / f"popen-{workerinput['workerid']}"
+        basetemp = worker_basetemp(self.basetemp, workerinput["workerid"])
         return worker_start.SpawnStart(
             **self._collect_again(workerinput, initial, str(basetemp)),
             environment=isolation.starting_environment(),

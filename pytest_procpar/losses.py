@@ -79,8 +79,8 @@ class LossAccounting:
             seconds = faults.now() - since if running == index else 0.0  # as far as it got
             report = self.replayer.fail_item(worker.node, item, message, when, seconds, detail)
             self.reported.add(index)
-            self.config.hook.pytest_handlecrashitem(
-                crashitem=item.nodeid, report=report, sched=self.scheduler
+            self.config.hook.pytest_procpar_item_lost(
+                nodeid=item.nodeid, report=report, scheduler=self.scheduler
             )
         self.scheduler.remove_worker(worker.workerid, self.chains.collapse(worker.assigned))
         worker.assigned.clear()

@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from pytest_procpar import pytest_internals, xdist_compat
+
 WORKERINPUT_KEY = "procpar_run_values"
 ALLOWED_ARGUMENTS = ("config", "tmp_path_factory")
 
@@ -53,7 +55,7 @@ class RunFixture:
     def _call(self, config: pytest.Config) -> Any:
         available: dict[str, Callable[[], Any]] = {
             "config": lambda: config,
-            "tmp_path_factory": lambda: config._tmp_path_factory,  # type: ignore[attr-defined]
+            "tmp_path_factory": lambda: pytest_internals.tmp_path_factory(config),
         }
         wanted = inspect.signature(self.func).parameters
         return self.func(**{name: available[name]() for name in wanted})
@@ -82,7 +84,7 @@ class RunFixture:
     def get(self, config: pytest.Config) -> Any:
         """The value (or the controller's error) as a test sees it."""
         if not self.ready:  # a spawned worker: the controller sent the value along
-            values = config.workerinput.get(WORKERINPUT_KEY, {})  # type: ignore[attr-defined]
+            values = (xdist_compat.workerinput(config) or {}).get(WORKERINPUT_KEY, {})
             if self.name not in values:
                 raise RunFixtureError(f"once_per_run fixture {self.name!r} was not set up")
             self.error, self.value = values[self.name]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from pytest_procpar import remote, shard, xdist_compat
+from pytest_procpar import pytest_internals, remote, shard, xdist_compat
 from pytest_procpar.cpus import available_cpus
 from pytest_procpar.scheduler import DEFAULT_POLICY, POLICIES, SERIAL_POLICY
 
@@ -150,7 +150,8 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
     group = parser.getgroup("procpar", "parallel test execution (procpar)")
     if with_xdist_names:
         # pytest reserves lowercase short options for itself; -n is xdist's established name.
-        group._addoption(
+        pytest_internals.add_option(
+            group,
             "-n",
             "--numprocesses",
             dest="numprocesses",

@@ -12,7 +12,7 @@ import sys
 import weakref
 from typing import Any
 
-from pytest_procpar import faults
+from pytest_procpar import faults, pytest_internals
 
 CHUNK = 1 << 16
 HOLD_S = 0.1  # how long terminal output may wait to be written with what follows
@@ -57,9 +57,11 @@ class OutputRelay:
 
     def _print(self, raw: bytes) -> None:
         text = self.prefix + raw.decode(errors="replace").rstrip("\r")
-        if self.stream == "stdout" and self.reporter is not None:
-            writer = self.reporter._tw  # the terminal writer knows where its line stands
-            if writer.width_of_current_line:
+        writer = (
+            pytest_internals.terminal_writer(self.reporter) if self.stream == "stdout" else None
+        )
+        if writer is not None:
+            if writer.width_of_current_line:  # the writer knows where its line stands
                 writer.line()  # leave the progress dots' line as it is
             writer.line(text)
             writer.flush()
@@ -80,14 +82,12 @@ class BatchedTerminal:
     """
 
     def __init__(self, reporter: Any) -> None:
-        writer = getattr(reporter, "_tw", None)
-        self.writer = writer if hasattr(writer, "_file") else None
+        self.writer = pytest_internals.terminal_writer(reporter)
         self.file: Any = None
         self.parts: list[str] = []
         self.due_at = 0.0  # when what is held must be written
         if self.writer is not None:
-            self.file = self.writer._file
-            self.writer._file = self
+            self.file = pytest_internals.swap_writer_file(self.writer, self)
             # A forked worker prints through the same writer (live logs): not batched there,
             # and what the controller holds is not the worker's to print.
             me = weakref.ref(self)
@@ -128,7 +128,7 @@ class BatchedTerminal:
     def restore(self) -> None:
         if self.writer is not None:
             self.release()
-            self.writer._file = self.file
+            pytest_internals.swap_writer_file(self.writer, self.file)
             self.writer = None
 
     def __getattr__(self, name: str) -> Any:  # isatty, encoding, ...: the real file's

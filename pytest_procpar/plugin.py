@@ -38,7 +38,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     if xdist_compat.xdist_loaded(config.pluginmanager):
         return
     xdist_compat.disable_rerunfailures_xdist_mode()  # every plugin is imported by now
-    if hasattr(config, "workerinput"):
+    if xdist_compat.workerinput(config) is not None:
         return
     settings = options.resolve(config)
     config.stash[SETTINGS_KEY] = settings
@@ -48,9 +48,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         launch.release_suite(config)  # now, so that it is the last cleanup
         # Before configuring: what the configure hooks register, forked workers withdraw.
         config.pluginmanager.register(reconfigure.ConfigureRecord(config), "procpar_record")
-    # What xdist-aware plugins read to learn whether tests are distributed (pytest-benchmark,
-    # pytest-cov): xdist's "no" unless workers will run.
-    config.option.dist = settings.dist if settings.workers else "no"
+    xdist_compat.announce_distribution(config, settings.dist, settings.workers)
 
 
 @pytest.hookimpl(trylast=True)  # after the terminal reporter exists
@@ -64,7 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not xdist_compat.xdist_loaded(config.pluginmanager):
         config.addinivalue_line("markers", "xdist_group(name): the same as procpar_group")
     settings = config.stash.get(SETTINGS_KEY, None)
-    if hasattr(config, "workerinput") or (settings is not None and settings.workers):
+    if xdist_compat.workerinput(config) is not None or (settings is not None and settings.workers):
         xdist_compat.register_adapters(config)
     if settings is None or (settings.shard is None and not settings.workers):
         return
@@ -80,6 +78,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
         controller = ControllerPlugin(settings, durations)
         config.pluginmanager.register(controller, "procpar_controller")
+        config.pluginmanager.register(xdist_compat.HookBridge(config), "procpar_xdist_hooks")
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

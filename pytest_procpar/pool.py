@@ -87,7 +87,7 @@ class WorkerPool:
         """Start a worker in ``slot`` holding ``initial``, and watch what it sends."""
         self.started_count += 1
         handle = self.launcher.start(node.workerinput, slot, initial)
-        node.interpreter = handle.interpreter() or {}
+        node.remote_interpreter = handle.interpreter()
         worker = Worker(node, slot, handle, self.launcher.stack_path(node.workerinput))
         worker.assigned.extend(initial)
         self.workers.append(worker)

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import hookspecs, xdist_compat
+from pytest_procpar import hookspecs, pytest_internals, xdist_compat
 
 BUILTIN_PLUGIN_MODULES = ("_pytest.", "pytest_procpar.", "pluggy.")
 RECORD_KEY = pytest.StashKey["ConfigureRecord"]()
@@ -79,7 +79,7 @@ def _call_third_party(
     registered later in the worker are not configured twice."""
     left_out = _builtin_plugins(manager) | (skip or set())
     caller = manager.subset_hook_caller(name, remove_plugins=left_out)
-    caller._hookexec(name, caller.get_hookimpls(), kwargs, False)
+    pytest_internals.call_implementations(caller, kwargs)
 
 
 # What the worker withdrew: kept referenced until the process ends, so that no file object

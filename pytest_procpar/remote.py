@@ -176,21 +176,12 @@ class RemoteWorker:
                 return faults.describe_exit(popen.wait(timeout=1.0))
         return self.lost or f"connection to {self.spec} closed"
 
-    def interpreter(self) -> dict[str, Any] | None:
-        """What the remote interpreter is, in the shape of xdist's ``workerinfo``."""
+    def interpreter(self) -> Any:
+        """execnet's facts about the remote interpreter (its version, platform, cwd)."""
         try:
-            info = self.gateway._rinfo()
+            return self.gateway._rinfo()
         except Exception:
             return None
-        version_info = tuple(info.version_info)
-        return {
-            "version": ".".join(str(part) for part in version_info[:3]),
-            "version_info": version_info,
-            "sysplatform": info.platform,
-            "platform": info.platform,
-            "executable": info.executable,
-            "cwd": info.cwd,
-        }
 
     def _readers(self) -> list[int]:
         return [self.reader.fd, *self.output_fds.values(), self.sentinel]

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from _pytest._code.code import ReprFileLocation
 
-from pytest_procpar import isolation, junit, messages, reports
+from pytest_procpar import isolation, junit, messages, reports, xdist_compat
 from pytest_procpar.messages import Event
+from pytest_procpar.pytest_internals import ReprFileLocation
 from pytest_procpar.xdist_compat import WorkerNode
 
 
@@ -41,7 +41,8 @@ class Replayer:
                     if location is None and item is not None:
                         location = item.location
                     report = reports.decode_report(self.config, event, item, location, keywords)
-                    report.node = node  # type: ignore[attr-defined]
+                    if node is not None:
+                        xdist_compat.attach_node(report, node)
                     hooks.pytest_runtest_logreport(report=report)
                 case (messages.LOGSTART, where, nodeid):
                     if nodeid is None:
@@ -105,7 +106,7 @@ class Replayer:
             user_properties=[],
         )
         if node is not None:
-            report.node = node  # type: ignore[attr-defined]
+            xdist_compat.attach_node(report, node)
         item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         item.ihook.pytest_runtest_logreport(report=report)
         item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)

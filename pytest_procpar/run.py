@@ -31,7 +31,9 @@ from pytest_procpar import (
     launch,
     messages,
     once,
+    pytest_internals,
     workitems,
+    xdist_compat,
 )
 from pytest_procpar.dispatch import Dispatcher
 from pytest_procpar.durations import DurationStore
@@ -72,9 +74,7 @@ class ParallelRun:
         self.worker_count = (
             settings.workers if settings.dist == "each" else min(settings.workers, len(self.items))
         )
-        # What xdist-aware plugins read for the number of workers, resolved as xdist resolves
-        # ``-n auto`` (syrupy expects a report from each).
-        self.config.option.numprocesses = self.worker_count
+        xdist_compat.announce_distribution(self.config, settings.dist, self.worker_count)
         self.start_method = settings.start_method
         self.notice = ""
         threads = launch.other_threads() if self.start_method == "fork" else []
@@ -94,7 +94,7 @@ class ParallelRun:
             session, self.replayer, self.losses, self.report, durations, self._give_work
         )
         self.time_limits = TimeLimits(settings.timeout, self.items)
-        factory = getattr(self.config, "_tmp_path_factory", None)  # None: -p no:tmpdir
+        factory = pytest_internals.tmp_path_factory(self.config)  # None: -p no:tmpdir
         self.own_basetemp = None if factory else Path(tempfile.mkdtemp(prefix="procpar-"))
         basetemp = Path(factory.getbasetemp()) if factory else Path(str(self.own_basetemp))
         local = [None] * (settings.workers - len(settings.remote))
@@ -146,7 +146,7 @@ class ParallelRun:
             # (forked workers inherit the values themselves)
             workerinput[once.WORKERINPUT_KEY] = once.values_for_spawn(self.run_fixtures)
         node = WorkerNode(self.config, workerinput)
-        self.config.hook.pytest_configure_node(node=node)
+        self.config.hook.pytest_procpar_worker_starting(node=node)
         self.scheduler.add_worker(node.gateway.id)
         initial = self.chains.expand(self.scheduler.next_batch(node.gateway.id))
         sys.stdout.flush()  # buffered output must not be written again by the copy
@@ -269,7 +269,6 @@ class ParallelRun:
         error = self.losses.worker_gone(worker, ended)
         if error is None:
             return
-        self.config.hook.pytest_testnodedown(node=worker.node, error=error)
         self.config.hook.pytest_procpar_worker_finished(node=worker.node, error=error)
         if not self.scheduler.has_pending() or self.pool.stopping:
             return

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import pytest
-from _pytest.mark.structures import Mark
 
 from pytest_procpar.workitems import closest_marker
 
@@ -58,12 +57,12 @@ class TimeLimits:
     """Every item's limit, and the steps taken against workers running past one."""
 
     def __init__(self, default: float, items: Sequence[pytest.Item]) -> None:
-        known: dict[int, Mark | None] = {}
+        known: dict[int, pytest.Mark | None] = {}
         self.limits = [self._limit(item, default, known) for item in items]
         self.enabled = any(self.limits)
 
     @staticmethod
-    def _limit(item: pytest.Item, default: float, known: dict[int, Mark | None]) -> float:
+    def _limit(item: pytest.Item, default: float, known: dict[int, pytest.Mark | None]) -> float:
         """Seconds ``item`` may run, 0 for no limit; a bad marker value is a usage error
         before anything runs."""
         marker = closest_marker(item, (TIMEOUT_MARKER,), known)

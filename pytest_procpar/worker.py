@@ -28,6 +28,7 @@ from pytest_procpar import (
     junit,
     messages,
     reports,
+    xdist_compat,
 )
 from pytest_procpar.messages import Event, ToWorker
 
@@ -253,7 +254,7 @@ class WorkerLoop:
         self.send_events(None)  # what plugins recorded after the last item (sessionfinish)
         if fatal is None:
             session = self.session
-            workeroutput = session.config.workeroutput  # type: ignore[attr-defined]
+            workeroutput = xdist_compat.workeroutput(session.config)
             workeroutput.setdefault("exitstatus", int(self.exitstatus(None)))
             workeroutput.setdefault("shouldfail", session.shouldfail)
             workeroutput.setdefault("shouldstop", session.shouldstop)
@@ -328,6 +329,6 @@ class WorkerSession:
         """After ``pytest_sessionfinish``: coverage data, the last events, how it ended."""
         assert self.runner is not None
         loop = self.runner.loop
-        self.measuring.finish(loop.session.config.workeroutput)  # type: ignore[attr-defined]
+        self.measuring.finish(xdist_compat.workeroutput(loop.session.config))
         loop.report_end(self.runner.fatal)
         return self.runner.fatal

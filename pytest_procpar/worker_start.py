@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import faults, framing, isolation, messages, reconfigure
+from pytest_procpar import faults, framing, isolation, messages, reconfigure, xdist_compat
 from pytest_procpar.worker import Shared, WorkerSession
 
 
@@ -107,11 +107,13 @@ def become_forked_worker(start: ForkStart) -> None:
     """Turn the copy of the controller into a worker, in the state an xdist worker's plugins
     would have configured: see :mod:`pytest_procpar.reconfigure`."""
     config = start.session.config
-    isolation.identify_as_worker(config, start.workerinput)
+    xdist_compat.become_worker(config, start.workerinput)
     isolation.withdraw_controller_plugins(config)
     isolation.restart_capture(config, start.ends.redirect_output)
     isolation.capture_files_visible(config, start.stack_path)
-    isolation.worker_basetemp(config, start.basetemp)
+    isolation.use_basetemp(
+        config, xdist_compat.worker_basetemp(start.basetemp, start.workerinput["workerid"])
+    )
     reconfigure.withdraw_controller_role(config)
     isolation.quiet_terminal(config)
     reconfigure.configure_again(config)
@@ -220,10 +222,10 @@ def run_spawned(start: SpawnStart) -> None:
     if start.environment is not None:
         os.environ.clear()
         os.environ.update(start.environment)
-    isolation.export_identity(start.workerinput)  # before any plugin or conftest looks
+    xdist_compat.export_identity(start.workerinput)  # before any plugin or conftest looks
     os.chdir(start.invocation_dir)
     config = pytest.Config.fromdictargs(start.option_dict, start.args)
-    isolation.identify_as_worker(config, start.workerinput)
+    xdist_compat.become_worker(config, start.workerinput)
     if config.option.log_file:  # opening it ("w") would truncate the controller's
         config.option.log_file = os.devnull
     worker = SpawnedWorker(start)

@@ -7,12 +7,12 @@ import statistics
 from collections.abc import Mapping, Sequence
 
 import pytest
-from _pytest.mark.structures import Mark
-from _pytest.nodes import Node
 
+from pytest_procpar import pytest_internals, xdist_compat
+from pytest_procpar.pytest_internals import Node
 from pytest_procpar.scheduler.base import WorkItem
 
-GROUP_MARKERS = ("procpar_group", "xdist_group")
+GROUP_MARKERS = ("procpar_group", xdist_compat.GROUP_MARKER)
 SHARED_SCOPES = ("package", "module", "class")
 # Markers that fix the order of tests relative to each other: pytest-order's, and
 # pytest-dependency's (a dependent test is skipped unless what it depends on passed earlier
@@ -21,8 +21,8 @@ ORDER_MARKERS = ("order", "dependency")
 
 
 def closest_marker(
-    node: Node, names: tuple[str, ...], known: dict[int, Mark | None]
-) -> Mark | None:
+    node: Node, names: tuple[str, ...], known: dict[int, pytest.Mark | None]
+) -> pytest.Mark | None:
     """The closest marker named one of ``names``, as ``get_closest_marker`` finds it, but
     looked up once per parent node: that walks the whole chain for every item of a big suite,
     and this runs for every item before any worker starts. ``known`` is the memo."""
@@ -37,7 +37,7 @@ def closest_marker(
     return known[id(parent)]
 
 
-def group_name(item: pytest.Item, known: dict[int, Mark | None]) -> str | None:
+def group_name(item: pytest.Item, known: dict[int, pytest.Mark | None]) -> str | None:
     """The name given by the closest ``procpar_group``/``xdist_group`` marker."""
     marker = closest_marker(item, GROUP_MARKERS, known)
     if marker is None:
@@ -51,14 +51,9 @@ def fixture_scope(
     """The module (or class) whose scoped fixtures this item shares with its neighbours.
     ``known`` memoizes the scopes per fixture info, which the items of one parametrized
     function share (reading a fixture's scope costs an enum lookup)."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return None
-    scopes = known.get(id(info))
+    scopes = pytest_internals.fixture_scopes(item, known)
     if scopes is None:
-        scopes = known[id(info)] = {
-            defs[-1].scope for defs in info.name2fixturedefs.values() if defs
-        }
+        return None
     if scopes & {"package", "module"}:
         return file
     if "class" in scopes:
@@ -76,7 +71,7 @@ class Chains:
     """
 
     def __init__(self, items: Sequence[pytest.Item]) -> None:
-        known: dict[int, Mark | None] = {}
+        known: dict[int, pytest.Mark | None] = {}
         chained = [i for i, item in enumerate(items) if closest_marker(item, ORDER_MARKERS, known)]
         self.members = {chained[0]: chained} if len(chained) > 1 else {}
         self.head = {index: head for head, chain in self.members.items() for index in chain}
@@ -112,7 +107,7 @@ def describe(
     known = [durations[item.nodeid] for item in items if item.nodeid in durations]
     median = statistics.median(known) if known else 1.0
     described = []
-    groups: dict[int, Mark | None] = {}
+    groups: dict[int, pytest.Mark | None] = {}
     scopes: dict[int, set[str]] = {}
     for index, item in enumerate(items):
         nodeid = item.nodeid

@@ -1,9 +1,11 @@
-"""What pytest-xdist users and plugins rely on, provided by procpar.
+"""What pytest-xdist users and plugins rely on, provided by procpar: the one place that knows.
 
 Workers look like xdist workers (``config.workerinput``/``workeroutput``, the ``PYTEST_XDIST_*``
-environment variables, see :mod:`pytest_procpar.isolation` and
-:mod:`pytest_procpar.reconfigure`), the controller calls xdist's node hooks with a node object
-shaped like xdist's, and the ``worker_id`` / ``testrun_uid`` fixtures exist.
+environment variables, ``tmp_path`` under ``popen-gwN``; see also
+:mod:`pytest_procpar.reconfigure`), xdist's node hooks are called with a node object shaped like
+xdist's (:class:`HookBridge` turns procpar's own worker hooks into them), reports carry that
+node, and the ``worker_id`` / ``testrun_uid`` fixtures exist. The core reaches all of this
+through the functions here and procpar's hooks.
 
 Plugins written for xdist look for it by name (``pluginmanager.hasplugin("xdist")``) before
 they register their xdist hooks or take their distributed path. procpar answers to that name:
@@ -20,6 +22,7 @@ import platform
 import sys
 import uuid
 from collections.abc import Generator
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -28,6 +31,55 @@ import pytest
 from pytest_procpar import hookspecs
 
 XDIST_PLUGIN_NAMES = ("xdist", "xdist.plugin")
+GROUP_MARKER = "xdist_group"  # the same as procpar_group
+
+
+def workerinput(config: pytest.Config) -> dict[str, Any] | None:
+    """What the controller handed this worker (None in the controller or a serial run)."""
+    value: dict[str, Any] | None = getattr(config, "workerinput", None)
+    return value
+
+
+def workeroutput(config: pytest.Config) -> dict[str, Any]:
+    """What this worker hands back to the controller when it finishes."""
+    worker: Any = config  # the attribute is xdist's, not in pytest's types
+    value: dict[str, Any] = worker.workeroutput
+    return value
+
+
+def become_worker(config: pytest.Config, given: dict[str, Any]) -> None:
+    """What tells plugins they run in a worker, set before any of them configures for it."""
+    worker: Any = config  # the attributes are xdist's, not in pytest's types
+    worker.workerinput = given
+    worker.workeroutput = {}
+    export_identity(given)
+
+
+def export_identity(given: dict[str, Any]) -> None:
+    """The environment variables xdist-aware code reads to learn it runs in a worker."""
+    os.environ["PYTEST_XDIST_WORKER"] = given["workerid"]
+    os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(given["workercount"])
+    os.environ["PYTEST_XDIST_TESTRUNUID"] = given["testrunuid"]
+
+
+def worker_basetemp(controller_basetemp: Path, workerid: str) -> Path:
+    """Where a worker's ``tmp_path`` lives, as under xdist: beside the controller's."""
+    return controller_basetemp / f"popen-{workerid}"
+
+
+def attach_node(report: pytest.TestReport, node: WorkerNode) -> None:
+    """``report.node``: the worker it came from, as xdist's reports carry it."""
+    carrier: Any = report
+    carrier.node = node
+
+
+def announce_distribution(config: pytest.Config, dist: str, workers: int) -> None:
+    """Where xdist-aware plugins read whether and on how many workers tests run (pytest-cov,
+    pytest-benchmark; syrupy expects a report from each worker): xdist's ``dist`` is "no"
+    unless workers run."""
+    config.option.dist = dist if workers else "no"
+    if workers:
+        config.option.numprocesses = workers
 
 
 class XdistStandIn:
@@ -66,6 +118,32 @@ def disable_rerunfailures_xdist_mode() -> None:
     module: Any = sys.modules.get("pytest_rerunfailures")
     if getattr(module, "HAS_PYTEST_HANDLECRASHITEM", False):
         module.HAS_PYTEST_HANDLECRASHITEM = False
+
+
+class HookBridge:
+    """procpar's worker hooks, told to plugins in xdist's hooks as well (first, so that
+    procpar's own listeners find what xdist's put on the node)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.hook = config.hook
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_procpar_worker_starting(self, node: WorkerNode) -> None:
+        self.hook.pytest_configure_node(node=node)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_procpar_worker_ready(self, node: WorkerNode) -> None:
+        self.hook.pytest_testnodeready(node=node)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_procpar_worker_finished(self, node: WorkerNode, error: str | None) -> None:
+        self.hook.pytest_testnodedown(node=node, error=error)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_procpar_item_lost(
+        self, nodeid: str, report: pytest.TestReport, scheduler: object
+    ) -> None:
+        self.hook.pytest_handlecrashitem(crashitem=nodeid, report=report, sched=scheduler)
 
 
 class XdistHookSpecs:
@@ -128,7 +206,7 @@ class WorkerNode:
     def __init__(self, config: pytest.Config, workerinput: dict[str, Any]) -> None:
         self.config = config
         self.workerinput = workerinput
-        self.interpreter: dict[str, Any] = {}  # another Python's (--tx): see workerinfo
+        self.remote_interpreter: Any = None  # execnet's facts about a --tx worker's Python
         self.gateway = SimpleNamespace(id=workerinput["workerid"], _rinfo=self._rinfo)
         self.nodemanager = SimpleNamespace(roots=[])  # pytest-cov: no rsync roots, same files
 
@@ -141,7 +219,9 @@ class WorkerNode:
         """What xdist's node carries, worked out when first read (above a failure, by a
         plugin): ``platform.platform()`` runs ``uname -p`` the first time, a cost passing runs
         need not pay."""
-        return {**interpreter_info(self.gateway.id), **self.interpreter}
+        facts = self.remote_interpreter
+        remote = remote_interpreter_info(facts) if facts is not None else {}
+        return {**interpreter_info(self.gateway.id), **remote}
 
     def __repr__(self) -> str:
         return f"<WorkerNode {self.gateway.id}>"
@@ -242,6 +322,19 @@ def interpreter_info(workerid: str) -> dict[str, Any]:
     }
 
 
+def remote_interpreter_info(facts: Any) -> dict[str, Any]:
+    """The ``workerinfo`` of another interpreter, from execnet's ``gateway._rinfo()``."""
+    version_info = tuple(facts.version_info)
+    return {
+        "version": ".".join(str(part) for part in version_info[:3]),
+        "version_info": version_info,
+        "sysplatform": facts.platform,
+        "platform": facts.platform,
+        "executable": facts.executable,
+        "cwd": facts.cwd,
+    }
+
+
 def new_testrunuid() -> str:
     return uuid.uuid4().hex
 
@@ -249,12 +342,12 @@ def new_testrunuid() -> str:
 @pytest.fixture(scope="session")
 def worker_id(request: pytest.FixtureRequest) -> str:
     """The id of this worker (``gw0``, ``gw1``, ...), or ``"master"`` when not parallel."""
-    workerinput = getattr(request.config, "workerinput", None)
-    return str(workerinput["workerid"]) if workerinput else "master"
+    given = workerinput(request.config)
+    return str(given["workerid"]) if given else "master"
 
 
 @pytest.fixture(scope="session")
 def testrun_uid(request: pytest.FixtureRequest) -> str:
     """An id shared by every worker of this run, unique to the run."""
-    workerinput = getattr(request.config, "workerinput", None)
-    return str(workerinput["testrunuid"]) if workerinput else new_testrunuid()
+    given = workerinput(request.config)
+    return str(given["testrunuid"]) if given else new_testrunuid()

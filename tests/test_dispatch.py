@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import messages
+from pytest_procpar import messages, xdist_compat
 from pytest_procpar.dispatch import Dispatcher
 from pytest_procpar.losses import LossAccounting
 from pytest_procpar.pool import Lifecycle, Worker
@@ -110,6 +110,8 @@ def controller(pytester: pytest.Pytester) -> Controller:
     config = items[0].config
     recorder = Recorder()
     config.pluginmanager.register(recorder, "test_recorder")
+    # what a run with workers registers: xdist's hooks are called from procpar's
+    config.pluginmanager.register(xdist_compat.HookBridge(config), "procpar_xdist_hooks")
     replayer = Replayer(config, items)
     scheduler = FakeScheduler()
     losses = LossAccounting(config, items, replayer, scheduler, Chains(items))  # type: ignore[arg-type]

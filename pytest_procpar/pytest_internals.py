@@ -1,0 +1,88 @@
+"""Every private part of pytest and pluggy that procpar relies on, in one place.
+
+Replaying reports in another process, moving captures, re-running plugins' configure hooks and
+writing JUnit XML from workers go where pytest's public API does not. Each private name is
+reached through this module only, so that a pytest release that changes one touches this file
+(and the tests of the feature using it fail, naming the function here).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from _pytest._code.code import ReprFileLocation, TerminalRepr
+from _pytest._io import TerminalWriter
+from _pytest._io.saferepr import saferepr
+from _pytest.junitxml import _check_record_param_type, bin_xml_escape, xml_key
+from _pytest.nodes import Node
+from _pytest.tmpdir import TempPathFactory
+from pluggy import HookCaller
+
+__all__ = [
+    "Node",
+    "ReprFileLocation",
+    "TerminalRepr",
+    "bin_xml_escape",
+    "check_record_param_type",
+    "saferepr",
+    "xml_key",
+]
+
+check_record_param_type = _check_record_param_type  # what record_testsuite_property checks
+
+
+def tmp_path_factory(config: pytest.Config) -> TempPathFactory | None:
+    """The session's ``tmp_path_factory`` (None with ``-p no:tmpdir``)."""
+    factory: TempPathFactory | None = getattr(config, "_tmp_path_factory", None)
+    return factory
+
+
+def fresh_tmp_path_factory(config: pytest.Config) -> TempPathFactory:
+    """A factory made from ``config``'s options now, as pytest makes the session's."""
+    return TempPathFactory.from_config(config, _ispytest=True)
+
+
+def terminal_writer(reporter: object) -> TerminalWriter | None:
+    """The terminal reporter's writer, which knows the column its line stands at (None: no
+    reporter, or one whose writer is not pytest's)."""
+    writer = getattr(reporter, "_tw", None)
+    return writer if isinstance(writer, TerminalWriter) else None
+
+
+def swap_writer_file(writer: TerminalWriter, file: object) -> Any:
+    """Make ``writer`` write to ``file``; the file it wrote to."""
+    previous = writer._file
+    writer._file = file
+    return previous
+
+
+def fixture_scopes(item: pytest.Item, known: dict[int, set[str]]) -> set[str] | None:
+    """The scopes of the fixtures ``item`` uses (None: it has no fixture info), memoized in
+    ``known`` per fixture info, which the items of one parametrized function share."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    scopes = known.get(id(info))
+    if scopes is None:
+        scopes = known[id(info)] = {
+            defs[-1].scope for defs in info.name2fixturedefs.values() if defs
+        }
+    return scopes
+
+
+def global_capturing(config: pytest.Config) -> Any:
+    """The capture manager's process-wide capture (its temp files), if there is one."""
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    return getattr(capman, "_global_capturing", None)
+
+
+def call_implementations(caller: HookCaller, kwargs: dict[str, object]) -> None:
+    """Call the hook implementations ``caller`` holds, and nothing pluggy would add."""
+    caller._hookexec(caller.name, caller.get_hookimpls(), kwargs, False)
+
+
+def add_option(group: pytest.OptionGroup, *names: str, **attrs: Any) -> None:
+    """Add an option to a group without pytest's check against lowercase short options
+    (``-n`` is xdist's, and procpar's)."""
+    group._addoption(*names, **attrs)
