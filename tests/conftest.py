@@ -1,4 +1,6 @@
-"""Shared configuration of procpar's own test suite."""
+"""Shared configuration of procpar's own test suite: markers, the environment every test's
+inner runs start from (policy: the ``inner_runs`` marker, see ``tests/harness.py``), and the
+gateways of remote workers."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import clean_environment
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -21,6 +24,22 @@ def pytest_configure(config: pytest.Config) -> None:
         "stress: large inner runs (tens of thousands of tests); part of the normal run, "
         "deselect with -m 'not stress'",
     )
+    config.addinivalue_line(
+        "markers",
+        "inner_runs(autoload_plugins=True, ci=None): the environment this module's or test's "
+        "inner runs start from (tests/harness.py: clean_environment)",
+    )
+
+
+@pytest.fixture(autouse=True)
+def inner_environment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test's inner runs start from an environment cleaned of the outer run's (worker
+    identity, ``-n auto`` overrides, ``PYTEST_ADDOPTS``), with the plugin autoload and CI
+    policy of the closest ``inner_runs`` marker (by default: plugins autoload, CI as outside)."""
+    marker = request.node.get_closest_marker("inner_runs")
+    if marker is not None and marker.args:
+        raise TypeError("inner_runs takes keyword arguments only")
+    clean_environment(monkeypatch, **(marker.kwargs if marker is not None else {}))
 
 
 @pytest.fixture

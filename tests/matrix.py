@@ -1,12 +1,14 @@
-"""The harness of the plugin matrix (``tests/test_plugins.py``, ``tests/test_plugin_matrix*.py``).
+"""The harness of the plugin matrix (``tests/test_plugins.py``, ``tests/test_plugin_matrix*.py``),
+built on the suite's own (``tests/harness.py``: how inner runs start, and their environment).
 
 Every inner run is a pytester subprocess. The reference is plain pytest, with neither procpar
-nor xdist loaded; a parallel run loads procpar explicitly (``-p procpar``: pytest-xdist, also
-installed, would otherwise own ``-n``). In ``tests/test_plugins.py`` installed plugins load
-as usual, and runs block pytest-randomly (it would reorder and reseed every run) and
-hypothesis' plugin (it only slows the start) unless a test asks for them. The matrix modules
-load no plugin but the ones a test names (:func:`plugins_alone`, :func:`load`): a result then
-belongs to that plugin, and a run starts in a third of the time.
+nor xdist loaded (``harness.reference``); a parallel run loads procpar explicitly (``-p
+procpar``: pytest-xdist, also installed, would otherwise own ``-n``). Inner runs do not see
+that they run in CI. In ``tests/test_plugins.py`` installed plugins load as usual
+(:data:`PLUGINS_AS_INSTALLED`), and runs block pytest-randomly (it would reorder and reseed
+every run) and hypothesis' plugin (it only slows the start) unless a test asks for them. The
+matrix modules load no plugin but the ones a test names (:data:`PLUGINS_ALONE`,
+:func:`load`): a result then belongs to that plugin, and a run starts in a third of the time.
 
 ``PROCPAR_MATRIX_START`` chooses the start methods the matrix tests are parametrized over
 (default ``"fork spawn"``); ``xdist`` among them runs the same tests under pytest-xdist
@@ -26,15 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import harness
 import pytest
+from harness import NO_RANDOMLY, QUIET, junit_suite, output, reference, runpytest, short_summary
 
-TIMEOUT_S = 120  # an inner run taking longer is killed: nothing here may hang the suite
-IDENTITY_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
-CI_ENV = ("CI", "BUILD_NUMBER")  # what pytest reads to tell it runs in CI
-NO_RANDOMLY = ("-p", "no:randomly")
-NO_HYPOTHESIS = ("-p", "no:hypothesispytest")  # only slows the start of runs not about it
-QUIET = NO_RANDOMLY + NO_HYPOTHESIS
-PLAIN = ("-p", "no:procpar", "-p", "no:xdist")
 PROGRESS = re.compile(r"^\[(gw\d+)\] \[\s*\d+%\] (PASSED|FAILED|ERROR|SKIPPED|RERUN) (\S+)")
 RELAYED = re.compile(r"^\[gw\d+\] ")  # a line a worker wrote, as procpar shows it
 # The line pytest writes above a report that has a ``node`` (as from xdist's workers too):
@@ -43,28 +40,16 @@ WORKER_LINE = re.compile(r"^\[gw\d+\] \w+ -- Python .*\n?\n?", re.MULTILINE)
 ADDRESS = re.compile(r"\b0x[0-9a-f]{6,}\b")
 PORT = re.compile(r"\b(localhost|127\.0\.0\.1):\d+")
 # A failure's header: pytest's "____ test_a[2] ____", pytest-sugar's "―――― test_a[2] ――――".
-HEADER = re.compile(r"^[_―]{3,} (.+?) [_―]{3,}$")
+FAILURE_HEADER = re.compile(r"^[_―]{3,} (.+?) [_―]{3,}$")
 METHODS = tuple(os.environ.get("PROCPAR_MATRIX_START", "fork spawn").split())
 
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inner runs must not see the outer run's worker identity or auto-count overrides, nor
-    that they run in CI: pytest then prints each failure's whole message in the short summary
-    (object addresses, a plugin's many lines), which the comparison reads line by line."""
-    for name in (
-        *IDENTITY_ENV,
-        *CI_ENV,
-        "PYTEST_PROCPAR_AUTO_NUM_WORKERS",
-        "PYTEST_XDIST_AUTO_NUM_WORKERS",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def plugins_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inner runs load only procpar and the plugins their ``-p`` options name."""
-    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+# The environment of the matrix's inner runs, as a module's ``pytestmark`` (tests/harness.py:
+# clean_environment). They do not see that they run in CI: pytest then prints each failure's
+# whole message in the short summary (object addresses, a plugin's many lines), which the
+# comparison reads line by line. In tests/test_plugins.py installed plugins load as usual; the
+# matrix modules load only procpar and the plugins their -p options name.
+PLUGINS_AS_INSTALLED = pytest.mark.inner_runs(ci=False)
+PLUGINS_ALONE = pytest.mark.inner_runs(autoload_plugins=False, ci=False)
 
 
 def load(*modules: str) -> tuple[str, ...]:
@@ -80,28 +65,8 @@ def parallel(
 ) -> pytest.RunResult:
     """Two workers: procpar's, started with ``method``, or pytest-xdist's (``"xdist"``)."""
     if method == "xdist":
-        workers: tuple[str, ...] = ("-p", "no:procpar", "-p", "xdist", "-n", "2")
-    else:
-        workers = ("-p", "procpar", "-n", "2", "--procpar-start", method)
-    return pytester.runpytest_subprocess(*workers, *plugins, *args, timeout=TIMEOUT_S)
-
-
-def serial(
-    pytester: pytest.Pytester, *args: str, plugins: tuple[str, ...] = QUIET
-) -> pytest.RunResult:
-    """procpar loaded, without ``-n``: it must stay out of the way."""
-    return pytester.runpytest_subprocess("-p", "procpar", *plugins, *args, timeout=TIMEOUT_S)
-
-
-def reference(
-    pytester: pytest.Pytester, *args: str, plugins: tuple[str, ...] = QUIET
-) -> pytest.RunResult:
-    """Plain pytest: neither procpar nor xdist loaded."""
-    return pytester.runpytest_subprocess(*PLAIN, *plugins, *args, timeout=TIMEOUT_S)
-
-
-def output(result: pytest.RunResult) -> str:
-    return result.stdout.str() + "\n" + result.stderr.str()
+        return runpytest(pytester, "-p", "no:procpar", "-p", "xdist", "-n", "2", *plugins, *args)
+    return harness.parallel(pytester, *args, method=method, plugins=plugins)
 
 
 def read_json_files(directory: Path, pattern: str) -> dict[str, Any]:
@@ -122,13 +87,6 @@ def worker_sequences(result: pytest.RunResult) -> dict[str, list[tuple[str, str]
             worker, outcome, nodeid = match.groups()
             sequences.setdefault(worker, []).append((outcome, nodeid))
     return sequences
-
-
-def junit_suite(path: Path) -> ET.Element:
-    root = ET.parse(path).getroot()
-    suite = root if root.tag == "testsuite" else root.find("testsuite")
-    assert suite is not None
-    return suite
 
 
 def case_outcome(case: ET.Element) -> tuple[str, str]:
@@ -176,27 +134,13 @@ def with_run(args: Iterable[str], run: str) -> list[str]:
     return [arg.replace("{run}", run) for arg in args]
 
 
-def short_summary(result: pytest.RunResult) -> list[str]:
-    """The lines of the "short test summary info" section, sorted."""
-    lines = result.outlines
-    starts = [i for i, line in enumerate(lines) if "short test summary info" in line]
-    if not starts:
-        return []
-    section = []
-    for line in lines[starts[-1] + 1 :]:
-        if line.startswith(("=", "Results (")):  # the closing line (or pytest-sugar's summary)
-            break
-        section.append(line)
-    return sorted(section)
-
-
 def failure_sections(lines: list[str], keep: Callable[[str], bool]) -> dict[str, list[str]]:
     """``{header: lines}`` of the failures printed, with the lines ``keep`` selects from
     each (normalized): the sections' order differs between runs, their contents do not."""
     sections: dict[str, list[str]] = {}
     current: list[str] | None = None
     for line in lines:
-        header = HEADER.match(line)
+        header = FAILURE_HEADER.match(line)
         if header:
             current = sections.setdefault(header.group(1), [])
         elif "short test summary info" in line:

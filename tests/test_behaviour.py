@@ -9,15 +9,23 @@ from __future__ import annotations
 import json
 import re
 import sys
-import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from harness import (
+    IDENTITY_ENV,
+    QUIET,
+    TIMEOUT_S,
+    junit_suite,
+    output,
+    run,
+    runpytest,
+    summary_outcomes,
+)
 
-TIMEOUT_S = 120
+# procpar's header: "procpar: 2 workers (fork), 6 items".
 HEADER = re.compile(r"^procpar: (\d+) workers? \((\w+)\), (\d+) items$")
-IDENTITY_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
 
 # Counts the workers the controller starts, through the xdist hook procpar calls for each.
 NODE_CONFTEST = """
@@ -25,26 +33,6 @@ NODE_CONFTEST = """
         with open(node.config.rootpath / "nodes.txt", "a") as f:
             f.write(node.gateway.id + "\\n")
 """
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inner runs must not see the outer run's worker identity or auto-count overrides."""
-    for name in (*IDENTITY_ENV, "PYTEST_PROCPAR_AUTO_NUM_WORKERS", "PYTEST_XDIST_AUTO_NUM_WORKERS"):
-        monkeypatch.delenv(name, raising=False)
-
-
-# The hypothesis plugin, installed alongside, only slows the start of every inner run.
-QUIET = ("-p", "no:hypothesispytest")
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "procpar", *QUIET, *args, timeout=TIMEOUT_S)
-
-
-def run_bare(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    """A run without ``-p procpar`` on the command line (the config file must provide it)."""
-    return pytester.runpytest_subprocess(*QUIET, *args, timeout=TIMEOUT_S)
 
 
 def headers(result: pytest.RunResult) -> list[str]:
@@ -72,10 +60,8 @@ def started_nodes(pytester: pytest.Pytester) -> list[str]:
 
 def outcome_lines(result: pytest.RunResult, word: str) -> list[str]:
     """Sorted ``-rA`` short-summary nodeids with the given verb (PASSED, FAILED, ...)."""
-    prefix = word + " "
-    return sorted(
-        line[len(prefix) :].split(" - ")[0] for line in result.outlines if line.startswith(prefix)
-    )
+    lines = summary_outcomes(result).elements()
+    return sorted(nodeid for outcome, nodeid in lines if outcome == word)
 
 
 # -- stopping early ------------------------------------------------------------------------
@@ -268,9 +254,8 @@ JUNIT_CONFTEST = """
 
 def junit_cases(path: Path) -> dict[str, list[str]]:
     """``{testcase name: [child tags]}`` for the outcome children of each testcase."""
-    root = ET.parse(path).getroot()
     cases: dict[str, list[str]] = {}
-    for case in root.iter("testcase"):
+    for case in junit_suite(path).iter("testcase"):
         assert case.get("name") not in cases
         tags = sorted(c.tag for c in case if c.tag in ("failure", "error", "skipped"))
         cases[str(case.get("name"))] = tags
@@ -292,8 +277,7 @@ def test_junitxml_written_once_by_controller(pytester: pytest.Pytester) -> None:
     }
     assert junit_cases(pytester.path / "serial.xml") == expected
     assert junit_cases(pytester.path / "out.xml") == expected
-    suite = ET.parse(pytester.path / "out.xml").getroot().find("testsuite")
-    assert suite is not None
+    suite = junit_suite(pytester.path / "out.xml")
     attributes = {key: suite.get(key) for key in ("tests", "failures", "errors", "skipped")}
     assert attributes == {"tests": "8", "failures": "2", "errors": "1", "skipped": "1"}
     # The workers ran without a junitxml writer of their own.
@@ -569,7 +553,7 @@ def test_auto_env_override(pytester: pytest.Pytester, monkeypatch: pytest.Monkey
     everything = bad.outlines + bad.errlines
     naming = [line for line in everything if "PYTEST_PROCPAR_AUTO_NUM_WORKERS" in line]
     assert len(naming) == 1
-    assert "Traceback" not in bad.stdout.str() + bad.stderr.str()
+    assert "Traceback" not in output(bad)
 
 
 def test_no_workers_without_n_or_with_n0(pytester: pytest.Pytester) -> None:
@@ -647,7 +631,7 @@ def test_configuration_sources(
         pytester.makefile(".ini", tox="[pytest]\naddopts = -p procpar -n 2\n")
     else:
         monkeypatch.setenv("PYTEST_ADDOPTS", "-p procpar -n 2")
-    result = run_bare(pytester, *args)
+    result = runpytest(pytester, *QUIET, *args)  # no -p procpar: the configuration names it
     assert result.parseoutcomes() == {"passed": 6}
     assert header(result) == (2, "fork", 6)
 
@@ -855,8 +839,8 @@ def test_suite_kept_from_the_collector_until_pytest_is_done_with_it(
         "print('frozen after main:', gc.get_freeze_count())\n"
         "sys.exit(code)\n"
     )
-    result = pytester.run(sys.executable, "-c", script)
-    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    result = pytester.run(sys.executable, "-c", script, timeout=TIMEOUT_S)
+    assert result.ret == 0, output(result)
     result.stdout.fnmatch_lines(["*50 passed*", "frozen after main: 0"])
     assert int((pytester.path / "frozen_at_unconfigure.txt").read_text()) > 1000
     assert (pytester.path / "finalized.txt").read_text() == "x"
@@ -882,6 +866,6 @@ def test_exit_skips_the_last_collections_but_not_atexit_handlers(
     pytester.makepyfile(
         "import pytest\n\n@pytest.mark.parametrize('i', range(50))\ndef test_a(i): pass\n"
     )
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2")
     result.assert_outcomes(passed=50)
     assert int((pytester.path / "at_exit.txt").read_text()) > 1000

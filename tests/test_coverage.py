@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from harness import TIMEOUT_S, runpytest
 
 pytest.importorskip("coverage")
 
@@ -63,7 +64,7 @@ def test_pytest_cov_same_lines_as_serial(pytester: pytest.Pytester, parallel: li
     pytest.importorskip("pytest_cov")
     make_suite(pytester)
     args = ["-p", "procpar", "--cov=pkg", "--cov-report=json:cov.json", *parallel]
-    result = pytester.runpytest_subprocess(*args)
+    result = runpytest(pytester, *args)
     result.assert_outcomes(passed=5)
     lines = covered_lines((pytester.path / "cov.json").read_text())
     assert lines == {"pkg/__init__.py": [2, 3, 4, 5, 7, 10, 11, 12, 16]}
@@ -75,7 +76,7 @@ def coverage(pytester: pytest.Pytester, *args: str) -> subprocess.CompletedProce
         cwd=pytester.path,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=TIMEOUT_S,
         check=False,
     )
 
@@ -130,12 +131,9 @@ def test_pytest_cov_keeps_data_of_workers_that_finished_before_another_started(
     fifo = pytester.path / "late-worker.fifo"
     os.mkfifo(fifo)
     monkeypatch.setenv("LATE_WORKER_FIFO", str(fifo))
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # this test's own worker's
     monkeypatch.setenv("PYTHONPATH", str(pytester.path), prepend=os.pathsep)
     args = ["-p", "late_worker", "-p", "procpar", "--cov=pkg", "--cov-report=json:cov.json"]
-    result = pytester.runpytest_subprocess(
-        *args, "-n", "2", "--procpar-start", "spawn", timeout=120
-    )
+    result = runpytest(pytester, *args, "-n", "2", "--procpar-start", "spawn")
     result.assert_outcomes(passed=5)
     lines = covered_lines((pytester.path / "cov.json").read_text())
     assert lines == {"pkg/__init__.py": [2, 3, 4, 5, 7, 10, 11, 12, 16]}

@@ -6,6 +6,7 @@ import re
 from xml.etree import ElementTree
 
 import pytest
+from harness import runpytest
 
 CRASHING_SUITE = """
 import os, signal
@@ -30,8 +31,8 @@ def test_exit_code():
 def test_crashes_fail_only_their_test(pytester: pytest.Pytester, method: str) -> None:
     passing = "".join(f"def test_ok_{i}():\n    pass\n\n" for i in range(30))
     pytester.makepyfile(test_crash=CRASHING_SUITE.format(passing=passing))
-    result = pytester.runpytest_subprocess(
-        "-p", "procpar", "-n", "2", "--procpar-start", method, "-p", "no:faulthandler"
+    result = runpytest(
+        pytester, "-p", "procpar", "-n", "2", "--procpar-start", method, "-p", "no:faulthandler"
     )
     result.assert_outcomes(passed=31, failed=3)
     assert result.ret == 1
@@ -53,7 +54,7 @@ def test_crashes_fail_only_their_test(pytester: pytest.Pytester, method: str) ->
 def test_every_worker_crashing_does_not_hang(pytester: pytest.Pytester) -> None:
     body = "".join(f"def test_die_{i}():\n    import os; os._exit(1)\n\n" for i in range(12))
     pytester.makepyfile(test_die=body)
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2")
     assert result.ret == 1
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) >= 1
@@ -69,7 +70,7 @@ def test_threads_at_fork_time_switch_to_forkserver(pytester: pytest.Pytester) ->
         """
     )
     pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["procpar: 2 workers (forkserver; *conftest-thread*), 2 items"])
 
@@ -88,7 +89,7 @@ def test_a_test_that_breaks_its_worker_errors_alone(pytester: pytest.Pytester) -
         """
     )
     pytester.makepyfile("".join(f"def test_{name}(): pass\n" for name in ("a", "breaks", "c", "d")))
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "-rE")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2", "-rE")
     result.assert_outcomes(passed=4, errors=1)
     assert result.ret == 1
     result.stdout.fnmatch_lines(
@@ -113,7 +114,7 @@ def test_crash_report_shows_what_the_test_printed(pytester: pytest.Pytester) -> 
             pass
         """
     )
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -131,7 +132,7 @@ def test_closing_stdout_costs_only_that_test(pytester: pytest.Pytester) -> None:
         f"def test_after_{i}():\n    print('fine')\n\n" for i in range(12)
     )
     pytester.makepyfile(test_close=body)
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "1", "--dist", "load", "-rfE")
+    result = runpytest(pytester, "-p", "procpar", "-n", "1", "--dist", "load", "-rfE")
     assert result.parseoutcomes()["passed"] == 12  # every later test, on a fresh worker
     problems = [line for line in result.outlines if line.startswith(("FAILED ", "ERROR "))]
     assert problems
@@ -157,7 +158,7 @@ def test_crash_report_shows_the_workers_stack_not_a_forked_childs(
             os.kill(os.getpid(), signal.SIGSEGV)
         """
     )
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "1")
+    result = runpytest(pytester, "-p", "procpar", "-n", "1")
     result.assert_outcomes(passed=1, failed=1)
     output = result.stdout.str()
     assert output.count("Fatal Python error: Segmentation fault") == 1, output
@@ -170,13 +171,10 @@ def test_crash_report_shows_the_workers_stack_not_a_forked_childs(
     )
 
 
-def test_crash_summary_is_one_line(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.inner_runs(ci=True)
+def test_crash_summary_is_one_line(pytester: pytest.Pytester) -> None:
     """The short summary, ``--tb=line`` and JUnit XML show the crash line alone, also in CI,
     where pytest prints a failure's whole message untrimmed; the stack is in the report only."""
-    monkeypatch.setenv("CI", "1")
-    monkeypatch.delenv("BUILD_NUMBER", raising=False)
     pytester.makepyfile(
         test_crash="""
         import os, signal
@@ -188,9 +186,8 @@ def test_crash_summary_is_one_line(
     line = (
         "worker gw0 crashed while running test_crash.py::test_worker_segfaults: signal 11 (SIGSEGV)"
     )
-    result = pytester.runpytest_subprocess(
-        "-p", "procpar", "-n", "1", "-rf", "--junitxml=out.xml", "-o", "junit_family=xunit2"
-    )
+    junit = ("--junitxml=out.xml", "-o", "junit_family=xunit2")
+    result = runpytest(pytester, "-p", "procpar", "-n", "1", "-rf", *junit)
     result.assert_outcomes(failed=1)
     output = result.stdout.str()
     assert output.count("Fatal Python error: Segmentation fault") == 1, output
@@ -206,6 +203,6 @@ def test_crash_summary_is_one_line(
     assert failure.get("message") == line
     assert "Fatal Python error: Segmentation fault" in (failure.text or "")
 
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "1", "--tb=line")
+    result = runpytest(pytester, "-p", "procpar", "-n", "1", "--tb=line")
     result.stdout.re_match_lines([rf".*test_crash\.py:\d+: {re.escape(line)}$"])
     assert "Fatal Python error" not in result.stdout.str()

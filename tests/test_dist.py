@@ -12,32 +12,13 @@ import re
 from collections import Counter, defaultdict
 
 import pytest
+from harness import output, run, take_lines
 
 from pytest_procpar.scheduler import POLICIES
 
-TIMEOUT_S = 120
-QUIET = ("-p", "no:hypothesispytest")  # the hypothesis plugin only slows every inner run
-ENV_VARS = (
-    "PYTEST_XDIST_WORKER",
-    "PYTEST_XDIST_WORKER_COUNT",
-    "PYTEST_XDIST_TESTRUNUID",
-    "PYTEST_PROCPAR_AUTO_NUM_WORKERS",
-    "PYTEST_XDIST_AUTO_NUM_WORKERS",
-)
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inner runs must not see the outer run's worker identity or auto-count overrides, nor
-    other installed plugins (pytest-randomly reorders tests, pytest-django adds a class-scoped
-    autouse fixture to every test): only ``-p procpar`` is loaded."""
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "procpar", *QUIET, *args, timeout=TIMEOUT_S)
+# Inner runs see no other installed plugin (pytest-randomly reorders tests, pytest-django adds a
+# class-scoped autouse fixture to every test): only -p procpar is loaded.
+pytestmark = pytest.mark.inner_runs(autoload_plugins=False)
 
 
 # Records, from the process that reports (the controller, or serial pytest), every report's
@@ -64,18 +45,13 @@ RECORDING_CONFTEST = """
 
 
 def reports(pytester: pytest.Pytester) -> Counter[str]:
-    path = pytester.path / "reports.log"
-    lines = path.read_text().splitlines() if path.exists() else []
-    path.unlink(missing_ok=True)
-    return Counter(lines)
+    return Counter(take_lines(pytester.path / "reports.log", missing_ok=True))
 
 
 def ran(pytester: pytest.Pytester) -> list[tuple[str, str]]:
     """(nodeid, worker id) for every test that started, in the order each worker started them
     (the lines of different workers interleave)."""
-    path = pytester.path / "ran.log"
-    lines = path.read_text().splitlines() if path.exists() else []
-    path.unlink(missing_ok=True)
+    lines = take_lines(pytester.path / "ran.log", missing_ok=True)
     return [(line.split("\t")[0], line.split("\t")[1]) for line in lines]
 
 
@@ -413,7 +389,7 @@ def test_loadgroup_keeps_marked_groups_on_one_worker(pytester: pytest.Pytester) 
     pytester.makepyfile(**GROUP_FILES)
     result = run(pytester, "-n", "2", "--dist", "loadgroup", "--strict-markers")
     result.assert_outcomes(passed=14)
-    assert "PytestUnknownMarkWarning" not in result.stdout.str() + result.stderr.str()
+    assert "PytestUnknownMarkWarning" not in output(result)
     by_group = workers_by(pytester, group_of)
     assert len(by_group) == 2 + 8
     assert len(by_group["a"]) == 1, by_group

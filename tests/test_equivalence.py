@@ -9,14 +9,10 @@ summary, the summary-line counts and the exit code must all be the same as in th
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import pytest
-
-TIMEOUT_S = 120
-# The hypothesis plugin, installed alongside, only slows the start of every inner run.
-QUIET = ("-p", "no:hypothesispytest")
+from harness import run, short_summary
 
 # Recorded in the controller only: forked workers inherit this plugin, so every hook checks
 # ``workerinput`` when it runs, not when it is registered.
@@ -254,9 +250,6 @@ TEST_SUB = """
         assert pkg_value.endswith("sub")
 """
 
-SUMMARY_HEADER = re.compile(r"^=+ short test summary info =+$")
-SEPARATOR = re.compile(r"^=+ .* =+$")
-
 
 def make_suite(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\n")  # pins the rootdir, so nodeids are relative to it
@@ -279,17 +272,6 @@ def make_suite(pytester: pytest.Pytester) -> None:
     )
 
 
-def short_summary(lines: list[str]) -> list[str]:
-    """The ``-rA`` short summary lines, sorted (parallel runs report in another order)."""
-    start = next(i for i, line in enumerate(lines) if SUMMARY_HEADER.match(line))
-    found = []
-    for line in lines[start + 1 :]:
-        if SEPARATOR.match(line):
-            break
-        found.append(line)
-    return sorted(found)
-
-
 def without_doctest_messages(summary: list[str]) -> list[str]:
     """Summary lines, minus the message after a failed doctest's nodeid.
 
@@ -302,15 +284,15 @@ def without_doctest_messages(summary: list[str]) -> list[str]:
 def run_suite(pytester: pytest.Pytester, *args: str) -> dict[str, Any]:
     outcomes_file = pytester.path / "outcomes.json"
     outcomes_file.unlink(missing_ok=True)
-    result = pytester.runpytest_subprocess(
-        "-p", "procpar", *QUIET, "-rA", "--doctest-modules", *args, timeout=TIMEOUT_S
-    )
+    result = run(pytester, "-rA", "--doctest-modules", *args)
+    summary = short_summary(result)  # -rA: a line for every test
+    assert summary, result.outlines
     return {
         "result": result,
         "ret": result.ret,
         "counts": result.parseoutcomes(),
         "outcomes": json.loads(outcomes_file.read_text()),
-        "summary": short_summary(result.outlines),
+        "summary": summary,
     }
 
 
@@ -401,9 +383,7 @@ def test_failed_doctest_summary_line_like_serial(pytester: pytest.Pytester) -> N
     pytester.makepyfile(mod_doc=DOCTEST_MODULE)
     lines = {}
     for args in ((), ("-n", "2")):
-        result = pytester.runpytest_subprocess(
-            "-p", "procpar", *QUIET, "-rf", "--doctest-modules", *args, timeout=TIMEOUT_S
-        )
+        result = run(pytester, "-rf", "--doctest-modules", *args)
         assert result.ret == pytest.ExitCode.TESTS_FAILED
         lines[args] = [line for line in result.outlines if line.startswith("FAILED ")]
     assert lines[()] == ["FAILED mod_doc.py::mod_doc.broken"]

@@ -22,46 +22,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from harness import QUIET, output, run, summary_outcomes
+from harness import parallel as run_parallel
+from harness import reference as run_serial
 
-RUN_TIMEOUT_S = 120.0  # for one inner run
 GONE_TIMEOUT_S = 10.0  # for processes that should end
-IDENTITY_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
-QUIET = ("-p", "no:hypothesispytest")  # the hypothesis plugin only slows every inner start
-PARALLEL = ("-p", "procpar", *QUIET)
-SERIAL = ("-p", "no:procpar", *QUIET)
-SUMMARY_LINE = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (\S+)")
 
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inner runs must not see the outer run's worker identity or auto-count overrides, nor
-    whatever third-party plugins the environment happens to hold (they reorder tests or add
-    warnings to the summary): they load only what their command line names."""
-    for name in (*IDENTITY_ENV, "PYTEST_PROCPAR_AUTO_NUM_WORKERS", "PYTEST_XDIST_AUTO_NUM_WORKERS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-
-
-def run_parallel(
-    pytester: pytest.Pytester, *args: str, method: str = "fork", workers: int = 2
-) -> pytest.RunResult:
-    return pytester.runpytest_subprocess(
-        *PARALLEL, "-n", str(workers), "--procpar-start", method, *args, timeout=RUN_TIMEOUT_S
-    )
-
-
-def run_serial(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess(*SERIAL, *args, timeout=RUN_TIMEOUT_S)
-
-
-def outcome_lines(result: pytest.RunResult) -> Counter[tuple[str, str]]:
-    """``-rA`` short summary lines as (outcome, nodeid), counted."""
-    found: Counter[tuple[str, str]] = Counter()
-    for line in result.outlines:
-        match = SUMMARY_LINE.match(line)
-        if match:
-            found[(match.group(1), match.group(2))] += 1
-    return found
+# Inner runs see no third-party plugin the environment happens to hold (they reorder tests or
+# add warnings to the summary): they load only what their command line names.
+pytestmark = pytest.mark.inner_runs(autoload_plugins=False)
 
 
 def nodeids(lines: Counter[tuple[str, str]]) -> Counter[str]:
@@ -200,7 +169,7 @@ def test_crash_fails_only_its_test(pytester: pytest.Pytester, kind: str, method:
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     expected = {("FAILED", "test_crash.py::test_crashes"): 1}
     expected.update({("PASSED", f"test_crash.py::test_ok_{i}"): 1 for i in range(12)})
-    assert outcome_lines(result) == expected
+    assert summary_outcomes(result) == expected
     result.assert_outcomes(passed=12, failed=1)
     [report] = sections(result, "test_crashes")
     assert re.search(
@@ -213,7 +182,7 @@ def test_crash_fails_only_its_test(pytester: pytest.Pytester, kind: str, method:
         assert re.search(
             r'^\s*File ".*test_crash\.py", line \d+ in test_crashes$', report, re.MULTILINE
         ), report
-    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in output(result)
     assert_workers_gone(pytester)
 
 
@@ -292,10 +261,10 @@ def test_closing_a_standard_stream(pytester: pytest.Pytester, statement: str, me
     pytester.makepyfile(test_streams=CLOSING_SUITE.format(statement=statement, later=later))
     result = run_parallel(pytester, "-rA", method=method)
 
-    everything = result.stdout.str() + result.stderr.str()
+    everything = output(result)
     assert "INTERNALERROR" not in everything
     names = ["test_closes", *(f"test_later_{i}" for i in range(LATER_COUNT))]
-    lines = outcome_lines(result)
+    lines = summary_outcomes(result)
     per_test = nodeids(lines)
     # Each test reported, none twice over: at most one call outcome (setup and teardown errors
     # come on their own lines, as in serial pytest), and the totals agree with the lines.
@@ -336,7 +305,7 @@ def test_restart_limit_reports_the_rest_as_not_run(pytester: pytest.Pytester) ->
     result = run_parallel(pytester, "-rA", "--max-worker-restart", "1")
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    lines = outcome_lines(result)
+    lines = summary_outcomes(result)
     all_ids = {f"test_die.py::test_die_{i}" for i in range(10)}
     all_ids |= {f"test_die.py::test_ok_{i}" for i in range(10)}
     assert nodeids(lines) == Counter({nodeid: 1 for nodeid in all_ids}), lines
@@ -390,7 +359,7 @@ def check_timed_out(pytester: pytest.Pytester, result: pytest.RunResult, limit: 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     expected = {("FAILED", "test_hang.py::test_hangs"): 1}
     expected.update({("PASSED", f"test_hang.py::test_ok_{i}"): 1 for i in range(8)})
-    assert outcome_lines(result) == expected
+    assert summary_outcomes(result) == expected
     report = sections(result, "test_hangs")[0]
     assert re.search(
         rf"^Timeout after {re.escape(limit)} while running test_hang\.py::test_hangs$",
@@ -523,7 +492,7 @@ def controller(pytester: pytest.Pytester, *args: str) -> Iterator[subprocess.Pop
     with (pytester.path / "controller.out").open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "pytest", f"--basetemp={pytester.path / 'basetemp'}",
-             *PARALLEL, "--dist", "load", *args],
+             "-p", "procpar", *QUIET, "--dist", "load", *args],
             cwd=pytester.path, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -577,9 +546,9 @@ def ended_interrupted(
         returncode = process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the controller did not end within 30s of {after}")
-    output = (pytester.path / "controller.out").read_text(errors="replace")
-    assert returncode == pytest.ExitCode.INTERRUPTED, output
-    return output
+    text = (pytester.path / "controller.out").read_text(errors="replace")
+    assert returncode == pytest.ExitCode.INTERRUPTED, text
+    return text
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
@@ -595,15 +564,15 @@ def test_interrupting_the_controller(
     ) as process:
         wait_until_blocked(pytester, process, fast=4, blocked=2)
         process.send_signal(signum)
-        output = ended_interrupted(pytester, process, signum.name)
-        assert "KeyboardInterrupt" in output, output
+        text = ended_interrupted(pytester, process, signum.name)
+        assert "KeyboardInterrupt" in text, text
         # Where a worker's test was stopped (waiting on its Event), as serial pytest shows it;
         # not the controller's loop.
-        assert re.search(r"^\S*/threading\.py:\d+: KeyboardInterrupt$", output, re.M), output
-        last = output.strip().splitlines()[-1]
-        assert re.fullmatch(r"=+ 4 passed in [\d.]+s =+", last), output
+        assert re.search(r"^\S*/threading\.py:\d+: KeyboardInterrupt$", text, re.M), text
+        last = text.strip().splitlines()[-1]
+        assert re.fullmatch(r"=+ 4 passed in [\d.]+s =+", last), text
         left = still_alive(marked_pids(pytester))
-        assert not left, f"workers still running after {signum.name}: {sorted(left)}\n{output}"
+        assert not left, f"workers still running after {signum.name}: {sorted(left)}\n{text}"
 
 
 def test_interrupt_kills_workers_that_ignore_it(pytester: pytest.Pytester) -> None:
@@ -614,9 +583,9 @@ def test_interrupt_kills_workers_that_ignore_it(pytester: pytest.Pytester) -> No
         wait_until_blocked(pytester, process, fast=0, blocked=3)
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
-        output = ended_interrupted(pytester, process, "SIGINT")
+        text = ended_interrupted(pytester, process, "SIGINT")
         elapsed = time.monotonic() - started
-        assert "KeyboardInterrupt" in output, output
+        assert "KeyboardInterrupt" in text, text
         left = still_alive(marked_pids(pytester))
         assert not left, f"workers still running after SIGINT: {sorted(left)}"
         # 2 s of grace, then the kill; 3 s more for a slow machine.
@@ -630,9 +599,9 @@ def test_interrupt_waits_for_workers_tearing_down(pytester: pytest.Pytester) -> 
     with controller(pytester, "-n", "2") as process:
         wait_until_blocked(pytester, process, fast=0, blocked=2)
         process.send_signal(signal.SIGINT)
-        output = ended_interrupted(pytester, process, "SIGINT")
-        assert re.search(r"^\S*/threading\.py:\d+: KeyboardInterrupt$", output, re.M), output
-        assert len(marks(pytester, "clean")) == 2, output
+        text = ended_interrupted(pytester, process, "SIGINT")
+        assert re.search(r"^\S*/threading\.py:\d+: KeyboardInterrupt$", text, re.M), text
+        assert len(marks(pytester, "clean")) == 2, text
 
 
 def test_second_interrupt_ends_the_wait_for_teardowns(pytester: pytest.Pytester) -> None:
@@ -692,7 +661,7 @@ def test_keyboard_interrupt_in_a_test_like_serial(pytester: pytest.Pytester, met
         # The tests that ended before are counted (which ones depends on the workers' pace).
         assert re.fullmatch(r"=+ (\d+ passed|no tests ran) in [\d.]+s =+", result.outlines[-1])
     serial.stdout.fnmatch_lines(["=* 3 passed in *"])
-    assert "INTERNALERROR" not in parallel.stdout.str() + parallel.stderr.str()
+    assert "INTERNALERROR" not in output(parallel)
     # The banner and the line it points at are serial pytest's: the test's, not the controller's.
     assert interruption(parallel) == interruption(serial)
     assert interruption(serial)[1].endswith("test_kbint.py:14: KeyboardInterrupt")
@@ -748,7 +717,7 @@ def test_pytest_exit_in_a_fixture_like_serial(
     assert serial.ret == parallel.ret == 3
     for result in (serial, parallel):
         result.stdout.fnmatch_lines(["!!!* _pytest.outcomes.Exit: bye !!!*"])
-    assert "INTERNALERROR" not in parallel.stdout.str() + parallel.stderr.str()
+    assert "INTERNALERROR" not in output(parallel)
 
 
 # -- reports that are hard to transport ---------------------------------------------------------
@@ -811,15 +780,15 @@ HARD_REPORTS = """
 def test_hard_to_transport_reports_like_serial(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_hard=HARD_REPORTS)
     serial = run_serial(pytester, "-rA")
-    serial_lines = outcome_lines(serial)
+    serial_lines = summary_outcomes(serial)
     assert serial_lines, serial.outlines  # pytest itself accepts every id here
     assert len(nodeids(serial_lines)) == 9
     for method in ("fork", "spawn"):
         parallel = run_parallel(pytester, "-rA", method=method)
         assert parallel.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
-        assert outcome_lines(parallel) == serial_lines, method
+        assert summary_outcomes(parallel) == serial_lines, method
         assert parallel.parseoutcomes() == serial.parseoutcomes(), method
-        everything = parallel.stdout.str() + parallel.stderr.str()
+        everything = output(parallel)
         assert "INTERNALERROR" not in everything
         assert everything.count("x" * 1000) >= 10 * 1024, "the 10 MB of output went missing"
         for name in ("test_unpicklable_exception", "test_exception_str_raises"):
@@ -903,7 +872,7 @@ def test_tests_that_use_processes_like_serial(pytester: pytest.Pytester) -> None
     for method in ("fork", "spawn"):
         parallel = run_parallel(pytester, "-rA", "test_processes.py", method=method)
         assert parallel.ret == pytest.ExitCode.OK, method
-        assert outcome_lines(parallel) == outcome_lines(serial), method
+        assert summary_outcomes(parallel) == summary_outcomes(serial), method
 
 
 # -- a large run --------------------------------------------------------------------------------
@@ -935,7 +904,7 @@ def test_twenty_thousand_tests_on_eight_workers(pytester: pytest.Pytester) -> No
         """
     )
     started = time.monotonic()
-    result = pytester.runpytest_subprocess(*PARALLEL, "-n", "8", "-q", timeout=900)
+    result = run(pytester, "-n", "8", "-q", timeout=900)
     wall = time.monotonic() - started
     peak_mb = int((pytester.path / "controller-peak-kb.txt").read_text()) / 1024
 

@@ -6,6 +6,7 @@ import json
 import sys
 
 import pytest
+from harness import runpytest
 
 CONFTEST = """
 import json
@@ -43,7 +44,7 @@ def pytest_sessionfinish(session):
 def test_worker_hooks_and_workeroutput(pytester: pytest.Pytester, method: str) -> None:
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile("".join(f"def test_{i}(): pass\n" for i in range(12)))
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "--procpar-start", method)
+    result = runpytest(pytester, "-p", "procpar", "-n", "2", "--procpar-start", method)
     result.assert_outcomes(passed=12)
     events = json.loads((pytester.path / "events.json").read_text())
     kinds = [event[0] for event in events]

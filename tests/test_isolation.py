@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from harness import output, runpytest
 
 
 def test_output_buffered_before_the_fork_is_written_once(pytester: pytest.Pytester) -> None:
@@ -15,20 +16,20 @@ def test_output_buffered_before_the_fork_is_written_once(pytester: pytest.Pytest
         """
     )
     pytester.makepyfile("".join(f"def test_{i}(): pass\n" for i in range(6)))
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "3")
+    result = runpytest(pytester, "-p", "procpar", "-n", "3")
     result.assert_outcomes(passed=6)
     assert result.stdout.str().count("BUFFERED-BEFORE-FORK") == 1
 
 
 def test_summary_and_header_printed_once(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_ok(): pass\ndef test_bad(): assert 0\n")
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "-rA")
-    output = result.stdout.str()
-    assert output.count("test session starts") == 1
-    assert output.count("procpar: 2 workers") == 1
-    assert output.count("short test summary info") == 1
-    assert output.count("FAILED ") == 1
-    assert output.count("PASSED ") == 1
+    result = runpytest(pytester, "-p", "procpar", "-n", "2", "-rA")
+    text = result.stdout.str()
+    assert text.count("test session starts") == 1
+    assert text.count("procpar: 2 workers") == 1
+    assert text.count("short test summary info") == 1
+    assert text.count("FAILED ") == 1
+    assert text.count("PASSED ") == 1
 
 
 def test_capture_files_are_not_shared(pytester: pytest.Pytester) -> None:
@@ -38,19 +39,19 @@ def test_capture_files_are_not_shared(pytester: pytest.Pytester) -> None:
         for i in range(20)
     )
     pytester.makepyfile(test_out=body)
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2")
     result.assert_outcomes(failed=20)
-    output = result.stdout.str()
+    text = result.stdout.str()
     for i in range(20):
-        assert output.count(f"own-output-{i}-" * 50) == 1
+        assert text.count(f"own-output-{i}-" * 50) == 1
 
 
 @pytest.mark.parametrize("blocked", ["tmpdir", "cacheprovider", "terminal", "junitxml"])
 def test_runs_with_builtin_plugins_disabled(pytester: pytest.Pytester, blocked: str) -> None:
     pytester.makepyfile("def test_ok(): pass\ndef test_bad(): assert 0\n")
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "-p", f"no:{blocked}")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2", "-p", f"no:{blocked}")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in output(result)
 
 
 GC_SUITE = """
@@ -87,8 +88,8 @@ GC_SUITE = """
 def test_the_collector_works_as_in_a_serial_run(pytester: pytest.Pytester) -> None:
     """The suite is frozen for the fork (gc.freeze); in the worker it is the collector's again."""
     pytester.makepyfile(test_gc=GC_SUITE)
-    pytester.runpytest_subprocess("-p", "no:procpar").assert_outcomes(passed=3)
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "--procpar-start", "fork")
+    runpytest(pytester, "-p", "no:procpar").assert_outcomes(passed=3)
+    result = runpytest(pytester, "-p", "procpar", "-n", "2", "--procpar-start", "fork")
     result.assert_outcomes(passed=3)
 
 
@@ -122,6 +123,6 @@ FINALIZER_SUITE = """
 def test_garbage_left_by_collection_is_finalized_once(pytester: pytest.Pytester) -> None:
     """By the controller, before the fork: not in each worker, nor never."""
     pytester.makepyfile(test_garbage=FINALIZER_SUITE)
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "--procpar-start", "fork")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2", "--procpar-start", "fork")
     result.assert_outcomes(passed=2)
     assert len((pytester.path / "finalized.txt").read_text().split()) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from harness import runpytest
 
 CONFTEST = """
 import os
@@ -32,7 +33,7 @@ def test_set_up_once_for_all_workers(pytester: pytest.Pytester, method: str | No
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(TESTS)
     args = ["-p", "procpar"] + (["-n", "2", "--procpar-start", method] if method else [])
-    result = pytester.runpytest_subprocess(*args)
+    result = runpytest(pytester, *args)
     result.assert_outcomes(passed=8)
     events = (pytester.path / "events.txt").read_text().split("\n")[:-1]
     assert [event.split()[0] for event in events] == ["setup", "teardown"]
@@ -53,7 +54,7 @@ def test_set_up_once_for_all_workers(pytester: pytest.Pytester, method: str | No
 def test_not_set_up_when_no_test_uses_it(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile("def test_plain(): pass\n")
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2")
     result.assert_outcomes(passed=1)
     assert not (pytester.path / "events.txt").exists()
 
@@ -69,7 +70,7 @@ def test_a_failing_setup_errors_the_tests_that_use_it(pytester: pytest.Pytester)
         """
     )
     pytester.makepyfile("def test_a(broken): pass\ndef test_b(broken): pass\ndef test_c(): pass\n")
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2")
     result.assert_outcomes(passed=1, errors=2)
     result.stdout.fnmatch_lines(["*RuntimeError: no database today*"])
 
@@ -85,6 +86,6 @@ def test_unsupported_arguments_are_rejected(pytester: pytest.Pytester) -> None:
         """
     )
     pytester.makepyfile("def test_a(): pass\n")
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2")
     assert result.ret != 0
     result.stderr.fnmatch_lines(["*may only take config, tmp_path_factory; got request*"])

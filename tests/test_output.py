@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from harness import output, runpytest
 
 PRINTING = """
 import sys
@@ -20,9 +21,7 @@ def test_{name}():
 def test_dash_s_lines_are_tagged_and_in_order(pytester: pytest.Pytester, method: str) -> None:
     for name in ("alpha", "beta", "gamma"):
         pytester.makepyfile(**{f"test_{name}": PRINTING.format(name=name)})
-    result = pytester.runpytest_subprocess(
-        "-p", "procpar", "-n", "2", "-s", "--procpar-start", method
-    )
+    result = runpytest(pytester, "-p", "procpar", "-n", "2", "-s", "--procpar-start", method)
     result.assert_outcomes(passed=3)
     for stream in (result.outlines, result.errlines):
         kind = "line" if stream is result.outlines else "err"
@@ -37,7 +36,7 @@ def test_dash_s_lines_are_tagged_and_in_order(pytester: pytest.Pytester, method:
 
 def test_captured_output_stays_captured(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(PRINTING.format(name="quiet"))
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2")
     result.assert_outcomes(passed=1)
     assert "quiet-line" not in result.stdout.str()
     assert "quiet-err" not in result.stderr.str()
@@ -52,7 +51,7 @@ def test_live_log_records_are_tagged(pytester: pytest.Pytester) -> None:
             logging.getLogger("app").warning("live-record-marker")
         """
     )
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "--log-cli-level=WARNING")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2", "--log-cli-level=WARNING")
     result.assert_outcomes(passed=1)
     result.stdout.re_match_lines(
         [r"^\[gw\d+\] WARNING +app:test_live_log_records_are_tagged.py:\d+ live-record-marker$"]
@@ -72,7 +71,7 @@ def test_log_file_written_by_the_controller_only(pytester: pytest.Pytester, meth
     )
     pytester.makefile(".log", run="stale content the run must replace")
     args = ["-p", "procpar", "-n", "2", "--procpar-start", method, "--log-file=run.log"]
-    result = pytester.runpytest_subprocess(*args, "--log-file-level=WARNING")
+    result = runpytest(pytester, *args, "--log-file-level=WARNING")
     result.assert_outcomes(passed=30)
     lines = (pytester.path / "run.log").read_text().splitlines()
     assert sorted(lines, key=lambda line: int(line.rsplit("-", 1)[1])) == [
@@ -94,7 +93,7 @@ def test_log_file_gets_what_workers_log_after_their_last_test(pytester: pytest.P
     )
     pytester.makepyfile("def test_a():\n    pass\n\ndef test_b():\n    pass\n")
     args = ["-p", "procpar", "-n", "2", "--log-file=run.log", "--log-file-level=WARNING"]
-    result = pytester.runpytest_subprocess(*args, "--log-file-format=%(message)s")
+    result = runpytest(pytester, *args, "--log-file-format=%(message)s")
     result.assert_outcomes(passed=2)
     lines = (pytester.path / "run.log").read_text().splitlines()
     assert sorted(lines) == ["finished gw0", "finished gw1"]
@@ -114,7 +113,7 @@ def test_output_the_terminal_cannot_encode_is_escaped(
         """
     )
     monkeypatch.setenv("PYTHONIOENCODING", "ascii")
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "-s")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2", "-s")
     result.assert_outcomes(passed=1)
     assert r"caf\xe9 au lait" in result.stdout.str()
-    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in output(result)

@@ -13,19 +13,17 @@ import re
 from pathlib import Path
 
 import pytest
+from harness import take_lines
 from matrix import (
     METHODS,
+    PLUGINS_ALONE,
     assert_same,
     failure_sections,
     load,
     run_pair,
 )
 
-# Fixtures, used by name:
-from matrix import clean_environment as clean_environment
-from matrix import plugins_alone as plugins_alone
-
-pytestmark = pytest.mark.usefixtures("plugins_alone")
+pytestmark = PLUGINS_ALONE
 
 RECORDER = """
 import os
@@ -38,9 +36,7 @@ def record(name):
 
 def recorded(path: Path) -> list[tuple[str, str]]:
     """``(worker, name)`` per line the inner tests appended to ``ran.log``; removes it."""
-    log = path / "ran.log"
-    lines = [tuple(line.split(" ", 1)) for line in log.read_text().splitlines()]
-    log.unlink()
+    lines = [tuple(line.split(" ", 1)) for line in take_lines(path / "ran.log")]
     return lines  # type: ignore[return-value]
 
 

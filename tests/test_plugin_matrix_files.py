@@ -16,21 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import reference
 from matrix import (
     METHODS,
+    PLUGINS_ALONE,
     assert_same,
     both,
     load,
     parallel,
-    reference,
     run_pair,
 )
 
-# Fixtures, used by name:
-from matrix import clean_environment as clean_environment
-from matrix import plugins_alone as plugins_alone
-
-pytestmark = pytest.mark.usefixtures("plugins_alone")
+pytestmark = PLUGINS_ALONE
 
 # -- syrupy --------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from matrix import (
     METHODS,
+    PLUGINS_ALONE,
     assert_same,
     both,
     load,
@@ -26,11 +27,7 @@ from matrix import (
     run_pair,
 )
 
-# Fixtures, used by name:
-from matrix import clean_environment as clean_environment
-from matrix import plugins_alone as plugins_alone
-
-pytestmark = pytest.mark.usefixtures("plugins_alone")
+pytestmark = PLUGINS_ALONE
 
 # Passes, fails, a skip, an xfail, a setup error, output, a log record, a user property and a
 # warning: what report files show.

@@ -11,13 +11,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from matrix import METHODS, load, run_pair
+from matrix import METHODS, PLUGINS_ALONE, load, run_pair
 
-# Fixtures, used by name:
-from matrix import clean_environment as clean_environment
-from matrix import plugins_alone as plugins_alone
-
-pytestmark = pytest.mark.usefixtures("plugins_alone")
+pytestmark = PLUGINS_ALONE
 
 
 # -- pytest-socket -------------------------------------------------------------------------

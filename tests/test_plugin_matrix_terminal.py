@@ -9,13 +9,17 @@ each test's outcome and message), then compares what the plugin prints.
 from __future__ import annotations
 
 import pytest
-from matrix import HEADER, METHODS, assert_same, failure_sections, load, run_pair
+from matrix import (
+    FAILURE_HEADER,
+    METHODS,
+    PLUGINS_ALONE,
+    assert_same,
+    failure_sections,
+    load,
+    run_pair,
+)
 
-# Fixtures, used by name:
-from matrix import clean_environment as clean_environment
-from matrix import plugins_alone as plugins_alone
-
-pytestmark = pytest.mark.usefixtures("plugins_alone")
+pytestmark = PLUGINS_ALONE
 
 SUITE = """
 import pytest
@@ -44,7 +48,7 @@ class TestGroup:
 
 
 def headers(lines: list[str]) -> list[str]:
-    return sorted(match.group(1) for line in lines if (match := HEADER.match(line)))
+    return sorted(match.group(1) for line in lines if (match := FAILURE_HEADER.match(line)))
 
 
 def sugar_results(result: pytest.RunResult) -> list[str]:

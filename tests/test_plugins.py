@@ -18,24 +18,18 @@ import shutil
 from typing import Any
 
 import pytest
+from harness import NO_HYPOTHESIS, NO_RANDOMLY, QUIET, output, reference, run
 from matrix import (
     METHODS,
-    NO_HYPOTHESIS,
-    NO_RANDOMLY,
-    QUIET,
-    TIMEOUT_S,
+    PLUGINS_AS_INSTALLED,
     junit_cases,
-    output,
     parallel,
     read_json_files,
-    reference,
     run_pair,
-    serial,
     worker_sequences,
 )
 
-# Fixtures, used by name:
-from matrix import clean_environment as clean_environment
+pytestmark = PLUGINS_AS_INSTALLED
 
 # SPAWN_LATE: on a busy machine a spawned worker may still be starting when the other has run
 # every test, so "both workers ran tests" is not asserted where workers are spawned.
@@ -111,7 +105,7 @@ def test_timeout_marker_beside_procpar_timeout_marker(pytester: pytest.Pytester)
         [f"E * {TIMEOUT_MESSAGE}", "FAILED test_marked.py::test_pytest_timeout_marker - *"],
         consecutive=False,
     )
-    markers = serial(pytester, "--markers")
+    markers = run(pytester, "--markers")
     markers.stdout.fnmatch_lines(["@pytest.mark.timeout(*"])
     markers.stdout.fnmatch_lines(["@pytest.mark.procpar_timeout(*"])
 
@@ -230,7 +224,7 @@ def test_randomly_seed_is_the_same_on_every_worker(pytester: pytest.Pytester, me
     """
     pytest.importorskip("pytest_randomly")
     make_random_suite(pytester)
-    serial(pytester, SEED, plugins=RANDOMLY).assert_outcomes(passed=13)
+    run(pytester, SEED, plugins=RANDOMLY).assert_outcomes(passed=13)
     expected = read_json_files(pytester.path, "seen-*.json")
     serial_order = collections(pytester)["controller"]
     assert serial_order != UNSHUFFLED  # pytest-randomly did shuffle
@@ -623,19 +617,10 @@ def test_benchmark_runs_when_procpar_is_loaded_without_workers(pytester: pytest.
     ``config.getoption("dist", "no") != "no"``."""
     pytest.importorskip("pytest_benchmark")
     pytester.makepyfile(test_bench=BENCHMARKS)
-    without = pytester.runpytest_subprocess(
-        "-p",
-        "no:procpar",
-        "-p",
-        "no:xdist",
-        *NO_RANDOMLY,
-        *NO_HYPOTHESIS,
-        QUICK_BENCHMARKS,
-        timeout=TIMEOUT_S,
-    )
+    without = reference(pytester, QUICK_BENCHMARKS)
     without.assert_outcomes(passed=3, failed=1)
     without.stdout.fnmatch_lines(["*benchmark: 3 tests*"])
-    result = serial(pytester, QUICK_BENCHMARKS)
+    result = run(pytester, QUICK_BENCHMARKS)
     result.assert_outcomes(passed=3, failed=1)
     assert BENCHMARK_DISABLED not in output(result)
     result.stdout.fnmatch_lines(["*benchmark: 3 tests*"])
@@ -675,7 +660,7 @@ def test_dist_option_reads_no_without_workers(pytester: pytest.Pytester) -> None
         """
     )
     pytester.makepyfile("def test_a(): pass\n")
-    serial(pytester).assert_outcomes(passed=1)
+    run(pytester).assert_outcomes(passed=1)
     assert (pytester.path / "dist.txt").read_text() == "'no'"
 
 
@@ -706,7 +691,7 @@ class TestGroup:
 
 def test_junitxml_one_testcase_per_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_reported=REPORTED)
-    serial(pytester, "--junitxml=serial.xml")
+    run(pytester, "--junitxml=serial.xml")
     parallel(pytester, "--junitxml=parallel.xml").assert_outcomes(
         passed=6, failed=1, skipped=1, xfailed=1, errors=1
     )

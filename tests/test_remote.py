@@ -15,9 +15,7 @@ import venv
 from pathlib import Path
 
 import pytest
-
-TIMEOUT_S = 120
-QUIET = ("-p", "no:hypothesispytest")
+from harness import run
 
 SUITE = """
     import pytest
@@ -29,10 +27,6 @@ SUITE = """
     def test_fails():
         assert 1 == 2
 """
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "procpar", *QUIET, *args, timeout=TIMEOUT_S)
 
 
 @pytest.mark.parametrize(

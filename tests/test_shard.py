@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+from harness import runpytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -65,9 +66,9 @@ def test_shards_partition_a_run(pytester: pytest.Pytester) -> None:
     seen: list[str] = []
     for k in (1, 2, 3):  # each CI job starts from the same stored durations
         (pytester.path / "durations.json").write_text(json.dumps(durations))
-        result = pytester.runpytest_subprocess(
-            "-p", "procpar", "-n", "2", f"--shard={k}/3", "--procpar-durations=durations.json",
-            "-rA", "-p", "no:randomly",
+        result = runpytest(
+            pytester, "-p", "procpar", "-n", "2", f"--shard={k}/3",
+            "--procpar-durations=durations.json", "-rA", "-p", "no:randomly",
         )  # fmt: skip
         assert result.ret == 0
         result.stdout.fnmatch_lines([f"procpar: shard {k}/3 (duration): * of 25 items, expected *"])
@@ -88,9 +89,9 @@ def test_shard_with_workers_that_collect_again(
     pytester.makepyfile("".join(f"def test_{i}(): pass\n" for i in range(12)))
     ran = {}
     for args in ([], workers):
-        result = pytester.runpytest_subprocess(
-            "-p", "procpar", "--shard=2/3", "--shard-mode=hash", "-rA", "-p", "no:randomly",
-            *args,
+        result = runpytest(
+            pytester, "-p", "procpar", "--shard=2/3", "--shard-mode=hash", "-rA",
+            "-p", "no:randomly", *args,
         )  # fmt: skip
         assert result.ret == 0, result.stdout.str()
         ran[bool(args)] = sorted(line for line in result.outlines if line.startswith("PASSED "))
@@ -100,13 +101,13 @@ def test_shard_with_workers_that_collect_again(
 
 def test_shard_without_durations_falls_back_to_hash(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
-    result = pytester.runpytest_subprocess("-p", "procpar", "--shard=1/2", "-p", "no:cacheprovider")
+    result = runpytest(pytester, "-p", "procpar", "--shard=1/2", "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["procpar: shard 1/2 (hash; no stored durations yet): *"])
 
 
 @pytest.mark.parametrize("value", ["0/2", "3/2", "x", "1/0"])
 def test_bad_shard_is_a_usage_error(pytester: pytest.Pytester, value: str) -> None:
     pytester.makepyfile("def test_a(): pass\n")
-    result = pytester.runpytest_subprocess("-p", "procpar", f"--shard={value}")
+    result = runpytest(pytester, "-p", "procpar", f"--shard={value}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--shard" in result.stderr.str()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from harness import runpytest
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
@@ -15,7 +16,7 @@ def test_collection_mismatch_is_a_clear_error(pytester: pytest.Pytester, method:
         """
     )
     pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "--procpar-start", method)
+    result = runpytest(pytester, "-p", "procpar", "-n", "2", "--procpar-start", method)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(
         [
@@ -35,7 +36,7 @@ def test_forked_workers_do_not_collect_again(pytester: pytest.Pytester) -> None:
         """
     )
     pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2")
     result.assert_outcomes(passed=2)
     assert (pytester.path / "collections.txt").read_text().split() == ["controller"]
 
@@ -44,7 +45,7 @@ def test_spawned_workers_collect_and_match(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         "import pytest\n@pytest.mark.parametrize('x', range(6))\ndef test_x(x): pass\n"
     )
-    result = pytester.runpytest_subprocess("-p", "procpar", "-n", "2", "--procpar-start", "spawn")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2", "--procpar-start", "spawn")
     result.assert_outcomes(passed=6)
     result.stdout.fnmatch_lines(["procpar: 2 workers (spawn), 6 items"])
 
@@ -52,10 +53,10 @@ def test_spawned_workers_collect_and_match(pytester: pytest.Pytester) -> None:
 def test_side_by_side_with_xdist(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
-    ours = pytester.runpytest_subprocess("-p", "procpar", "-n", "2")
+    ours = runpytest(pytester, "-p", "procpar", "-n", "2")
     ours.assert_outcomes(passed=2)
     ours.stdout.fnmatch_lines(["procpar: 2 workers (fork), 2 items"])
-    theirs = pytester.runpytest_subprocess("-p", "no:procpar", "-n", "2")
+    theirs = runpytest(pytester, "-p", "no:procpar", "-n", "2")
     theirs.assert_outcomes(passed=2)
     assert "procpar:" not in theirs.stdout.str()
     theirs.stdout.fnmatch_lines(["*2 workers [[]2 items[]]*"])

@@ -9,28 +9,11 @@ with fork and with a start method whose workers configure from scratch.
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 
 import pytest
+from harness import junit_suite, output, parallel, run, short_summary, take_lines
 
-TIMEOUT_S = 120
 METHODS = ["fork", "spawn"]
-QUIET = ("-p", "no:hypothesispytest", "-p", "no:randomly")
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inner runs must not see the outer run's worker identity."""
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "procpar", *QUIET, *args, timeout=TIMEOUT_S)
-
-
-def parallel(pytester: pytest.Pytester, method: str, *args: str) -> pytest.RunResult:
-    return run(pytester, "-n", "2", "--procpar-start", method, *args)
 
 
 # A reporter registered in the controller only, a worker half that answers through
@@ -89,17 +72,12 @@ def test_fail():
 
 
 def hook_calls(pytester: pytest.Pytester) -> list[tuple[str, object]]:
-    path = pytester.path / "hooks.jsonl"
-    calls = [tuple(json.loads(line)) for line in path.read_text().splitlines()]
-    path.unlink()
+    calls = [tuple(json.loads(line)) for line in take_lines(pytester.path / "hooks.jsonl")]
     return sorted(calls, key=repr)  # type: ignore[arg-type]
 
 
 def report_log(pytester: pytest.Pytester) -> list[list[str]]:
-    path = pytester.path / "log.jsonl"
-    records = sorted(json.loads(line) for line in path.read_text().splitlines())
-    path.unlink()
-    return records
+    return sorted(json.loads(line) for line in take_lines(pytester.path / "log.jsonl"))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -114,7 +92,7 @@ def test_plugins_decide_their_role_in_each_worker(pytester: pytest.Pytester, met
     assert len(serial_log) == 21
     assert hook_calls(pytester) == [("controller", "configure"), ("controller", "unconfigure")]
 
-    result = parallel(pytester, method)
+    result = parallel(pytester, method=method)
     result.assert_outcomes(passed=6, failed=1)
     assert result.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
     assert "INTERNALERROR" not in result.stdout.str()
@@ -161,7 +139,7 @@ def test_node_has_no_workeroutput_when_its_worker_crashed(pytester: pytest.Pytes
             pass
         """
     )
-    result = parallel(pytester, "fork", "-s", "--dist", "loadfile")
+    result = parallel(pytester, "-s", "--dist", "loadfile", method="fork")
     result.assert_outcomes(passed=1, failed=1)
     assert "INTERNALERROR" not in result.stdout.str()
     result.stdout.fnmatch_lines(["*no workeroutput: gw0 True*"])
@@ -177,7 +155,7 @@ def test_plugins_find_xdist_by_name(pytester: pytest.Pytester) -> None:
         """
     )
     pytester.makepyfile(test_one="def test_one(): pass")
-    result = parallel(pytester, "spawn", "-s")
+    result = parallel(pytester, "-s", method="spawn")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*xdist found: True None*"])
     without = run(pytester, "-p", "no:xdist", "-n", "1", "-s")
@@ -214,16 +192,16 @@ def test_unpicklable_report_values_keep_the_outcome(pytester: pytest.Pytester, m
     """A value pickle cannot take is sent as its saferepr; no worker dies, no test is lost."""
     pytester.makepyfile(test_values=UNPICKLABLE)
     serial = run(pytester, "-rA", "--junitxml=out.xml")
-    result = parallel(pytester, method, "-rA", "--junitxml=out.xml")
+    result = parallel(pytester, "-rA", "--junitxml=out.xml", method=method)
     assert result.parseoutcomes() == serial.parseoutcomes()
     assert result.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
-    output = result.stdout.str()
-    assert "crashed" not in output
-    assert "pickle" not in output
+    text = result.stdout.str()
+    assert "crashed" not in text
+    assert "pickle" not in text
     result.stdout.fnmatch_lines(
         ["SUBFAILED(value=<function *<lambda> at 0x*>) *test_failing_subtest*"]
     )
-    properties = ET.parse(pytester.path / "out.xml").iter("property")
+    properties = junit_suite(pytester.path / "out.xml").iter("property")
     assert [p.get("value", "").startswith("<unlocked _thread.lock") for p in properties] == [True]
 
 
@@ -246,17 +224,12 @@ def test_subtests_give_the_serial_verdict(pytester: pytest.Pytester, method: str
         pytest.skip("pytest has no built-in subtests before 9.0")
     pytester.makepyfile(test_sub=SUBTESTS)
     serial = run(pytester, "-rA")
-    result = parallel(pytester, method, "-rA")
+    result = parallel(pytester, "-rA", method=method)
     assert result.parseoutcomes() == serial.parseoutcomes()
     assert result.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
 
-    def summary(run_result: pytest.RunResult) -> list[str]:
-        start = run_result.outlines.index(
-            next(line for line in run_result.outlines if "short test summary info" in line)
-        )
-        return sorted(run_result.outlines[start + 1 : -1])
-
-    assert summary(result) == summary(serial)
+    assert short_summary(serial)
+    assert short_summary(result) == short_summary(serial)
     result.stdout.fnmatch_lines(["FAILED test_sub.py::test_parent - contains 2 failed subtests"])
 
 
@@ -274,8 +247,7 @@ def test_suite_properties_reach_the_junit_xml(pytester: pytest.Pytester) -> None
 
     def suite_properties(*args: str) -> list[tuple[str | None, str | None]]:
         run(pytester, "--junitxml=out.xml", *args).assert_outcomes(passed=4)
-        suite = ET.parse(pytester.path / "out.xml").find("testsuite")
-        assert suite is not None
+        suite = junit_suite(pytester.path / "out.xml")
         found = [(p.get("name"), p.get("value")) for p in suite.findall("properties/property")]
         return sorted(found)
 
@@ -357,11 +329,10 @@ def test_configure_repeated_in_a_worker_declares_and_unregisters_once(
             assert data == [1]
         """
     )
-    result = parallel(pytester, "fork")
+    result = parallel(pytester, method="fork")
     result.assert_outcomes(passed=1)
-    output = result.stdout.str() + result.stderr.str()
-    assert "INTERNALERROR" not in output
-    assert "Traceback" not in output
+    assert "INTERNALERROR" not in output(result)
+    assert "Traceback" not in output(result)
 
 
 ENV_PLUGIN = """
@@ -388,7 +359,7 @@ def test_workers_that_configure_anew_start_from_the_first_environment(
             assert os.environ["PROCPAR_TEST_PATH"] == "/added:/base"
         """,
     )
-    parallel(pytester, method, "-p", "envplugin").assert_outcomes(passed=1)
+    parallel(pytester, "-p", "envplugin", method=method).assert_outcomes(passed=1)
     run(pytester, "-p", "envplugin").assert_outcomes(passed=1)
 
 
