@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import launch
+from pytest_procpar import gc_policy
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.options import Settings
 from pytest_procpar.run import ParallelRun
@@ -55,11 +55,11 @@ class ControllerPlugin:
             return (yield)
         finally:
             self.collecting = False
-            launch.collection_done()
+            gc_policy.collection_done()
 
     def pytest_collectreport(self) -> None:
         if self.collecting:
-            launch.set_aside_while_collecting()
+            gc_policy.set_aside_while_collecting()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
@@ -68,7 +68,7 @@ class ControllerPlugin:
             raise session.Interrupted(f"{count} error{'s' if count != 1 else ''} during collection")
         if session.config.option.collectonly or not session.items:
             return True
-        launch.set_suite_aside()
+        gc_policy.set_suite_aside()
         self.run = ParallelRun(session, self.settings, self.durations, self.deselected)
         self.run.execute()
         if session.shouldfail:

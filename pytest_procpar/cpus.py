@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -51,12 +52,12 @@ def cgroup_cpu_limit(proc: Path, cgroup_root: Path) -> int | None:
     return min(limits) if limits else None
 
 
-def _walk(mount: Path, path: str, read_limit: object) -> list[int]:
+def _walk(mount: Path, path: str, read_limit: Callable[[Path], int | None]) -> list[int]:
     """Limits found in the cgroup directory for ``path`` and each of its parents."""
     found = []
     parts = [part for part in path.split("/") if part]
     for depth in range(len(parts), -1, -1):
-        limit = read_limit(mount.joinpath(*parts[:depth]))  # type: ignore[operator]
+        limit = read_limit(mount.joinpath(*parts[:depth]))
         if limit is not None:
             found.append(limit)
     return found

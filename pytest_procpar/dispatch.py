@@ -66,12 +66,11 @@ class Dispatcher:
                     self.interrupted_test = reports.decode_interrupt(self.config, where)
                 self.ended_run(worker, message)
             case (
-                messages.EXITED
-                | messages.INTERNAL_ERROR
-                | messages.STARTUP_FAILED
-                | messages.MISMATCH
-                | messages.UNAVAILABLE,
-                *_,
+                (messages.EXITED, _, _)
+                | (messages.INTERNAL_ERROR, _)
+                | (messages.STARTUP_FAILED, _)
+                | (messages.MISMATCH, _)
+                | (messages.UNAVAILABLE, _)
             ):
                 self.ended_run(worker, message)
             case _:

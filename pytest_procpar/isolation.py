@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import messages, pytest_internals, xdist_compat
+from pytest_procpar import pytest_internals
 from pytest_procpar.pytest_internals import xml_key
 
 # Plugins that only make sense once per run; the controller keeps them.
@@ -128,51 +128,14 @@ def starting_environment() -> dict[str, str]:
     return dict(_starting_environment or os.environ)
 
 
-LOG_FILE_KEY = "procpar_log_file"
-
-
-class LogFileStream:
-    """Stands in for the ``--log-file`` stream in a worker: records become events, and only
-    the controller writes the file (workers writing it too would interleave or truncate)."""
-
-    def __init__(self, events: Callable[[], list[messages.Event]]) -> None:
-        self.events = events
-
-    def write(self, text: str) -> None:
-        self.events().append((messages.LOG_FILE, text))
-
-    def flush(self) -> None:
-        pass
-
-
-def forward_log_file(config: pytest.Config, stream: LogFileStream) -> None:
-    if not (xdist_compat.workerinput(config) or {}).get(LOG_FILE_KEY):
-        return
-    plugin = config.pluginmanager.get_plugin("logging-plugin")
-    if plugin is not None:
-        plugin.log_file_handler.setStream(stream)
-
-
-def write_log_file(config: pytest.Config, text: str) -> None:
-    """In the controller: a worker's record into the real ``--log-file``."""
-    plugin = config.pluginmanager.get_plugin("logging-plugin")
-    if plugin is not None:
-        plugin.log_file_handler.stream.write(text)
-        plugin.log_file_handler.flush()
-
-
-def log_file_configured(config: pytest.Config) -> bool:
-    return bool(config.getoption("log_file", None) or config.getini("log_file"))
-
-
 def capture_files_visible(config: pytest.Config, prefix: Path) -> None:
     """Put the worker's capture temp files at ``<prefix>.stdout`` / ``.stderr``, where the
     controller can read what a test had printed when its worker died mid-test."""
     capturing = pytest_internals.global_capturing(config)
     for stream in ("stdout", "stderr"):
-        tmpfile = getattr(getattr(capturing, stream[3:], None), "tmpfile", None)
+        tmpfile: Any = getattr(getattr(capturing, stream[3:], None), "tmpfile", None)
         try:
-            target = tmpfile.fileno()  # type: ignore[union-attr]
+            target = tmpfile.fileno()
         except (AttributeError, OSError, ValueError):
             continue  # not capturing at the file descriptor level
         with open(prefix.with_suffix(f".{stream}"), "w+b") as named:

@@ -44,7 +44,7 @@ class WorkerLogXML:
     def add_global_property(self, name: str, value: object) -> None:
         __tracebackhide__ = True
         check_record_param_type("name", name)
-        self._events().append((messages.SUITE_PROPERTY, name, bin_xml_escape(value)))
+        self._events().append(messages.suite_property(name, bin_xml_escape(value)))
 
     def node_reporter(self, nodeid: str) -> _NoAttributes:
         return _NoAttributes()

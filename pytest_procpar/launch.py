@@ -9,9 +9,7 @@ options and collects by itself.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import functools
 import gc
 import multiprocessing
 import os
@@ -26,7 +24,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from pytest_procpar import faults, framing, isolation, worker, worker_start
+from pytest_procpar import faults, framing, gc_policy, isolation, worker, worker_start
 from pytest_procpar.messages import FromWorker, ToWorker
 from pytest_procpar.remote import RemoteLauncher
 from pytest_procpar.xdist_compat import collecting_worker_options, worker_basetemp
@@ -88,7 +86,7 @@ class WorkerProcess:
         """Nothing to send: the worker reads the stop flag from shared memory."""
 
     def running(self) -> tuple[int, float]:
-        return int(self.shared.running[self.slot]), float(self.shared.started[self.slot])
+        return int(self.shared.running[self.slot]), float(self.shared.running_since[self.slot])
 
     def request_stack(self) -> None:
         # To the worker alone: its tests' children would die of the signal.
@@ -130,46 +128,12 @@ def picklable_options(config: pytest.Config) -> dict[str, Any]:
     return options
 
 
-def set_aside_while_collecting() -> None:
-    """Called after each collector: what is collected so far lives as long as the run, so the
-    garbage collector's full passes while the rest is collected need not walk it again (about
-    15% of the time it takes to collect 5000 small tests). :func:`collection_done` gives it
-    back to the collector."""
-    gc.freeze()
-
-
-def collection_done() -> None:
-    """Undo :func:`set_aside_while_collecting`, however collection ended: what it left as
-    garbage is then finalized by :func:`set_suite_aside`'s collection, or at pytest's end."""
-    gc.unfreeze()
-
-
-def set_suite_aside() -> None:
-    """Once collected, the suite lives as long as the run: keep the garbage collector off it.
-
-    After ``gc.freeze()`` the controller's collections (while it schedules, replays, and the
-    two pytest makes as the session ends) only walk what the run itself allocates. Garbage
-    left over from collecting is collected first, so its finalizers run, as they would in a
-    serial run. For 5000 tests that one collection costs 50 ms and saves 150 ms at the end.
-    :func:`release_suite` undoes the freeze.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-def release_suite(config: pytest.Config) -> None:
-    """Unfreeze when ``config``'s cleanup ends, after pytest's last collections of the
-    session: a later ``pytest.main()`` in this process gets a working collector. Call this
-    before the configure hooks, whose cleanups then come first."""
-    config.add_cleanup(gc.unfreeze)
-
-
-@functools.cache
-def freeze_at_exit() -> None:
-    """When the interpreter exits, spare it the last garbage collections over the collected
-    suite (about 0.3 s for 5000 tests): nothing is left to clean up that the process's end
-    does not. Not before then, as pytest may be run again in this process."""
-    atexit.register(gc.freeze)
+def safe_start_method(method: str) -> tuple[str, str]:
+    """``method``, or forkserver when forking is unsafe, with a notice saying why."""
+    threads = other_threads() if method == "fork" else []
+    if threads:
+        return "forkserver", f"; fork is unsafe with threads running ({', '.join(threads)})"
+    return method, ""
 
 
 def other_threads() -> list[str]:
@@ -205,7 +169,7 @@ class Launcher:
             stop=self.context.RawValue("i", 0),
             maxfail=maxfail,
             running=self.context.RawArray("l", [-1] * slots),
-            started=self.context.RawArray("d", slots),
+            running_since=self.context.RawArray("d", slots),
         )
         self.slot_specs = list(slot_specs)
         self.remote = (
@@ -284,7 +248,7 @@ class Launcher:
         """The run is over: close gateways."""
         if self.remote is not None:
             self.remote.close()
-        freeze_at_exit()
+        gc_policy.freeze_at_exit()
 
     def _fork_start(
         self,

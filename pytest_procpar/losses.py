@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from pytest_procpar import faults, isolation
+from pytest_procpar import faults, isolation, messages
 from pytest_procpar.pool import Lifecycle, Worker
 from pytest_procpar.replay import Replayer
 from pytest_procpar.scheduler import Scheduler
@@ -74,7 +74,7 @@ class LossAccounting:
                 worker.assigned.remove(index)
             item = self.items[index]
             # A test that already reported keeps its outcome and gains a teardown error.
-            when = "teardown" if index in self.reported else "call"
+            when: messages.When = "teardown" if index in self.reported else "call"
             running, since = worker.handle.running()
             seconds = faults.now() - since if running == index else 0.0  # as far as it got
             report = self.replayer.fail_item(worker.node, item, message, when, seconds, detail)

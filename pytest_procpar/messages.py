@@ -4,8 +4,10 @@ A message is a plain tuple whose first element names its kind; the aliases below
 kind its payload's types, so both sides are checked by mypy, and a ``match`` on a message
 narrows it. They stay plain tuples on the wire because that is what pickles cheapest: a
 NamedTuple would cost the per-test path several microseconds on each side for its class
-reference. Both sides build messages with the constructors here, and answer a kind they do
-not know with :class:`ProtocolError`. docs/protocol.rst has the table.
+reference. Both sides build messages with the constructors here (the report events, on the
+per-test path, are built in :mod:`pytest_procpar.reports` as their aliases type them), and
+answer a kind or shape they do not know with :class:`ProtocolError`. docs/protocol.rst has
+the tables.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ LogFinish: TypeAlias = tuple[Literal["logfinish"], Location, str | None]
 Report: TypeAlias = tuple[Literal["report"], dict[str, Any], bool]
 When: TypeAlias = Literal["setup", "call", "teardown"]
 Outcome: TypeAlias = Literal["passed", "failed", "skipped"]
+Keywords: TypeAlias = dict[str, Literal[1]]  # a report's keywords: an item's names, each 1
 # a report the controller can rebuild from its own item: when, outcome, duration, start, stop
 PlainReport: TypeAlias = tuple[Literal["plain"], When, Outcome, float, float, float]
 LogFileRecord: TypeAlias = tuple[Literal["logfile"], str]  # a --log-file record, formatted
@@ -104,6 +107,20 @@ def log_start(location: Location, nodeid: str | None) -> LogStart:
 
 def log_finish(location: Location, nodeid: str | None) -> LogFinish:
     return (LOGFINISH, location, nodeid)
+
+
+def log_file_record(text: str) -> LogFileRecord:
+    return (LOG_FILE, text)
+
+
+def warning_recorded(
+    data: dict[str, Any], when: str, nodeid: str, location: tuple[str, int, str] | None
+) -> WarningRecorded:
+    return (WARNING, data, when, nodeid, location)
+
+
+def suite_property(name: str, value: str) -> SuiteProperty:
+    return (SUITE_PROPERTY, name, value)
 
 
 def run(indexes: list[int]) -> Run:

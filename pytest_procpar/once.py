@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import traceback
 from collections.abc import Callable, Generator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -64,7 +64,7 @@ class RunFixture:
         try:
             result = self._call(config)
             if inspect.isgenerator(result):
-                self._generator = result  # type: ignore[assignment]
+                self._generator = cast(Generator[Any, None, None], result)
                 result = next(result)
             self.value = result
         except Exception:

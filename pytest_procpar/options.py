@@ -11,8 +11,9 @@ import argparse
 import multiprocessing
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import pytest
 
@@ -269,6 +270,9 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
     parser.addini("procpar_start", "Default for --procpar-start.", default=None)
 
 
+T = TypeVar("T")  # what an option's parser gives
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the user asked for, resolved against this machine."""
@@ -284,18 +288,19 @@ class Settings:
     remote_rootdir: str | None = None  # --procpar-chdir
 
 
-def _from_ini(config: pytest.Config, name: str, parse: object) -> object:
+def _from_ini(config: pytest.Config, name: str, parse: Callable[[str], T]) -> T | None:
     raw = config.getini(name)
     if raw in (None, ""):
         return None
     try:
-        return parse(raw)  # type: ignore[operator]
+        return parse(raw)
     except argparse.ArgumentTypeError as exc:
         raise pytest.UsageError(f"ini option {name}: {exc}") from None
 
 
-def _option(config: pytest.Config, dest: str, ini: str, parse: object) -> object:
-    value = getattr(config.option, dest, None)
+def _option(config: pytest.Config, dest: str, ini: str, parse: Callable[[str], T]) -> T | None:
+    """The command line's value (already parsed by ``parse``), else the ini key's."""
+    value: T | None = getattr(config.option, dest, None)
     return value if value is not None else _from_ini(config, ini, parse)
 
 
@@ -345,15 +350,15 @@ def resolve(config: pytest.Config) -> Settings:
         workers=0,
         start_method=start_method,
         dist=dist,
-        timeout=float(timeout),  # type: ignore[arg-type]
-        max_restarts=restarts,  # type: ignore[arg-type]
+        timeout=timeout,
+        max_restarts=restarts,
         shard=resolve_shard(config),
         remote=tuple(spec for specs in getattr(config.option, "tx", None) or [] for spec in specs),
         remote_rootdir=config.option.procpar_chdir,
     )
     if requested is None and not base.remote:
         return base
-    workers = count_workers(config, requested) if requested is not None else 0  # type: ignore[arg-type]
+    workers = count_workers(config, requested) if requested is not None else 0
     if isinstance(maximum, int):
         workers = min(workers, maximum)
     workers += len(base.remote)

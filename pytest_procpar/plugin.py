@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_procpar import hookspecs, isolation, options, reconfigure, shard, xdist_compat
+from pytest_procpar import (
+    gc_policy,
+    hookspecs,
+    isolation,
+    options,
+    reconfigure,
+    shard,
+    xdist_compat,
+)
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.xdist_compat import testrun_uid, worker_id
 
@@ -43,9 +51,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     settings = options.resolve(config)
     config.stash[SETTINGS_KEY] = settings
     if settings.workers:
-        from pytest_procpar import launch  # only for runs with workers, as in pytest_configure
-
-        launch.release_suite(config)  # now, so that it is the last cleanup
+        gc_policy.release_suite(config)  # now, so that it is the last cleanup
         # Before configuring: what the configure hooks register, forked workers withdraw.
         config.pluginmanager.register(reconfigure.ConfigureRecord(config), "procpar_record")
     xdist_compat.announce_distribution(config, settings.dist, settings.workers)

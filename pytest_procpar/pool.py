@@ -150,6 +150,9 @@ class WorkerPool:
         worker.lifecycle = Lifecycle.GONE
         self.launcher.forget(worker.handle)
 
+    def living(self) -> list[Worker]:
+        return [worker for worker in self.workers if worker.alive]
+
     def signal_all(self, signum: int) -> None:
         for worker in self.workers:
             if worker.alive:

@@ -68,7 +68,7 @@ class Agent:
             stop=SimpleNamespace(value=0),
             maxfail=maxfail,
             running=RunningAnnouncer(channel),
-            started=[0.0],
+            running_since=[0.0],
         )
         # On the controller's host (popen) the stack and what tests printed go where a local
         # worker's go, for crash reports; elsewhere to a directory of this worker's own.
@@ -178,7 +178,7 @@ def serve(channel: Any) -> None:
     channel.setcallback(agent.obey, endmarker=remote.END)
     try:
         worker_start.run_spawned(agent.spawn_start(payload))
-    except SystemExit:  # run_spawned sent FATAL first
+    except SystemExit:  # run_spawned said why first
         pass
     except BaseException:
         agent.fail(traceback.format_exc())

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import isolation, junit, messages, reports, xdist_compat
+from pytest_procpar import junit, logfile, messages, reports, xdist_compat
 from pytest_procpar.messages import Event
 from pytest_procpar.pytest_internals import ReprFileLocation
 from pytest_procpar.xdist_compat import WorkerNode
@@ -31,7 +31,9 @@ class Replayer:
     def replay(self, node: WorkerNode | None, index: int | None, events: list[Event]) -> None:
         """The hook calls of one item's events (``index`` None: the session's own)."""
         item = self.items[index] if index is not None else None
-        keywords = {name: 1 for name in item.keywords} if item is not None else {}
+        keywords: messages.Keywords = (
+            {name: 1 for name in item.keywords} if item is not None else {}
+        )
         # As in serial pytest: only the conftests on the item's path hear about it.
         hooks = self._hooks_for(item) if item is not None else self.hook
         location = None  # the item's, as computed by the worker and sent with logstart
@@ -55,7 +57,7 @@ class Replayer:
                         nodeid=_nodeid(item) if nodeid is None else nodeid, location=where
                     )
                 case (messages.LOG_FILE, text):
-                    isolation.write_log_file(self.config, text)
+                    logfile.write_log_file(self.config, text)
                 case (messages.SUITE_PROPERTY, name, value):
                     junit.add_suite_property(self.config, name, value)
                 case (messages.WARNING, data, when, nodeid, where):
@@ -82,7 +84,7 @@ class Replayer:
         node: Any,
         item: pytest.Item,
         message: str,
-        when: str,
+        when: messages.When,
         seconds: float = 0.0,
         detail: str = "",
     ) -> pytest.TestReport:
@@ -97,8 +99,8 @@ class Replayer:
             location=item.location,
             keywords={name: 1 for name in item.keywords},
             outcome="failed",
-            longrepr=LostTestRepr(item, message, detail),  # type: ignore[arg-type]
-            when=when,  # type: ignore[arg-type]
+            longrepr=LostTestRepr(item, message, detail),
+            when=when,
             sections=[],
             duration=seconds,
             start=now - seconds,

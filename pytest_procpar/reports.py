@@ -17,6 +17,7 @@ import pytest
 
 from pytest_procpar import messages
 from pytest_procpar.framing import picklable
+from pytest_procpar.pytest_internals import TerminalRepr
 
 _SUBTEST_CONTEXT = "_subtest.context"  # in a serialized SubtestReport (pytest >= 9)
 
@@ -29,7 +30,7 @@ def encode_report(
     config: pytest.Config,
     report: pytest.TestReport,
     item: pytest.Item | None,
-    keywords: dict[str, int],
+    keywords: messages.Keywords,
 ) -> messages.Report | messages.PlainReport:
     """A report as an event: the short form when the controller can rebuild it exactly."""
     if (
@@ -99,7 +100,7 @@ def decode_report(
     event: messages.Report | messages.PlainReport,
     item: pytest.Item | None,
     location: messages.Location | None,
-    keywords: dict[str, int],
+    keywords: messages.Keywords,
 ) -> pytest.TestReport:
     """The controller's copy of a report sent by :func:`encode_report` (a plain one always
     belongs to ``item``, at ``location``)."""
@@ -109,7 +110,7 @@ def decode_report(
         return pytest.TestReport(
             nodeid=item.nodeid,
             location=location,
-            keywords=dict(keywords),  # type: ignore[arg-type]
+            keywords=dict(keywords),
             outcome=outcome,
             longrepr=None,
             when=when,
@@ -129,7 +130,7 @@ def decode_report(
         # when it is rebuilt from values that are that text already ('1' for 1): keep them.
         object.__setattr__(report.context, "kwargs", dict(context["kwargs"]))
     if opaque and isinstance(report.longrepr, str):
-        report.longrepr = TextRepr(report.longrepr)  # type: ignore[assignment]
+        report.longrepr = TextRepr(report.longrepr)
     return report
 
 
@@ -155,7 +156,7 @@ def decode_interrupt(config: pytest.Config, data: dict[str, Any]) -> Any:
     return carrier.longrepr
 
 
-class TextRepr:
+class TextRepr(TerminalRepr):
     """A failure representation that arrived as text: printed as it is, with no crash line."""
 
     def __init__(self, text: str) -> None:

@@ -26,9 +26,9 @@ import pytest
 from pytest_procpar import (
     coverage_support,
     faults,
-    isolation,
     junit,
     launch,
+    logfile,
     messages,
     once,
     pytest_internals,
@@ -75,16 +75,13 @@ class ParallelRun:
             settings.workers if settings.dist == "each" else min(settings.workers, len(self.items))
         )
         xdist_compat.announce_distribution(self.config, settings.dist, self.worker_count)
-        self.start_method = settings.start_method
-        self.notice = ""
-        threads = launch.other_threads() if self.start_method == "fork" else []
-        if threads:
-            self.start_method = "forkserver"
-            self.notice = f"; fork is unsafe with threads running ({', '.join(threads)})"
+        self.start_method, self.notice = launch.safe_start_method(settings.start_method)
         self.dist = settings.dist
         self.chains = workitems.Chains(self.items)
         self.durations = durations
-        self.scheduler, policy = self._make_scheduler(settings.dist)
+        self.scheduler, policy = make_scheduler(
+            session, durations, self.chains, settings.dist, self.worker_count
+        )
         self.report = RunReport(policy)
         self.replayer = Replayer(self.config, self.items)
         self.losses = LossAccounting(
@@ -94,34 +91,20 @@ class ParallelRun:
             session, self.replayer, self.losses, self.report, durations, self._give_work
         )
         self.time_limits = TimeLimits(settings.timeout, self.items)
-        factory = pytest_internals.tmp_path_factory(self.config)  # None: -p no:tmpdir
-        self.own_basetemp = None if factory else Path(tempfile.mkdtemp(prefix="procpar-"))
-        basetemp = Path(factory.getbasetemp()) if factory else Path(str(self.own_basetemp))
+        basetemp, self.own_basetemp = controller_basetemp(self.config)
         local = [None] * (settings.workers - len(settings.remote))
         slot_specs = [*local, *settings.remote][: self.worker_count]
         launcher = launch.Launcher(
             session, self.start_method, slot_specs, basetemp, settings.remote_rootdir, deselected
         )
         restarts = settings.max_restarts
-        if restarts is None:
-            restarts = RESTARTS_PER_WORKER * self.worker_count
-        self.pool = WorkerPool(launcher, restarts)
+        self.pool = WorkerPool(
+            launcher, RESTARTS_PER_WORKER * self.worker_count if restarts is None else restarts
+        )
         self.testrunuid = new_testrunuid()
         self.terminal = BatchedTerminal(None)  # the real one while workers run
         self.gave_up: str | None = None
         self.run_fixtures: list[once.RunFixture] = []
-
-    def _make_scheduler(self, dist: str) -> tuple[Scheduler, str]:
-        """The scheduler, and the policy's name for the run report (a plugin's: its class)."""
-        cache = getattr(self.config, "cache", None)
-        lastfailed = cache.get("cache/lastfailed", {}) if cache is not None else {}
-        described = workitems.describe(self.items, self.durations.known, lastfailed, self.chains)
-        custom: Scheduler | None = self.config.hook.pytest_procpar_make_scheduler(
-            config=self.config, items=described, workers=self.worker_count
-        )
-        if custom is not None:
-            return custom, type(custom).__name__
-        return POLICIES[dist](described, self.worker_count), dist
 
     @property
     def interrupted_test(self) -> Any:
@@ -130,19 +113,14 @@ class ParallelRun:
     # -- starting -------------------------------------------------------------------------
 
     def _start_worker(self, slot: int) -> None:
-        launcher = self.pool.launcher
         workerinput = {
             "workerid": f"gw{self.pool.started_count}",
             "workercount": self.worker_count,
             "testrunuid": self.testrunuid,
             "mainargv": list(sys.argv),
-            coverage_support.SETTINGS_KEY: coverage_support.settings_for_workers(
-                self.config.pluginmanager.has_plugin("_cov")
-            ),
-            isolation.LOG_FILE_KEY: isolation.log_file_configured(self.config),
-            **junit.workerinput(self.config),
+            **plugin_workerinput(self.config),
         }
-        if self.start_method != "fork" or launcher.is_remote(slot):
+        if self.start_method != "fork" or self.pool.launcher.is_remote(slot):
             # (forked workers inherit the values themselves)
             workerinput[once.WORKERINPUT_KEY] = once.values_for_spawn(self.run_fixtures)
         node = WorkerNode(self.config, workerinput)
@@ -158,29 +136,16 @@ class ParallelRun:
         self.config.hook.pytest_procpar_worker_started(node=node)
         self._scheduled(worker, initial)
 
-    def _write_header(self) -> None:
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(
-                f"procpar: {self.worker_count} worker{'s' if self.worker_count != 1 else ''} "
-                f"({self._kinds()}), "
-                f"{len(self.items)} items"
-            )
-            reporter.flush()
-
-    def _kinds(self) -> str:
-        """``fork``, ``2 fork, 2*popen``: how the workers are started."""
-        remote = Counter(self.pool.launcher.slot_specs)  # in slot order; None counts local ones
-        local = remote.pop(None, 0)
-        method = f"{self.start_method}{self.notice}"
-        kinds = [f"{local} {method}" if remote else method] if local else []
-        kinds += [f"{count}*{spec}" for spec, count in remote.items()]
-        return ", ".join(kinds)
-
     # -- the loop -------------------------------------------------------------------------
 
     def execute(self) -> None:
-        self._write_header()
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            method = f"{self.start_method}{self.notice}"
+            reporter.write_line(
+                header(self.worker_count, method, self.pool.launcher, len(self.items))
+            )
+            reporter.flush()
         restore = _interrupt_on_sigterm()
         self.terminal = BatchedTerminal(self.config.pluginmanager.get_plugin("terminalreporter"))
         try:
@@ -201,7 +166,8 @@ class ParallelRun:
             self.report.finish()
         if self.dist != "each" and (self.gave_up or not self.pool.stopping):
             self.losses.never_ran(self.gave_up or NOT_RUN_BUG)
-        self._raise_fatal()
+        if self.dispatcher.fatal is not None:
+            end_as_worker_did(self.session, *self.dispatcher.fatal)
 
     def _serve(self, until: float | None) -> None:
         """Handle worker output and exits until every worker is gone (or ``until``)."""
@@ -219,7 +185,7 @@ class ParallelRun:
                     self._exited(worker)
                 elif not source.read():
                     self.pool.unwatch(source.fd)
-            self.time_limits.enforce(self._watched(), faults.now())
+            self.time_limits.enforce(self.pool.living(), faults.now())
             if not self.pool.stopping and (
                 self.session.shouldfail or self.session.shouldstop or self.dispatcher.fatal
             ):
@@ -247,13 +213,10 @@ class ParallelRun:
         nodeids = [self.items[index].nodeid for index in batch]
         self.config.hook.pytest_procpar_items_scheduled(node=worker.node, nodeids=nodeids)
 
-    def _watched(self) -> list[Worker]:
-        return [worker for worker in self.pool.workers if worker.alive]
-
     def _wait_time(self) -> float | None:
         waits = [
             self.terminal.wait_time(),
-            self.time_limits.wait_time(self._watched(), faults.now()),
+            self.time_limits.wait_time(self.pool.living(), faults.now()),
         ]
         known = [wait for wait in waits if wait is not None]
         return min(known) if known else None
@@ -291,19 +254,71 @@ class ParallelRun:
         self.pool.end([worker for worker in self.pool.workers if worker.heard_at < asked])
         self._serve(until=asked + INTERRUPT_TEARDOWN_S)
 
-    def _raise_fatal(self) -> None:
-        if self.dispatcher.fatal is None:
-            return
-        worker, message = self.dispatcher.fatal
-        match message:
-            case (messages.EXITED, reason, returncode):
-                raise pytest.exit.Exception(reason, returncode)
-            case (messages.INTERRUPTED, *_):
-                raise KeyboardInterrupt  # shown where the test was: see pytest_keyboard_interrupt
-            case (messages.MISMATCH | messages.UNAVAILABLE, why):
-                raise self.session.Interrupted(f"procpar: worker {worker.workerid} {why}")
-            case (messages.INTERNAL_ERROR | messages.STARTUP_FAILED, trace):
-                raise WorkerFailure(f"worker {worker.workerid} failed:\n{trace}")
+
+def end_as_worker_did(session: pytest.Session, worker: Worker, message: messages.Fatal) -> None:
+    """Raise what ends the run the way ``worker``'s loop ended (as serial pytest would)."""
+    match message:
+        case (messages.EXITED, reason, returncode):
+            raise pytest.exit.Exception(reason, returncode)
+        case (messages.INTERRUPTED, *_):
+            raise KeyboardInterrupt  # shown where the test was: see pytest_keyboard_interrupt
+        case (messages.MISMATCH | messages.UNAVAILABLE, why):
+            raise session.Interrupted(f"procpar: worker {worker.workerid} {why}")
+        case (messages.INTERNAL_ERROR | messages.STARTUP_FAILED, trace):
+            raise WorkerFailure(f"worker {worker.workerid} failed:\n{trace}")
+        case _:
+            raise messages.ProtocolError(message)
+
+
+def make_scheduler(
+    session: pytest.Session,
+    durations: DurationStore,
+    chains: workitems.Chains,
+    dist: str,
+    workers: int,
+) -> tuple[Scheduler, str]:
+    """The run's scheduler, and the policy's name for the run report (a plugin's: its class)."""
+    config = session.config
+    cache = getattr(config, "cache", None)
+    lastfailed = cache.get("cache/lastfailed", {}) if cache is not None else {}
+    described = workitems.describe(session.items, durations.known, lastfailed, chains)
+    custom: Scheduler | None = config.hook.pytest_procpar_make_scheduler(
+        config=config, items=described, workers=workers
+    )
+    if custom is not None:
+        return custom, type(custom).__name__
+    return POLICIES[dist](described, workers), dist
+
+
+def plugin_workerinput(config: pytest.Config) -> dict[str, Any]:
+    """What procpar's own parts tell every worker through ``workerinput``."""
+    return {
+        coverage_support.SETTINGS_KEY: coverage_support.settings_for_workers(
+            config.pluginmanager.has_plugin("_cov")
+        ),
+        logfile.LOG_FILE_KEY: logfile.log_file_configured(config),
+        **junit.workerinput(config),
+    }
+
+
+def header(workers: int, method: str, launcher: launch.Launcher, items: int) -> str:
+    """``procpar: 2 workers (fork), 120 items``; remote ones by spec (``1 fork, 2*popen``)."""
+    remote = Counter(launcher.slot_specs)  # in slot order; None counts local ones
+    local = remote.pop(None, 0)
+    kinds = [f"{local} {method}" if remote else method] if local else []
+    kinds += [f"{count}*{spec}" for spec, count in remote.items()]
+    plural = "s" if workers != 1 else ""
+    return f"procpar: {workers} worker{plural} ({', '.join(kinds)}), {items} items"
+
+
+def controller_basetemp(config: pytest.Config) -> tuple[Path, Path | None]:
+    """Where workers' temp directories go: the session's basetemp, or (``-p no:tmpdir``) a
+    directory of the run's own, returned second so that the run removes it."""
+    factory = pytest_internals.tmp_path_factory(config)
+    if factory is not None:
+        return Path(factory.getbasetemp()), None
+    own = Path(tempfile.mkdtemp(prefix="procpar-"))
+    return own, own
 
 
 def _interrupt_on_sigterm() -> Callable[[], None]:

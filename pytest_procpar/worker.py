@@ -26,6 +26,7 @@ from pytest_procpar import (
     framing,
     isolation,
     junit,
+    logfile,
     messages,
     reports,
     xdist_compat,
@@ -49,7 +50,7 @@ class Shared:
     stop: Any  # multiprocessing RawValue of int
     maxfail: int
     running: Any  # RawArray of int: index of the item each slot runs now, -1 between items
-    started: Any  # RawArray of double: when it started (faults.now()), for timeouts
+    running_since: Any  # RawArray of double: when that item started (faults.now()), for timeouts
 
     def should_stop(self) -> bool:
         return bool(self.stop.value) or bool(self.maxfail and sum(self.failures) >= self.maxfail)
@@ -64,14 +65,19 @@ class EventRecorder:
         self.slot = slot
         self.events: list[Event] = []
         self.item: pytest.Item | None = None
-        self.keywords: dict[str, int] = {}
+        self.keywords: messages.Keywords = {}
         self.live = False  # historic hook replays at registration are not this worker's news
 
     def begin(self, item: pytest.Item | None) -> None:
-        """Start recording for ``item`` (None: the session's own start or end)."""
+        """Record for ``item`` from now (None: between items, the session's own start or end).
+        What was recorded since the last send (a log record between two items) is kept."""
         self.item = item
         self.keywords = {name: 1 for name in item.keywords} if item is not None else {}
-        self.events = []
+
+    def take_events(self) -> list[Event]:
+        """What was recorded since the last call, to send."""
+        events, self.events = self.events, []
+        return events
 
     def _other_nodeid(self, nodeid: str) -> str | None:
         """The location always travels (the worker computed it anyway, the controller need
@@ -109,7 +115,7 @@ class EventRecorder:
     ) -> None:
         if self.live:
             data = reports.encode_warning(warning_message)
-            self.events.append((messages.WARNING, data, when, nodeid, location))
+            self.events.append(messages.warning_recorded(data, when, nodeid, location))
 
 
 class WorkerUnusable(Exception):
@@ -142,8 +148,8 @@ class WorkerLoop:
         self.recorder = EventRecorder(session.config, shared, slot)
         session.config.pluginmanager.register(self.recorder, "procpar_worker")
         self.recorder.live = True
-        stream = isolation.LogFileStream(lambda: self.recorder.events)
-        isolation.forward_log_file(session.config, stream)
+        stream = logfile.LogFileStream(lambda: self.recorder.events)
+        logfile.forward_log_file(session.config, stream)
         junit.forward_from_worker(session.config, lambda: self.recorder.events)
 
     def take(self, commands: list[ToWorker]) -> None:
@@ -178,7 +184,7 @@ class WorkerLoop:
 
     def send_events(self, index: int | None, seconds: float = 0.0) -> None:
         """What was recorded since the last send: ``index``'s events, or the session's."""
-        events = self.recorder.events
+        events = self.recorder.take_events()
         framing.send(
             self.write_fd,
             messages.session_events(events)
@@ -196,7 +202,7 @@ class WorkerLoop:
             nextitem = self.items[self.queue[0]] if self.queue else None
             self.recorder.begin(self.items[index])
             started = faults.now()
-            self.shared.started[self.slot] = started
+            self.shared.running_since[self.slot] = started
             self.shared.running[self.slot] = index
             try:
                 self.items[index].config.hook.pytest_runtest_protocol(
@@ -249,8 +255,8 @@ class WorkerLoop:
         return pytest.ExitCode.TESTS_FAILED if self.session.testsfailed else pytest.ExitCode.OK
 
     def report_end(self, fatal: Fatal | None) -> None:
-        """Last events, then FINISHED with ``workeroutput`` (with what xdist's workers add to
-        it), or FATAL."""
+        """Last events, then ``finished`` with ``workeroutput`` (with what xdist's workers add
+        to it), or the message saying how the loop ended early."""
         self.send_events(None)  # what plugins recorded after the last item (sessionfinish)
         if fatal is None:
             session = self.session
@@ -297,6 +303,7 @@ class WorkerSession:
         self.write_fd = write_fd
         self.measuring = coverage_support.WorkerCoverage(workerinput)
         self.runner: LoopPlugin | None = None
+        self.finished = False  # the last message is sent: what fails after it is only news
 
     def ready(
         self,
@@ -331,4 +338,5 @@ class WorkerSession:
         loop = self.runner.loop
         self.measuring.finish(xdist_compat.workeroutput(loop.session.config))
         loop.report_end(self.runner.fatal)
+        self.finished = True
         return self.runner.fatal

@@ -230,7 +230,13 @@ def run_spawned(start: SpawnStart) -> None:
         config.option.log_file = os.devnull
     worker = SpawnedWorker(start)
     config.pluginmanager.register(worker, "procpar_spawned")
-    status = config.hook.pytest_cmdline_main(config=config)
+    try:
+        status = config.hook.pytest_cmdline_main(config=config)
+    except Exception:
+        if not worker.session.finished:
+            raise
+        traceback.print_exc()  # a plugin's failing cleanup after the results are in
+        return
     if worker.mismatch:
         sys.exit(1)
     if worker.session.runner is None:  # pytest ended before the run loop: nothing ran here

@@ -99,6 +99,30 @@ def test_log_file_gets_what_workers_log_after_their_last_test(pytester: pytest.P
     assert sorted(lines) == ["finished gw0", "finished gw1"]
 
 
+def test_log_file_gets_what_workers_log_between_their_tests(pytester: pytest.Pytester) -> None:
+    """A record logged outside any test (here: before each test's own events begin, by a
+    run-loop hook and a logstart listener) travels with the next test's events."""
+    pytester.makeconftest(
+        """
+        import logging
+
+        import pytest
+
+        @pytest.hookimpl(wrapper=True)
+        def pytest_runtestloop(session):
+            if hasattr(session.config, "workerinput"):
+                logging.getLogger("app").warning("loop %s", session.config.workerinput["workerid"])
+            return (yield)
+        """
+    )
+    pytester.makepyfile("def test_a():\n    pass\n\ndef test_b():\n    pass\n")
+    args = ["-p", "procpar", "-n", "2", "--log-file=run.log", "--log-file-level=WARNING"]
+    result = runpytest(pytester, *args, "--log-file-format=%(message)s")
+    result.assert_outcomes(passed=2)
+    lines = (pytester.path / "run.log").read_text().splitlines()
+    assert sorted(lines) == ["loop gw0", "loop gw1"]
+
+
 def test_output_the_terminal_cannot_encode_is_escaped(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -74,6 +74,25 @@ def test_failure_names_the_remote_interpreter(pytester: pytest.Pytester) -> None
     result.stdout.fnmatch_lines([f"[[]gw0[]] linux -- Python {version} {sys.executable}"])
 
 
+def test_a_failing_cleanup_after_a_remote_worker_finished_costs_nothing(
+    pytester: pytest.Pytester,
+) -> None:
+    """A plugin whose ``pytest_unconfigure`` fails in the worker, after its results are in:
+    the run's results stand, as with a local worker."""
+    pytester.makeconftest(
+        """
+        def pytest_unconfigure(config):
+            if hasattr(config, "workerinput"):
+                raise RuntimeError("cleanup failed")
+        """
+    )
+    pytester.makepyfile(SUITE)
+    result = run(pytester, "--tx", "popen")
+    assert result.parseoutcomes() == {"passed": 12, "failed": 1}
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "INTERNALERROR" not in result.stdout.str()
+
+
 def test_crash_on_a_remote_worker_costs_one_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

@@ -8,16 +8,18 @@ belongs to; items without one are units of their own.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pytest_procpar.scheduler.base import WorkItem, guided_count
 
 
-def group_units(items: Sequence[WorkItem], key: object) -> list[list[int]]:
+def group_units(
+    items: Sequence[WorkItem], key: Callable[[WorkItem], str | None]
+) -> list[list[int]]:
     """Items grouped by ``key(item)`` (None: alone), units in order of their first item."""
     units: dict[object, list[int]] = {}
     for item in items:
-        name = key(item)  # type: ignore[operator]
+        name = key(item)
         units.setdefault(item.index if name is None else ("unit", name), []).append(item.index)
     return list(units.values())
 
