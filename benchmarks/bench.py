@@ -13,7 +13,12 @@ teaches the scheduler the durations, as on a developer's second run.
 
 The table shows median wall seconds and the median of the per-round ratios to plain pytest. For
 the ``memory`` suite it also shows the peak total PSS of the pytest process and all its
-descendants, sampled from ``/proc/<pid>/smaps_rollup`` about every 20 ms.
+descendants, sampled from ``/proc/<pid>/smaps_rollup`` about every 20 ms. A CPU meter
+(``cpumeter.py``, loaded into every process of every run) gives the CPU microseconds per test
+of serial pytest's run loop, of the workers' loops and of the controller's replay; the
+``tiny_n4`` and ``tiny_n8`` suites show how the controller's cost per test moves with the
+number of workers (the controller, not the workers, caps a suite of tiny tests on a machine
+with many cores).
 
 Runs use ``-q -p no:randomly``; ``-p procpar`` for procpar, ``-p no:procpar`` for xdist and
 ``-p no:procpar -p no:xdist`` for plain pytest, since procpar and xdist both register ``-n``.
@@ -43,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cpumeter
 from common import child_env, format_table, git_revision
 
 RUN_TIMEOUT_S = 900.0
@@ -206,6 +212,9 @@ SUITES: dict[str, Suite] = {
         Suite("sleep", make_sleep, 400, workers=8),
         Suite("fixtures", make_fixtures, 240, workers=2, loadscope=True),
         Suite("memory", make_memory, 100, workers=4, memory=True),
+        # the controller's cost per test as workers are added (CPU meter table)
+        Suite("tiny_n4", make_tiny, 5000, workers=4),
+        Suite("tiny_n8", make_tiny, 5000, workers=8),
     )
 }
 
@@ -286,6 +295,7 @@ class RunResult:
     peak_pss_mib: float | None = None
     problem: str = ""
     cpu_s: float | None = None  # user + system seconds of pytest and the processes it reaped
+    per_test_us: dict[str, float] = field(default_factory=dict)  # CPU meter, by role
 
 
 PASSED_RE = re.compile(r"(\d+) passed")
@@ -297,10 +307,11 @@ def run_pytest(
     cmd = [python, "-m", "pytest", *COMMON_ARGS, "-o", f"cache_dir={cache_dir}", *config.args]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
+    meter = cache_dir.parent / f"{config.name}.meter"
     proc = subprocess.Popen(
         cmd,
         cwd=root,
-        env=child_env(),
+        env=cpumeter.environment(child_env(), meter),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -345,6 +356,7 @@ def run_pytest(
         peak_pss_mib=sampler.peak_kib / 1024 if sampler is not None else None,
         problem=problem,
         cpu_s=cpu,
+        per_test_us=cpumeter.per_test_us(meter),
     )
 
 
@@ -370,6 +382,10 @@ class ConfigResult:
     @property
     def median_pss(self) -> float | None:
         values = [run.peak_pss_mib for run in self.runs if run.peak_pss_mib is not None]
+        return statistics.median(values) if values else None
+
+    def median_per_test(self, role: str) -> float | None:
+        values = [run.per_test_us[role] for run in self.runs if role in run.per_test_us]
         return statistics.median(values) if values else None
 
     @property
@@ -513,6 +529,12 @@ def _measure_cell(result: SuiteResult, name: str, median: str, attr: str, digits
     return f"{value:.{digits}f} ({result.ratio(name, attr):.2f}x){failed}"
 
 
+def _us(result: SuiteResult, name: str, role: str) -> str:
+    config = result.configs.get(name)
+    value = config.median_per_test(role) if config is not None else None
+    return "-" if value is None else f"{value:.0f}"
+
+
 def _target_text(found: list[Target]) -> str:
     marks = {True: "met", False: "MISSED", None: "n/a"}
     return "; ".join(f"{target.text}: {marks[target.met]}" for target in found)
@@ -538,6 +560,20 @@ def report(results: list[SuiteResult], rounds: int) -> str:
         for result in results
     ]
     out.append(format_table(["suite", "-n", *COLUMNS], rows))
+    out.append("")
+    out.append(
+        "CPU meter: microseconds of CPU per test in the run loop (median of rounds): serial "
+        "pytest's loop, workers' (summed), and the controller's replay"
+    )
+    header = ["suite", "-n", "plain", "xdist workers", "xdist controller"]
+    header += ["procpar workers", "procpar controller"]
+    rows = []
+    for result in results:
+        cells = [result.name, str(result.workers), _us(result, "plain", "serial")]
+        for name in ("xdist", "procpar"):
+            cells += [_us(result, name, "worker"), _us(result, name, "controller")]
+        rows.append(cells)
+    out.append(format_table(header, rows))
     memory = [
         result
         for result in results
