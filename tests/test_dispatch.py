@@ -1,23 +1,27 @@
-"""The controller's side of the protocol, in process: the dispatcher, the replayer and the loss
-accounting, driven by hand-made messages and a fake worker handle (milliseconds, no processes).
+"""The protocol's handlers, in process: the controller's dispatcher, replayer and loss
+accounting, driven by hand-made messages and a fake worker handle, and the worker's handling
+of commands (milliseconds, no processes).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from pytest_procpar import messages, xdist_compat
+from pytest_procpar import framing, messages, xdist_compat
 from pytest_procpar.dispatch import Dispatcher
 from pytest_procpar.losses import LossAccounting
 from pytest_procpar.pool import Lifecycle, Worker
 from pytest_procpar.replay import Replayer
 from pytest_procpar.runreport import RunReport
 from pytest_procpar.timelimits import Overdue
+from pytest_procpar.worker import Shared, WorkerLoop
 from pytest_procpar.workitems import Chains
 from pytest_procpar.xdist_compat import WorkerNode
 
@@ -267,3 +271,23 @@ def test_items_nobody_reported_fail_as_not_run(controller: Controller) -> None:
     assert [report[0] for report in failed] == [item.nodeid for item in controller.items[1:]]
     assert all("not run: no workers left" in str(report[3].longrepr) for report in failed)
     assert controller.losses.reported == {0, 1, 2}
+
+
+def test_the_worker_takes_runs_and_done_and_refuses_anything_else(controller: Controller) -> None:
+    read_fd, write_fd = os.pipe()
+    shared = Shared(
+        failures=[0], stop=SimpleNamespace(value=0), maxfail=0, running=[-1], running_since=[0.0]
+    )
+    try:
+        loop = WorkerLoop(
+            controller.items[0].session, framing.FrameReader(read_fd), write_fd, shared, 0
+        )
+        loop.take([messages.run([0, 1]), messages.run([2])])
+        assert list(loop.queue) == [0, 1, 2] and not loop.no_more
+        loop.take([messages.done()])
+        assert loop.no_more
+        with pytest.raises(messages.ProtocolError, match="'bogus'"):
+            loop.take([("bogus",)])  # type: ignore[list-item]
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)

@@ -80,47 +80,44 @@ def test_log_file_written_by_the_controller_only(pytester: pytest.Pytester, meth
     ]
 
 
+def log_file_lines(pytester: pytest.Pytester, conftest: str) -> list[str]:
+    """What ``--log-file`` holds after two passing tests on two workers, sorted."""
+    pytester.makeconftest(conftest)
+    pytester.makepyfile("def test_a():\n    pass\n\ndef test_b():\n    pass\n")
+    args = ["-p", "procpar", "-n", "2", "--log-file=run.log", "--log-file-level=WARNING"]
+    result = runpytest(pytester, *args, "--log-file-format=%(message)s")
+    result.assert_outcomes(passed=2)
+    return sorted((pytester.path / "run.log").read_text().splitlines())
+
+
 def test_log_file_gets_what_workers_log_after_their_last_test(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(
-        """
+    conftest = """
         import logging
 
         def pytest_sessionfinish(session):
             workerinput = getattr(session.config, "workerinput", None)
             if workerinput is not None:
                 logging.getLogger("app").warning("finished %s", workerinput["workerid"])
-        """
-    )
-    pytester.makepyfile("def test_a():\n    pass\n\ndef test_b():\n    pass\n")
-    args = ["-p", "procpar", "-n", "2", "--log-file=run.log", "--log-file-level=WARNING"]
-    result = runpytest(pytester, *args, "--log-file-format=%(message)s")
-    result.assert_outcomes(passed=2)
-    lines = (pytester.path / "run.log").read_text().splitlines()
-    assert sorted(lines) == ["finished gw0", "finished gw1"]
+    """
+    assert log_file_lines(pytester, conftest) == ["finished gw0", "finished gw1"]
 
 
 def test_log_file_gets_what_workers_log_between_their_tests(pytester: pytest.Pytester) -> None:
-    """A record logged outside any test (here: before each test's own events begin, by a
-    run-loop hook and a logstart listener) travels with the next test's events."""
-    pytester.makeconftest(
-        """
+    """A record logged outside any test (here by a run-loop wrapper, before the first test
+    starts) travels with the next test's events."""
+    conftest = """
         import logging
 
         import pytest
 
         @pytest.hookimpl(wrapper=True)
         def pytest_runtestloop(session):
-            if hasattr(session.config, "workerinput"):
-                logging.getLogger("app").warning("loop %s", session.config.workerinput["workerid"])
+            workerinput = getattr(session.config, "workerinput", None)
+            if workerinput is not None:
+                logging.getLogger("app").warning("loop %s", workerinput["workerid"])
             return (yield)
-        """
-    )
-    pytester.makepyfile("def test_a():\n    pass\n\ndef test_b():\n    pass\n")
-    args = ["-p", "procpar", "-n", "2", "--log-file=run.log", "--log-file-level=WARNING"]
-    result = runpytest(pytester, *args, "--log-file-format=%(message)s")
-    result.assert_outcomes(passed=2)
-    lines = (pytester.path / "run.log").read_text().splitlines()
-    assert sorted(lines) == ["loop gw0", "loop gw1"]
+    """
+    assert log_file_lines(pytester, conftest) == ["loop gw0", "loop gw1"]
 
 
 def test_output_the_terminal_cannot_encode_is_escaped(
