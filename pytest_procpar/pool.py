@@ -40,7 +40,8 @@ class Lifecycle(enum.Enum):
 class Worker:
     """The controller's record of one worker process."""
 
-    node: WorkerNode
+    workerid: str  # gw0, gw1, ...: a replacement gets a new one
+    node: WorkerNode  # what plugins see of it, in xdist's shape (hooks, report.node)
     slot: int
     handle: launch.WorkerHandle
     crash_files: Path  # its stack dump; beside it, <name>.stdout/.stderr: what tests printed
@@ -50,10 +51,6 @@ class Worker:
     heard_at: float = 0.0  # when its last frame arrived
     unusable: tuple[int, str] | None = None  # (item index, traceback): a test broke it
     relays: list[OutputRelay] = field(default_factory=list)
-
-    @property
-    def workerid(self) -> str:
-        return str(self.node.gateway.id)
 
     @property
     def alive(self) -> bool:
@@ -88,7 +85,8 @@ class WorkerPool:
         self.started_count += 1
         handle = self.launcher.start(node.workerinput, slot, initial)
         node.remote_interpreter = handle.interpreter()
-        worker = Worker(node, slot, handle, self.launcher.stack_path(node.workerinput))
+        workerid = str(node.workerinput["workerid"])
+        worker = Worker(workerid, node, slot, handle, self.launcher.stack_path(node.workerinput))
         worker.assigned.extend(initial)
         self.workers.append(worker)
         self._watch(handle.reader.fd, worker, "frames")

@@ -125,8 +125,9 @@ class ParallelRun:
             workerinput[once.WORKERINPUT_KEY] = once.values_for_spawn(self.run_fixtures)
         node = WorkerNode(self.config, workerinput)
         self.config.hook.pytest_procpar_worker_starting(node=node)
-        self.scheduler.add_worker(node.gateway.id)
-        initial = self.chains.expand(self.scheduler.next_batch(node.gateway.id))
+        workerid = str(workerinput["workerid"])
+        self.scheduler.add_worker(workerid)
+        initial = self.chains.expand(self.scheduler.next_batch(workerid))
         sys.stdout.flush()  # buffered output must not be written again by the copy
         sys.stderr.flush()
         try:

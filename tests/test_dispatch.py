@@ -103,7 +103,7 @@ class Controller:
     def worker(self, assigned: Sequence[int] = (), tmp: Path | None = None) -> Worker:
         node = WorkerNode(self.items[0].config, {"workerid": "gw0"})
         handle: Any = FakeHandle()
-        worker = Worker(node, 0, handle, (tmp or Path("/nonexistent")) / "gw0.stack")
+        worker = Worker("gw0", node, 0, handle, (tmp or Path("/nonexistent")) / "gw0.stack")
         worker.assigned.extend(assigned)
         return worker
 
