@@ -10,7 +10,6 @@ options and collects by itself.
 from __future__ import annotations
 
 import contextlib
-import gc
 import multiprocessing
 import os
 import pickle
@@ -217,7 +216,7 @@ class Launcher:
         )
         self.shared.running[slot] = -1  # not the hung test of a worker it replaces
         if self.start_method == "fork":
-            gc.freeze()  # keep the collector from writing to (and so copying) inherited objects
+            gc_policy.freeze_for_fork()
         with warnings.catch_warnings():
             # Python 3.12+ warns about forking while threads run; the only ones are execnet's
             # (with --tx), and the forked worker never touches execnet.

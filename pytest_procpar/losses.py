@@ -48,7 +48,8 @@ class LossAccounting:
 
     def worker_gone(self, worker: Worker, ended: Lifecycle) -> str | None:
         """``worker``'s process is gone, ``ended`` being where its life was: fail what it lost
-        and give its unfinished items back. The error for ``pytest_testnodedown``, or None
+        and give its unfinished items back. The error for ``pytest_procpar_worker_finished``,
+        or None
         when it ended as it should (finished, or reported why it stopped the run)."""
         stack = faults.read_stack(worker.crash_files)
         if worker.overdue.test is not None:
@@ -70,15 +71,13 @@ class LossAccounting:
         where = f" while running {self.items[index].nodeid}" if index is not None else ""
         message = f"{what}{where}" + (f": {how}" if how else "")
         if index is not None:
-            if index in worker.assigned:
-                worker.assigned.remove(index)
             item = self.items[index]
             # A test that already reported keeps its outcome and gains a teardown error.
             when: messages.When = "teardown" if index in self.reported else "call"
             running, since = worker.handle.running()
             seconds = faults.now() - since if running == index else 0.0  # as far as it got
             report = self.replayer.fail_item(worker.node, item, message, when, seconds, detail)
-            self.reported.add(index)
+            self.item_reported(worker, index)
             self.config.hook.pytest_procpar_item_lost(
                 nodeid=item.nodeid, report=report, scheduler=self.scheduler
             )

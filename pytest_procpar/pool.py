@@ -80,12 +80,11 @@ class WorkerPool:
     def stopping(self) -> bool:
         return bool(self.launcher.shared.stop.value)
 
-    def start(self, node: WorkerNode, slot: int, initial: list[int]) -> Worker:
-        """Start a worker in ``slot`` holding ``initial``, and watch what it sends."""
+    def start(self, workerid: str, node: WorkerNode, slot: int, initial: list[int]) -> Worker:
+        """Start worker ``workerid`` in ``slot`` holding ``initial``, and watch what it sends."""
         self.started_count += 1
         handle = self.launcher.start(node.workerinput, slot, initial)
         node.remote_interpreter = handle.interpreter()
-        workerid = str(node.workerinput["workerid"])
         worker = Worker(workerid, node, slot, handle, self.launcher.stack_path(node.workerinput))
         worker.assigned.extend(initial)
         self.workers.append(worker)
@@ -144,17 +143,16 @@ class WorkerPool:
         handle = worker.handle
         for fd in [handle.reader.fd, handle.sentinel, *handle.output_fds.values()]:
             self.unwatch(fd)
-        worker.handle.join()
+        handle.join()
         worker.lifecycle = Lifecycle.GONE
-        self.launcher.forget(worker.handle)
+        self.launcher.forget(handle)
 
     def living(self) -> list[Worker]:
         return [worker for worker in self.workers if worker.alive]
 
     def signal_all(self, signum: int) -> None:
-        for worker in self.workers:
-            if worker.alive:
-                worker.handle.signal(signum)
+        for worker in self.living():
+            worker.handle.signal(signum)
 
     def end(self, workers: Sequence[Worker]) -> None:
         """TERM every worker group still there, KILL them all once a common grace period is

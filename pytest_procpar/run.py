@@ -113,8 +113,9 @@ class ParallelRun:
     # -- starting -------------------------------------------------------------------------
 
     def _start_worker(self, slot: int) -> None:
+        workerid = f"gw{self.pool.started_count}"
         workerinput = {
-            "workerid": f"gw{self.pool.started_count}",
+            "workerid": workerid,
             "workercount": self.worker_count,
             "testrunuid": self.testrunuid,
             "mainargv": list(sys.argv),
@@ -125,13 +126,12 @@ class ParallelRun:
             workerinput[once.WORKERINPUT_KEY] = once.values_for_spawn(self.run_fixtures)
         node = WorkerNode(self.config, workerinput)
         self.config.hook.pytest_procpar_worker_starting(node=node)
-        workerid = str(workerinput["workerid"])
         self.scheduler.add_worker(workerid)
         initial = self.chains.expand(self.scheduler.next_batch(workerid))
         sys.stdout.flush()  # buffered output must not be written again by the copy
         sys.stderr.flush()
         try:
-            worker = self.pool.start(node, slot, initial)
+            worker = self.pool.start(workerid, node, slot, initial)
         except RemoteStartError as exc:
             raise self.session.Interrupted(str(exc)) from None
         self.config.hook.pytest_procpar_worker_started(node=node)

@@ -170,7 +170,7 @@ class SpawnedWorker:
 
     def __init__(self, start: SpawnStart) -> None:
         self.start = start
-        self.session = WorkerSession(start.ends.results.fileno(), start.workerinput)
+        self.worker_session = WorkerSession(start.ends.results.fileno(), start.workerinput)
         self.mismatch = False
 
     @pytest.hookimpl(trylast=True)
@@ -192,21 +192,23 @@ class SpawnedWorker:
             framing.send(start.ends.results.fileno(), messages.mismatch(str(exc)))
             return True
         command_fd = start.ends.commands.fileno()
-        runner = self.session.ready(session, command_fd, start.shared, start.slot, start.initial)
+        runner = self.worker_session.ready(
+            session, command_fd, start.shared, start.slot, start.initial
+        )
         runner.pytest_runtestloop(session)
         return True
 
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self) -> Generator[None, object, object]:
-        if self.session.runner is None:
+        if self.worker_session.runner is None:
             return (yield)
         try:
             return (yield)
         except BaseException:
-            self.session.failed()
+            self.worker_session.failed()
             raise
         finally:
-            self.session.finish()
+            self.worker_session.finish()
 
 
 def run_spawned(start: SpawnStart) -> None:
@@ -233,13 +235,13 @@ def run_spawned(start: SpawnStart) -> None:
     try:
         status = config.hook.pytest_cmdline_main(config=config)
     except Exception:
-        if not worker.session.finished:
+        if not worker.worker_session.finished:
             raise
         traceback.print_exc()  # a plugin's failing cleanup after the results are in
         return
     if worker.mismatch:
         sys.exit(1)
-    if worker.session.runner is None:  # pytest ended before the run loop: nothing ran here
+    if worker.worker_session.runner is None:  # pytest ended before the run loop: nothing ran here
         sys.stdout.flush()
         sys.stderr.flush()
         early_output.seek(0)
@@ -247,5 +249,5 @@ def run_spawned(start: SpawnStart) -> None:
         message = f"pytest in the worker ended before running tests (exit code {int(status)})"
         framing.send(start.ends.results.fileno(), messages.startup_failed(f"{message}\n{printed}"))
         sys.exit(1)
-    if worker.session.runner.fatal is not None:
+    if worker.worker_session.runner.fatal is not None:
         sys.exit(1)
