@@ -10,12 +10,15 @@ points an interruption at the test it hit, and prints the run report.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator, Sequence
 from typing import Any
 
 import pytest
 
-from pytest_procpar import gc_policy
+from pytest_procpar import collect_mode, collect_shares, gc_policy, launch
+from pytest_procpar.collect_phase import FileWalk, SharePlan
+from pytest_procpar.collect_shares import CollectionCosts
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.options import Settings
 from pytest_procpar.run import ParallelRun
@@ -41,6 +44,10 @@ class ControllerPlugin:
         self.run: ParallelRun | None = None
         self.deselected: set[str] = set()  # for workers that collect again: not a mismatch
         self.collecting = False
+        self.where = collect_mode.Decision(False, "")  # where the suite is collected, and why
+        self.walk: FileWalk | None = None  # collecting in workers: the walk to the files
+        self.costs: CollectionCosts | None = None
+        self.file_started: dict[str, float] = {}  # collecting here: files being collected
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
@@ -49,28 +56,95 @@ class ControllerPlugin:
             reporter.showfspath = False
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_collection(self) -> Generator[None, object, object]:
+    def pytest_collection(self, session: pytest.Session) -> Generator[None, object, object]:
         self.collecting = True
+        config = session.config
+        self.costs = costs = CollectionCosts(config)
+        settings = self.settings
+        self.where = collect_mode.before_walk(
+            config,
+            settings.collect,
+            launch.safe_start_method(settings.start_method)[0],
+            settings.workers,
+            bool(settings.remote),
+            settings.dist,
+            costs.last_seconds,
+        )
+        if self.where.in_workers:
+            self.walk = FileWalk(session)
+        started = time.perf_counter()
         try:
             return (yield)
         finally:
             self.collecting = False
+            if self.walk is not None:  # collection ended before its items were modified
+                self.walk.finish()
+                self.walk = None
             gc_policy.collection_done()
+            if self.run is None or self.run.collection is None:
+                costs.record({}, time.perf_counter() - started)
 
-    def pytest_collectreport(self) -> None:
+    @pytest.hookimpl(wrapper=True, trylast=True)  # innermost: see collect_in_workers
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+    ) -> Generator[None, object, object]:
+        """Collecting in workers: the walk found the files; every plugin's hook runs in the
+        workers over their shares, and here over no items. The workers' items arrive before
+        the wrappers around this one resume, so those (``--lf``, ``--nf``, ``--shard``) see
+        the whole suite."""
+        walk, self.walk = self.walk, None
+        if walk is None:
+            return (yield)
+        started = time.perf_counter()
+        units = walk.finish()
+        reason = collect_mode.after_walk(config) if units else "no test files found"
+        if reason is not None:
+            self.where = collect_mode.Decision(False, reason)
+            _notice(config, f"procpar: collecting in the controller: {reason}")
+            walk.collect_here(items)
+            return (yield)
+        result = yield
+        assert self.costs is not None
+        nodes = [(unit.nodeid, str(unit.path)) for unit in units]
+        costs = collect_shares.unit_costs(nodes, self.costs.files, self.durations.known)
+        plan = SharePlan(units, collect_shares.split(costs, self.settings.workers))
+        self.run = ParallelRun(session, self.settings, self.durations, self.deselected, plan)
+        self.run.collect_in_workers(items)
+        seconds = self.run.collection.seconds if self.run.collection else {}
+        # What collecting once would have taken: the walk, and every file's own time.
+        self.costs.record(seconds, time.perf_counter() - started + sum(seconds.values()))
+        return result
+
+    def pytest_collectstart(self, collector: pytest.Collector) -> None:
+        if self.collecting and isinstance(collector, pytest.File):
+            self.file_started[collector.nodeid] = time.perf_counter()
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if self.collecting:
             gc_policy.set_aside_while_collecting()
+            started = self.file_started.pop(report.nodeid, None)
+            if started is not None and self.costs is not None:
+                self.costs.record({report.nodeid: time.perf_counter() - started})
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        run = self.run
         if session.testsfailed and not session.config.option.continue_on_collection_errors:
+            if run is not None:
+                run.abandon()
             count = session.testsfailed
             raise session.Interrupted(f"{count} error{'s' if count != 1 else ''} during collection")
         if session.config.option.collectonly or not session.items:
+            if run is not None:
+                run.abandon()
             return True
         gc_policy.set_suite_aside()
-        self.run = ParallelRun(session, self.settings, self.durations, self.deselected)
-        self.run.execute()
+        if run is None:
+            self.run = run = ParallelRun(session, self.settings, self.durations, self.deselected)
+        else:
+            run.items_final()
+        where = "workers" if run.collection is not None else "the controller"
+        run.execute(f"collected in {where} ({self.where.reason})")
         if session.shouldfail:
             raise session.Failed(session.shouldfail)
         if session.shouldstop:
@@ -99,7 +173,10 @@ class ControllerPlugin:
 
     def pytest_sessionfinish(self) -> None:
         if self.run is not None:
+            self.run.abandon()  # if the session ended before the run did (a usage error)
             self.durations.save()
+        if self.costs is not None:
+            self.costs.save()
 
     def pytest_terminal_summary(
         self, terminalreporter: pytest.TerminalReporter, config: pytest.Config
@@ -114,3 +191,10 @@ class ControllerPlugin:
         else:
             slowest = self.durations.slowest(1)
             terminalreporter.write_line(run.report.summary_line(run.worker_count, slowest))
+
+
+def _notice(config: pytest.Config, line: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line(line)

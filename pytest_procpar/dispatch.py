@@ -29,18 +29,19 @@ class Dispatcher:
         self,
         session: pytest.Session,
         replayer: Replayer,
-        losses: LossAccounting,
         report: RunReport,
         durations: DurationStore,
         give_work: Callable[[Worker], None],
+        collected: Callable[[Worker, dict[str, Any]], None],
     ) -> None:
         self.session = session
         self.config = session.config
         self.replayer = replayer
-        self.losses = losses
+        self.losses: LossAccounting | None = None  # the run's, once its items are known
         self.report = report
         self.durations = durations
         self.give_work = give_work
+        self.collected = collected
         self.fatal: tuple[Worker, messages.Fatal] | None = None  # the first, which ends the run
         self.interrupted_test: Any = None  # where the first interrupted test was, as shown
 
@@ -54,6 +55,8 @@ class Dispatcher:
                 self.replayer.replay(worker.node, None, events)
             case (messages.READY,):
                 self.config.hook.pytest_procpar_worker_ready(node=worker.node)
+            case (messages.COLLECTED, share):
+                self.collected(worker, share)
             case (messages.STOP, shouldfail, shouldstop):
                 self.session.shouldfail = self.session.shouldfail or shouldfail
                 self.session.shouldstop = self.session.shouldstop or shouldstop
@@ -77,6 +80,8 @@ class Dispatcher:
                 raise messages.ProtocolError(message)
 
     def item_done(self, worker: Worker, index: int, events: list[Event], seconds: float) -> None:
+        if self.losses is None:
+            raise messages.ProtocolError((messages.ITEM, index, "before the run's items"))
         self.losses.item_reported(worker, index)
         self.report.item_done(worker.workerid, seconds)
         self.replayer.replay(worker.node, index, events)

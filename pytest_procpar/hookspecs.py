@@ -76,3 +76,14 @@ def pytest_procpar_item_lost(nodeid: str, report: pytest.TestReport, scheduler: 
     """The worker running ``nodeid`` ended without reporting it (a crash, a time limit); it
     was reported failed with ``report``. Controller only. xdist's name:
     ``pytest_handlecrashitem``."""
+
+
+@pytest.hookspec()
+def pytest_procpar_needs_whole_suite(config: pytest.Config) -> str | None:
+    """Return why this plugin (or conftest) needs every collected item in one process, or
+    None. When workers would collect the suite in shares, each worker runs
+    ``pytest_collection_modifyitems`` over its own share; a plugin that selects or orders
+    items by looking at all of them at once (a slice of the suite, an order across files)
+    says so here, and procpar then collects in the controller, printing the reason. Called in
+    the controller after the directories are walked, so conftests anywhere in the tree count.
+    """

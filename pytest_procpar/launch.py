@@ -178,11 +178,20 @@ class Launcher:
         self.deselected = deselected
         self.controller_fds: set[int] = set()
         self._same_for_all: dict[str, Any] | None = None
+        self.units: Sequence[pytest.Collector] = ()  # collecting in workers: the files
 
     def is_remote(self, slot: int) -> bool:
         return self.slot_specs[slot] is not None
 
-    def start(self, workerinput: dict[str, Any], slot: int, initial: list[int]) -> WorkerHandle:
+    def start(
+        self,
+        workerinput: dict[str, Any],
+        slot: int,
+        initial: list[int],
+        share: list[int] | None = None,
+    ) -> WorkerHandle:
+        """Start the worker of ``slot`` with ``initial`` items or, collecting in workers, the
+        ``share`` of :attr:`units` to collect (a forked worker only)."""
         spec = self.slot_specs[slot]
         if spec is not None:
             assert self.remote is not None
@@ -191,10 +200,10 @@ class Launcher:
             remote = self.remote.start(spec, payload, self.stack_path(workerinput))
             self.controller_fds |= set(remote.fds)
             return remote
-        return self._start_local(workerinput, slot, initial)
+        return self._start_local(workerinput, slot, initial, share)
 
     def _start_local(
-        self, workerinput: dict[str, Any], slot: int, initial: list[int]
+        self, workerinput: dict[str, Any], slot: int, initial: list[int], share: list[int] | None
     ) -> WorkerProcess:
         commands_r, commands_w = self.context.Pipe(duplex=False)
         results_r, results_w = self.context.Pipe(duplex=False)
@@ -207,7 +216,7 @@ class Launcher:
         argument: worker_start.ForkStart | worker_start.SpawnStart
         if self.start_method == "fork":
             target: Callable[..., None] = worker_start.run_forked
-            argument = self._fork_start(workerinput, slot, initial, ends)
+            argument = self._fork_start(workerinput, slot, initial, ends, share)
         else:
             target = worker_start.run_spawned
             argument = self._spawn_start(workerinput, slot, initial, ends)
@@ -255,6 +264,7 @@ class Launcher:
         slot: int,
         initial: list[int],
         ends: worker_start.ChildEnds,
+        share: list[int] | None,
     ) -> worker_start.ForkStart:
         return worker_start.ForkStart(
             session=self.session,
@@ -267,6 +277,8 @@ class Launcher:
             basetemp=self.basetemp,
             stack_path=self.stack_path(workerinput),
             parent_pid=os.getpid() if self.start_method != "forkserver" else None,
+            units=self.units,
+            share=share,
         )
 
     def _spawn_start(

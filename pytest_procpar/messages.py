@@ -51,10 +51,18 @@ Event: TypeAlias = (
 
 RUN: Final = "run"
 DONE: Final = "done"
+NUMBERED: Final = "numbered"
+IMPORT: Final = "import"
 
 Run: TypeAlias = tuple[Literal["run"], list[int]]  # append these item indexes to the queue
 Done: TypeAlias = tuple[Literal["done"]]  # nothing more will come: finish queue and session
-ToWorker: TypeAlias = Run | Done
+# Collecting in workers: the run's index of each item this worker collected, in the order it
+# collected them (-1: the run leaves it out: deselected, another shard)
+Numbered: TypeAlias = tuple[Literal["numbered"], list[int]]
+# Collecting in workers: import and collect file ``unit`` (its position in the controller's
+# walk) too, and number its items: (run index, nodeid) of each one the run keeps
+Import: TypeAlias = tuple[Literal["import"], int, list[tuple[int, str]]]
+ToWorker: TypeAlias = Run | Done | Numbered | Import
 
 # -- worker -> controller ---------------------------------------------------------------------
 
@@ -71,8 +79,11 @@ UNUSABLE: Final = "unusable"
 STARTUP_FAILED: Final = "startup"
 MISMATCH: Final = "mismatch"
 UNAVAILABLE: Final = "unavailable"
+COLLECTED: Final = "collected"
 
 Ready: TypeAlias = tuple[Literal["ready"]]  # up, and holding the items
+# Collecting in workers: what this worker's share held (see collect_share.CollectedShare)
+Collected: TypeAlias = tuple[Literal["collected"], dict[str, Any]]
 ItemDone: TypeAlias = tuple[Literal["item"], int, list[Event], float]  # index, events, seconds
 SessionEvents: TypeAlias = tuple[Literal["session"], list[Event]]  # reported outside any item
 Want: TypeAlias = tuple[Literal["want"]]  # the queue is running low
@@ -90,7 +101,7 @@ Unavailable: TypeAlias = tuple[Literal["unavailable"], str]  # a remote worker c
 Unusable: TypeAlias = tuple[Literal["unusable"], int, str]
 Fatal: TypeAlias = Exited | Interrupted | InternalError | StartupFailed | Mismatch | Unavailable
 FromWorker: TypeAlias = (
-    Ready | ItemDone | SessionEvents | Want | StopRun | Finished | Unusable | Fatal
+    Ready | Collected | ItemDone | SessionEvents | Want | StopRun | Finished | Unusable | Fatal
 )
 
 
@@ -131,8 +142,20 @@ def done() -> Done:
     return (DONE,)
 
 
+def numbered(indexes: list[int]) -> Numbered:
+    return (NUMBERED, indexes)
+
+
+def import_unit(unit: int, numbered: list[tuple[int, str]]) -> Import:
+    return (IMPORT, unit, numbered)
+
+
 def ready() -> Ready:
     return (READY,)
+
+
+def collected(share: dict[str, Any]) -> Collected:
+    return (COLLECTED, share)
 
 
 def item_done(index: int, events: list[Event], seconds: float) -> ItemDone:

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import pytest
 
-from pytest_procpar import pytest_internals, remote, shard, xdist_compat
+from pytest_procpar import collect_mode, pytest_internals, remote, shard, xdist_compat
 from pytest_procpar.cpus import available_cpus
 from pytest_procpar.scheduler import DEFAULT_POLICY, POLICIES, SERIAL_POLICY
 
@@ -96,6 +96,11 @@ def parse_seconds(value: str) -> float:
     if not seconds >= 0:
         raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {value!r}")
     return seconds
+
+
+def parse_collect_mode(value: str) -> str:
+    """``--procpar-collect`` value: one of :data:`collect_mode.MODES`."""
+    return _one_of(value, collect_mode.MODES)
 
 
 def parse_restarts(value: str) -> int:
@@ -213,6 +218,17 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
             "N*SPEC for N of them. Repeatable; the code must be present there.",
         )
     group.addoption(
+        "--procpar-collect",
+        dest="procpar_collect",
+        metavar="WHERE",
+        type=parse_collect_mode,
+        default=None,
+        help="Where test modules are imported and collected: controller (once, before the "
+        "workers start), workers (each its share of the files, in parallel) or auto (default: "
+        "workers when that is safe and the last collection took 1s or more). "
+        "Ini: procpar_collect.",
+    )
+    group.addoption(
         "--procpar-chdir",
         dest="procpar_chdir",
         metavar="DIR",
@@ -268,6 +284,7 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
     parser.addini("procpar_max_worker_restart", "Default for --max-worker-restart.", default=None)
     parser.addini("procpar_maxprocesses", "Default for --maxprocesses.", default=None)
     parser.addini("procpar_start", "Default for --procpar-start.", default=None)
+    parser.addini("procpar_collect", "Default for --procpar-collect.", default=None)
 
 
 T = TypeVar("T")  # what an option's parser gives
@@ -286,6 +303,7 @@ class Settings:
     shard: shard.ShardSpec | None = None
     remote: tuple[str, ...] = ()  # one execnet gateway spec per remote worker (--tx)
     remote_rootdir: str | None = None  # --procpar-chdir
+    collect: str = "auto"  # --procpar-collect: where test modules are collected
 
 
 def _from_ini(config: pytest.Config, name: str, parse: Callable[[str], T]) -> T | None:
@@ -346,6 +364,7 @@ def resolve(config: pytest.Config) -> Settings:
     timeout = _option(config, "procpar_timeout", "procpar_timeout", parse_seconds) or 0.0
     restarts = _option(config, "maxworkerrestart", "procpar_max_worker_restart", parse_restarts)
     start_method = str(start) if start is not None else default_start_method()
+    collect = _option(config, "procpar_collect", "procpar_collect", parse_collect_mode)
     base = Settings(
         workers=0,
         start_method=start_method,
@@ -355,6 +374,7 @@ def resolve(config: pytest.Config) -> Settings:
         shard=resolve_shard(config),
         remote=tuple(spec for specs in getattr(config.option, "tx", None) or [] for spec in specs),
         remote_rootdir=config.option.procpar_chdir,
+        collect=collect or "auto",
     )
     if requested is None and not base.remote:
         return base

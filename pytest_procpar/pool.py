@@ -80,10 +80,18 @@ class WorkerPool:
     def stopping(self) -> bool:
         return bool(self.launcher.shared.stop.value)
 
-    def start(self, workerid: str, node: WorkerNode, slot: int, initial: list[int]) -> Worker:
-        """Start worker ``workerid`` in ``slot`` holding ``initial``, and watch what it sends."""
+    def start(
+        self,
+        workerid: str,
+        node: WorkerNode,
+        slot: int,
+        initial: list[int],
+        share: list[int] | None = None,
+    ) -> Worker:
+        """Start worker ``workerid`` in ``slot`` holding ``initial`` (or collecting ``share``),
+        and watch what it sends."""
         self.started_count += 1
-        handle = self.launcher.start(node.workerinput, slot, initial)
+        handle = self.launcher.start(node.workerinput, slot, initial, share)
         node.remote_interpreter = handle.interpreter()
         worker = Worker(workerid, node, slot, handle, self.launcher.stack_path(node.workerinput))
         worker.assigned.extend(initial)

@@ -8,6 +8,7 @@ reached through this module only, so that a pytest release that changes one touc
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -86,3 +87,27 @@ def add_option(group: pytest.OptionGroup, *names: str, **attrs: Any) -> None:
     """Add an option to a group without pytest's check against lowercase short options
     (``-n`` is xdist's, and procpar's)."""
     group._addoption(*names, **attrs)
+
+
+def walk_to_files(
+    session: pytest.Session, found: Callable[[pytest.Collector], None]
+) -> Callable[[], None]:
+    """Make the session's collection stop at files: directories are collected as pytest
+    collects them (conftests load, ``pytest_ignore_collect`` and ``pytest_collect_file``
+    decide), every other collector is handed to ``found`` uncollected (its module is not
+    imported). Returns the undo. ``Session.genitems`` is what recurses into collectors."""
+    collect = type(session).genitems
+
+    def genitems(node: pytest.Item | pytest.Collector) -> Iterator[pytest.Item]:
+        if isinstance(node, (pytest.Session, pytest.Directory, pytest.Item)):
+            yield from collect(session, node)
+        else:
+            found(node)
+
+    session.genitems = genitems  # type: ignore[method-assign]
+    return lambda: vars(session).pop("genitems", None)
+
+
+def collect_file(session: pytest.Session, node: pytest.Collector) -> Iterator[pytest.Item]:
+    """The items of ``node``, collected as pytest's own collection would collect them."""
+    return type(session).genitems(session, node)

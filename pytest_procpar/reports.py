@@ -46,12 +46,33 @@ def encode_report(
     ):
         return (messages.PLAIN_REPORT, report.when, report.outcome, report.duration,
                 report.start, report.stop)  # fmt: skip
-    data = serialize_report(config, report)
-    # pytest serializes a failure representation without a crash line (a doctest failure,
-    # a plugin's own repr) as its text; say so, or the text would pass for the crash message.
-    longrepr = report.longrepr
-    opaque = hasattr(longrepr, "toterminal") and not hasattr(longrepr, "reprcrash")
-    return (messages.REPORT, data, opaque)
+    return (messages.REPORT, serialize_report(config, report), shown_as_is(report.longrepr))
+
+
+def shown_as_is(longrepr: object) -> bool:
+    """pytest serializes a failure representation without a crash line (a doctest failure,
+    a collection error, a plugin's own repr) as its text; say so, or the text would pass for
+    the crash message."""
+    return hasattr(longrepr, "toterminal") and not hasattr(longrepr, "reprcrash")
+
+
+def encode_collect_report(
+    config: pytest.Config, report: pytest.CollectReport
+) -> tuple[dict[str, Any], bool]:
+    """A collection report as data, and whether its failure is shown as it is."""
+    data = config.hook.pytest_report_to_serializable(config=config, report=report)
+    return data, shown_as_is(report.longrepr)
+
+
+def decode_collect_report(
+    config: pytest.Config, data: dict[str, Any], as_is: bool
+) -> pytest.CollectReport:
+    report: pytest.CollectReport = config.hook.pytest_report_from_serializable(
+        config=config, data=data
+    )
+    if as_is and isinstance(report.longrepr, str):
+        report.longrepr = TextRepr(report.longrepr)
+    return report
 
 
 def serialize_report(config: pytest.Config, report: pytest.TestReport) -> dict[str, Any]:

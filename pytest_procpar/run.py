@@ -35,6 +35,7 @@ from pytest_procpar import (
     workitems,
     xdist_compat,
 )
+from pytest_procpar.collect_phase import CollectedShares, Numbering, SharePlan
 from pytest_procpar.dispatch import Dispatcher
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.losses import NOT_RUN_BUG, LossAccounting
@@ -45,6 +46,7 @@ from pytest_procpar.remote import RemoteStartError
 from pytest_procpar.replay import Replayer
 from pytest_procpar.runreport import RunReport
 from pytest_procpar.scheduler import POLICIES, Scheduler
+from pytest_procpar.scheduler.shares import SHARE_POLICIES, ShareScheduler
 from pytest_procpar.timelimits import TimeLimits
 from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid
 
@@ -66,31 +68,33 @@ class ParallelRun:
         settings: Settings,
         durations: DurationStore,
         deselected: Collection[str] = (),
+        shares: SharePlan | None = None,
     ) -> None:
         self.session = session
         self.config = session.config
-        self.items = session.items
-        # Never more workers than items, except that "each" runs every item on every worker.
+        self.settings = settings
+        self.items = session.items  # collecting in workers: filled when they have collected
+        # Never more workers than items (or shares), except that "each" runs every item on
+        # every worker.
         self.worker_count = (
-            settings.workers if settings.dist == "each" else min(settings.workers, len(self.items))
+            settings.workers
+            if settings.dist == "each"
+            else min(settings.workers, len(shares.shares if shares else self.items))
         )
         xdist_compat.announce_distribution(self.config, settings.dist, self.worker_count)
         self.start_method, self.notice = launch.safe_start_method(settings.start_method)
         self.dist = settings.dist
-        self.chains = workitems.Chains(self.items)
         self.durations = durations
-        self.scheduler, policy = make_scheduler(
-            session, durations, self.chains, settings.dist, self.worker_count
-        )
-        self.report = RunReport(policy)
+        self.report = RunReport(settings.dist)
         self.replayer = Replayer(self.config, self.items)
-        self.losses = LossAccounting(
-            self.config, self.items, self.replayer, self.scheduler, self.chains
-        )
         self.dispatcher = Dispatcher(
-            session, self.replayer, self.losses, self.report, durations, self._give_work
+            session, self.replayer, self.report, durations, self._give_work, self._collected
         )
-        self.time_limits = TimeLimits(settings.timeout, self.items)
+        self.shares = shares
+        self.collection: CollectedShares | None = None  # what workers collected, by share
+        self.numbering: Numbering | None = None  # the run's items as those workers know them
+        self.imported: dict[str, set[int]] = {}  # units each such worker has collected
+        self.waiting: list[Worker] = []  # asked for work before the run's items were known
         basetemp, self.own_basetemp = controller_basetemp(self.config)
         local = [None] * (settings.workers - len(settings.remote))
         slot_specs = [*local, *settings.remote][: self.worker_count]
@@ -105,6 +109,80 @@ class ParallelRun:
         self.terminal = BatchedTerminal(None)  # the real one while workers run
         self.gave_up: str | None = None
         self.run_fixtures: list[once.RunFixture] = []
+        if shares is None:
+            self._plan()
+
+    def _plan(self) -> None:
+        """What needs the run's items: the scheduler and the bookkeeping by item."""
+        self.chains = workitems.Chains(self.items)
+        self.scheduler, self.report.policy = make_scheduler(
+            self.session, self.durations, self.chains, self.dist, self.worker_count, self.collection
+        )
+        self.losses = LossAccounting(
+            self.config, self.items, self.replayer, self.scheduler, self.chains
+        )
+        self.dispatcher.losses = self.losses
+        self.time_limits = TimeLimits(self.settings.timeout, self.items)
+
+    @property
+    def planned(self) -> bool:
+        return self.dispatcher.losses is not None
+
+    # -- collecting in workers ------------------------------------------------------------
+
+    def collect_in_workers(self, items: list[pytest.Item]) -> None:
+        """Start the workers, each collecting its share, and wait until all have; then make
+        the controller's collection hooks see what they collected (``items`` gets the items)."""
+        assert self.shares is not None
+        shares = {f"gw{slot}": share for slot, share in enumerate(self.shares.shares)}
+        self.collection = CollectedShares(self.shares.units, shares)
+        self.pool.launcher.units = self.shares.units
+        try:
+            for slot, share in enumerate(shares.values()):
+                self._start_worker(slot, share)
+            self._serve(until=None, done=lambda: self.collection_done)
+        except BaseException:
+            self.abandon()
+            raise
+        if self.dispatcher.fatal is not None:
+            self.abandon()
+            end_as_worker_did(self.session, *self.dispatcher.fatal)
+        nodes = {worker.workerid: worker.node for worker in self.pool.workers}
+
+        def replay(workerid: str, events: list[messages.Event]) -> None:
+            self.replayer.replay(nodes[workerid], None, events)
+
+        self.collection.replay(self.config, items, replay)
+
+    @property
+    def collection_done(self) -> bool:
+        return self.collection is not None and self.collection.complete
+
+    def _collected(self, worker: Worker, share: dict[str, Any]) -> None:
+        if self.collection is not None and not self.planned:
+            self.collection.add(worker.workerid, share)
+
+    def items_final(self) -> None:
+        """Collecting in workers: every plugin has chosen and ordered the items; number them
+        for the workers, and answer those waiting for work."""
+        assert self.collection is not None
+        self.numbering = self.collection.number(self.items)
+        self.imported = self.collection.home_units()
+        self._plan()
+        for worker in self.pool.living():
+            self.scheduler.add_worker(worker.workerid)
+            indexes = self.numbering.indexes.get(worker.workerid, [])
+            worker.handle.send(messages.numbered(indexes))
+
+    def abandon(self) -> None:
+        """Collecting in workers, the run ends before its tests do (collection errors, an
+        empty selection, a failure): the workers finish their sessions and go."""
+        if self.report.ended is not None:  # it ended already
+            return
+        self.pool.halt_all()
+        self._serve(until=faults.now() + INTERRUPT_TEARDOWN_S)
+        self.pool.close()
+        self.report.finish()
 
     @property
     def interrupted_test(self) -> Any:
@@ -112,7 +190,9 @@ class ParallelRun:
 
     # -- starting -------------------------------------------------------------------------
 
-    def _start_worker(self, slot: int) -> None:
+    def _start_worker(self, slot: int, share: list[int] | None = None) -> None:
+        """Start a worker in ``slot``: handed its first items, or (collecting in workers)
+        told which units to collect: its ``share``, none for a replacement."""
         workerid = f"gw{self.pool.started_count}"
         workerinput = {
             "workerid": workerid,
@@ -126,33 +206,43 @@ class ParallelRun:
             workerinput[once.WORKERINPUT_KEY] = once.values_for_spawn(self.run_fixtures)
         node = WorkerNode(self.config, workerinput)
         self.config.hook.pytest_procpar_worker_starting(node=node)
-        self.scheduler.add_worker(workerid)
-        initial = self.chains.expand(self.scheduler.next_batch(workerid))
+        initial: list[int] = []
+        if self.planned:
+            self.scheduler.add_worker(workerid)
+            if self.collection is None:
+                initial = self.chains.expand(self.scheduler.next_batch(workerid))
+        if self.collection is not None and share is None:
+            share = []
         sys.stdout.flush()  # buffered output must not be written again by the copy
         sys.stderr.flush()
         try:
-            worker = self.pool.start(workerid, node, slot, initial)
+            worker = self.pool.start(workerid, node, slot, initial, share)
         except RemoteStartError as exc:
             raise self.session.Interrupted(str(exc)) from None
         self.config.hook.pytest_procpar_worker_started(node=node)
-        self._scheduled(worker, initial)
+        if initial:
+            self._scheduled(worker, initial)
 
     # -- the loop -------------------------------------------------------------------------
 
-    def execute(self) -> None:
+    def execute(self, collected: str = "") -> None:
+        """Run the items; ``collected`` says where they were collected, for the header."""
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             method = f"{self.start_method}{self.notice}"
-            reporter.write_line(
-                header(self.worker_count, method, self.pool.launcher, len(self.items))
-            )
+            line = header(self.worker_count, method, self.pool.launcher, len(self.items))
+            reporter.write_line(f"{line}, {collected}" if collected else line)
             reporter.flush()
         restore = _interrupt_on_sigterm()
         self.terminal = BatchedTerminal(self.config.pluginmanager.get_plugin("terminalreporter"))
         try:
             self.run_fixtures = once.set_up_for(self.items, self.config)
-            for slot in range(self.worker_count):
-                self._start_worker(slot)
+            if self.collection is None:
+                for slot in range(self.worker_count):
+                    self._start_worker(slot)
+            waiting, self.waiting = self.waiting, []
+            for worker in waiting:
+                self._give_work(worker)
             self._serve(until=None)
         except KeyboardInterrupt:
             self._interrupt()
@@ -170,9 +260,10 @@ class ParallelRun:
         if self.dispatcher.fatal is not None:
             end_as_worker_did(self.session, *self.dispatcher.fatal)
 
-    def _serve(self, until: float | None) -> None:
-        """Handle worker output and exits until every worker is gone (or ``until``)."""
-        while self.pool.has_watched():
+    def _serve(self, until: float | None, done: Callable[[], bool] = lambda: False) -> None:
+        """Handle worker output and exits until every worker is gone (or ``until``, or
+        ``done()``)."""
+        while self.pool.has_watched() and not done():
             self.terminal.release_if_due()
             wait = self._wait_time()
             if until is not None:
@@ -186,7 +277,8 @@ class ParallelRun:
                     self._exited(worker)
                 elif not source.read():
                     self.pool.unwatch(source.fd)
-            self.time_limits.enforce(self.pool.living(), faults.now())
+            if self.planned:
+                self.time_limits.enforce(self.pool.living(), faults.now())
             if not self.pool.stopping and (
                 self.session.shouldfail or self.session.shouldstop or self.dispatcher.fatal
             ):
@@ -201,24 +293,40 @@ class ParallelRun:
             self.pool.unwatch(reader.fd)
 
     def _give_work(self, worker: Worker) -> None:
+        if not self.planned:  # the run's items are not known yet
+            if self.pool.stopping:
+                self.pool.tell_done(worker)
+            else:
+                self.waiting.append(worker)
+            return
         batch = [] if self.pool.stopping else self.scheduler.next_batch(worker.workerid)
         batch = self.chains.expand(batch)
         if batch:
+            if self.numbering is not None:
+                self._send_imports(worker, batch)
             worker.assigned.extend(batch)
             worker.handle.send(messages.run(batch))
             self._scheduled(worker, batch)
         else:
             self.pool.tell_done(worker)
 
+    def _send_imports(self, worker: Worker, batch: list[int]) -> None:
+        """Collecting in workers: have ``worker`` collect the files of ``batch`` it lacks."""
+        assert self.numbering is not None
+        have = self.imported.setdefault(worker.workerid, set())
+        for unit in dict.fromkeys(self.numbering.unit_of[index] for index in batch):
+            if unit not in have:
+                worker.handle.send(messages.import_unit(unit, self.numbering.unit_items[unit]))
+                have.add(unit)
+
     def _scheduled(self, worker: Worker, batch: list[int]) -> None:
         nodeids = [self.items[index].nodeid for index in batch]
         self.config.hook.pytest_procpar_items_scheduled(node=worker.node, nodeids=nodeids)
 
     def _wait_time(self) -> float | None:
-        waits = [
-            self.terminal.wait_time(),
-            self.time_limits.wait_time(self.pool.living(), faults.now()),
-        ]
+        waits = [self.terminal.wait_time()]
+        if self.planned:
+            waits.append(self.time_limits.wait_time(self.pool.living(), faults.now()))
         known = [wait for wait in waits if wait is not None]
         return min(known) if known else None
 
@@ -230,6 +338,9 @@ class ParallelRun:
             self.dispatcher.dispatch(worker, message)
         ended = worker.lifecycle
         self.pool.forget(worker)
+        if not self.planned:
+            self._gone_while_collecting(worker, ended)
+            return
         error = self.losses.worker_gone(worker, ended)
         if error is None:
             return
@@ -243,6 +354,18 @@ class ParallelRun:
             restarts = self.pool.started_count - self.worker_count
             self.gave_up = f"no workers left after {restarts} worker restarts"
             self.pool.halt_all()
+
+    def _gone_while_collecting(self, worker: Worker, ended: Lifecycle) -> None:
+        """Before the run's items are known a lost worker takes no test with it; what it
+        had not reported of its share becomes a collection error."""
+        if ended in (Lifecycle.FINISHED, Lifecycle.FAILED):
+            return
+        how = worker.handle.describe_exit()
+        error = f"worker {worker.workerid} crashed while collecting: {how}"
+        if self.collection is not None:
+            detail = faults.read_stack(worker.crash_files)
+            self.collection.lost(worker.workerid, error, detail)
+        self.config.hook.pytest_procpar_worker_finished(node=worker.node, error=error)
 
     def _interrupt(self) -> None:
         """Ctrl-C or SIGTERM: stop every worker's test as serial pytest's would stop. Workers
@@ -277,8 +400,10 @@ def make_scheduler(
     chains: workitems.Chains,
     dist: str,
     workers: int,
+    collection: CollectedShares | None = None,
 ) -> tuple[Scheduler, str]:
-    """The run's scheduler, and the policy's name for the run report (a plugin's: its class)."""
+    """The run's scheduler, and the policy's name for the run report (a plugin's: its class).
+    When workers collected, a policy that can starts each worker on the files it collected."""
     config = session.config
     cache = getattr(config, "cache", None)
     lastfailed = cache.get("cache/lastfailed", {}) if cache is not None else {}
@@ -288,6 +413,13 @@ def make_scheduler(
     )
     if custom is not None:
         return custom, type(custom).__name__
+    if collection is not None and dist in SHARE_POLICIES:
+        homes = {
+            workerid: {collection.units[unit].nodeid for unit in units}
+            for workerid, units in collection.home_units().items()
+        }
+        policy = ShareScheduler(described, workers, homes, collection.seconds, dist)
+        return policy, f"{dist} (by share)"
     return POLICIES[dist](described, workers), dist
 
 

@@ -17,7 +17,7 @@ import argparse
 import hashlib
 import heapq
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -104,10 +104,13 @@ class ShardPlugin:
         self.notice = "" if mode or durations else "; no stored durations yet"
         self.summary = ""
 
-    @pytest.hookimpl(trylast=True)  # after every other plugin chose and ordered the items
+    # After every other plugin chose and ordered the items; a wrapper, so that it also sees
+    # the whole suite when workers collected it (their items arrive as the wrappers resume).
+    @pytest.hookimpl(wrapper=True)
     def pytest_collection_modifyitems(
         self, config: pytest.Config, items: list[pytest.Item]
-    ) -> None:
+    ) -> Generator[None, None, None]:
+        yield
         nodeids = [item.nodeid for item in items]
         shards = assign(nodeids, self.spec.count, self.mode, self.durations)
         mine = self.spec.index - 1

@@ -31,6 +31,7 @@ from pytest_procpar import (
     reports,
     xdist_compat,
 )
+from pytest_procpar.collect_share import ShareCollection
 from pytest_procpar.messages import Event, ToWorker
 
 # Set on the worker's session so the running item's teardown takes every fixture down, as serial
@@ -132,9 +133,14 @@ class WorkerLoop:
         write_fd: int,
         shared: Shared,
         slot: int,
+        collection: ShareCollection | None = None,
     ) -> None:
         self.session = session
-        self.items = session.items
+        # By the run's index. A worker that collects its own share learns the indexes later.
+        self.items: dict[int, pytest.Item] = (
+            {} if collection is not None else dict(enumerate(session.items))
+        )
+        self.collection = collection
         self.reader = reader
         self.write_fd = write_fd
         self.shared = shared
@@ -162,6 +168,10 @@ class WorkerLoop:
                     self.asked = False
                 case (messages.DONE,):
                     self.no_more = True
+                case (messages.NUMBERED, indexes) if self.collection is not None:
+                    self.items.update(self.collection.numbered(indexes))
+                case (messages.IMPORT, unit, numbered) if self.collection is not None:
+                    self.items.update(self.collection.import_unit(self.session, unit, numbered))
                 case _:
                     raise messages.ProtocolError(command)
         if self.reader.eof:  # the controller is gone: nothing more will come
@@ -312,14 +322,36 @@ class WorkerSession:
         shared: Shared,
         slot: int,
         initial: list[int],
+        collection: ShareCollection | None = None,
     ) -> LoopPlugin:
-        """Set the loop up with the first items, and say so."""
+        """Set the loop up with the first items, and say so. A worker that collects its share
+        does so now, and says what it found."""
         commands: framing.FrameReader[ToWorker] = framing.FrameReader(command_fd)
-        loop = WorkerLoop(session, commands, self.write_fd, shared, slot)
+        loop = WorkerLoop(session, commands, self.write_fd, shared, slot, collection)
         loop.take([messages.run(initial)])
         framing.send(self.write_fd, messages.ready())
         self.runner = LoopPlugin(loop)
+        if collection is not None:
+            self._collect_share(session, loop, collection)
         return self.runner
+
+    def _collect_share(
+        self, session: pytest.Session, loop: WorkerLoop, collection: ShareCollection
+    ) -> None:
+        """Collect this worker's share as the session's collection, and report it."""
+        config = session.config
+        config.pluginmanager.register(collection, "procpar_share_collection")
+        try:
+            config.hook.pytest_collection(session=session)
+        except BaseException:  # a plugin's collection hook failed: serial pytest's INTERNALERROR
+            framing.send(self.write_fd, messages.internal_error(traceback.format_exc()))
+            raise
+        finally:
+            config.pluginmanager.unregister(collection)
+        session.testsfailed = 0  # collection errors are the controller's to count
+        session.shouldfail = session.shouldstop = False
+        share = collection.share_message(session, loop.recorder.take_events())
+        framing.send(self.write_fd, messages.collected(share))
 
     def exitstatus(self) -> int:
         """What serial pytest would pass to ``pytest_sessionfinish`` after this loop."""

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from pytest_procpar import faults, framing, isolation, messages, reconfigure, xdist_compat
+from pytest_procpar.collect_share import ShareCollection
 from pytest_procpar.worker import Shared, WorkerSession
 
 
@@ -57,6 +58,8 @@ class ForkStart:
     basetemp: Path
     stack_path: Path
     parent_pid: int | None
+    units: Sequence[pytest.Collector] = ()  # collecting in workers: the files to share out
+    share: Sequence[int] | None = None  # the units this worker collects, None: none to collect
 
 
 def run_forked(start: ForkStart) -> None:
@@ -82,8 +85,9 @@ def run_forked(start: ForkStart) -> None:
     session.testsfailed = 0
     session.shouldfail = session.shouldstop = False
     command_fd = start.ends.commands.fileno()
+    collection = ShareCollection(start.units, start.share) if start.share is not None else None
     runner = worker_session.ready(
-        session, command_fd, start.shared, start.slot, list(start.initial)
+        session, command_fd, start.shared, start.slot, list(start.initial), collection
     )
     config.pluginmanager.register(runner, "procpar_loop")
     try:

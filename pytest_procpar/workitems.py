@@ -112,15 +112,20 @@ def describe(
     for index, item in enumerate(items):
         nodeid = item.nodeid
         file = nodeid.split("::", 1)[0]
-        # The parent's nodeid, not a split of the item's: parameter ids may contain "::".
-        scope = item.parent.nodeid if item.parent is not None else file
+        facts = getattr(item, "procpar_facts", None)  # collected in a worker: it knows them
+        if facts is not None:
+            scope, shared = facts.scope, facts.fixture_scope
+        else:
+            # The parent's nodeid, not a split of the item's: parameter ids may contain "::".
+            scope = item.parent.nodeid if item.parent is not None else file
+            shared = fixture_scope(item, file, scope, scopes)
         described.append(
             WorkItem(
                 index=index,
                 nodeid=nodeid,
                 file=file,
                 scope=scope,
-                fixture_scope=fixture_scope(item, file, scope, scopes),
+                fixture_scope=shared,
                 group=group_name(item, groups),
                 expected=durations.get(nodeid, median),
                 known=nodeid in durations,

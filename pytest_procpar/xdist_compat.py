@@ -351,3 +351,13 @@ def testrun_uid(request: pytest.FixtureRequest) -> str:
     """An id shared by every worker of this run, unique to the run."""
     given = workerinput(request.config)
     return str(given["testrunuid"]) if given else new_testrunuid()
+
+
+def whole_suite_plugin(config: pytest.Config) -> str | None:
+    """A known plugin whose ``pytest_collection_modifyitems`` orders or selects across the
+    whole suite, so that workers cannot collect it in shares (see collect_mode.py)."""
+    if config.pluginmanager.has_plugin("pytest_order"):
+        return "pytest-order orders tests across the whole suite"
+    if getattr(config.option, "splits", None):
+        return "pytest-split picks its group from the whole suite"
+    return None

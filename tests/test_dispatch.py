@@ -125,11 +125,12 @@ def controller(pytester: pytest.Pytester) -> Controller:
     dispatcher = Dispatcher(
         items[0].session,
         replayer,
-        losses,
         report,
-        durations,
-        asked.append,  # type: ignore[arg-type]
+        durations,  # type: ignore[arg-type]
+        asked.append,
+        lambda worker, share: None,
     )
+    dispatcher.losses = losses
     return Controller(
         items, recorder, replayer, losses, dispatcher, scheduler, durations, asked, report
     )

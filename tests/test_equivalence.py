@@ -335,7 +335,7 @@ def test_parallel_run_reports_like_serial(
 ) -> None:
     parallel = run_suite(pytester, "-n", str(workers), "--procpar-start", method)
     noun = "worker" if workers == 1 else "workers"
-    parallel["result"].stdout.fnmatch_lines([f"procpar: {workers} {noun} ({method}), * items"])
+    parallel["result"].stdout.fnmatch_lines([f"procpar: {workers} {noun} ({method}), * items, collected in *"])
     assert parallel["outcomes"] == serial["outcomes"]
     assert without_doctest_messages(parallel["summary"]) == without_doctest_messages(
         serial["summary"]
@@ -364,7 +364,7 @@ def test_remote_workers_report_like_serial(
     if workers[-1] == "socket":
         workers = ["--tx", request.getfixturevalue("socket_gateway")]
     parallel = run_suite(pytester, *workers)
-    parallel["result"].stdout.fnmatch_lines([f"procpar: {header}, * items"])
+    parallel["result"].stdout.fnmatch_lines([f"procpar: {header}, * items, collected in *"])
     assert parallel["outcomes"] == serial["outcomes"]
     assert without_doctest_messages(parallel["summary"]) == without_doctest_messages(
         serial["summary"]
@@ -388,3 +388,24 @@ def test_failed_doctest_summary_line_like_serial(pytester: pytest.Pytester) -> N
         lines[args] = [line for line in result.outlines if line.startswith("FAILED ")]
     assert lines[()] == ["FAILED mod_doc.py::mod_doc.broken"]
     assert lines[("-n", "2")] == lines[()]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_collecting_in_workers_reports_like_serial(
+    pytester: pytest.Pytester, serial: dict[str, Any], workers: int
+) -> None:
+    """Each worker imports and collects its share of the files: the same outcomes, summary,
+    counts and exit code, and the same "collected" line."""
+    parallel = run_suite(pytester, "-n", str(workers), "--procpar-collect=workers")
+    result = parallel["result"]
+    result.stdout.fnmatch_lines(["procpar: * items, collected in workers (*)"])
+    collected = [line for line in result.outlines if line.startswith("collected ")]
+    assert collected == [
+        line for line in serial["result"].outlines if line.startswith("collected ")
+    ]
+    assert parallel["outcomes"] == serial["outcomes"]
+    assert without_doctest_messages(parallel["summary"]) == without_doctest_messages(
+        serial["summary"]
+    )
+    assert parallel["counts"] == serial["counts"]
+    assert parallel["ret"] == serial["ret"]

@@ -66,7 +66,7 @@ def test_timeout_option_fails_only_the_blocking_test(
     assert pair.expected.parseoutcomes() == {"passed": 3, "failed": 1}
     result = pair.result
     if method != "xdist":
-        result.stdout.fnmatch_lines([f"procpar: 2 workers ({method}), 4 items"])
+        result.stdout.fnmatch_lines([f"procpar: 2 workers ({method}), 4 items, collected in *"])
     result.stdout.fnmatch_lines(
         [f"E * {TIMEOUT_MESSAGE}", "FAILED test_block.py::test_blocks - Failed: Timeout*"],
         consecutive=False,
@@ -407,7 +407,7 @@ def test_asyncio_tests_and_fixtures(pytester: pytest.Pytester, method: str) -> N
     pair = run_pair(pytester, method, plugins=QUIET)
     assert pair.expected.parseoutcomes() == {"passed": 4, "failed": 1}
     if method != "xdist":
-        pair.result.stdout.fnmatch_lines([f"procpar: 2 workers ({method}), 5 items"])
+        pair.result.stdout.fnmatch_lines([f"procpar: 2 workers ({method}), 5 items, collected in *"])
     ran = [path.name.rsplit("-", 1) for path in pytester.path.glob("ran-*")]
     expected = [
         "ran-fixture-teardown",

@@ -50,7 +50,7 @@ def test_popen_workers_beside_local_ones(pytester: pytest.Pytester) -> None:
     """``-n 1 --tx 2*popen``: three workers, every test once, remote output tagged."""
     pytester.makepyfile(SUITE)
     result = run(pytester, "-n", "1", "--tx", "2*popen", "-s", "-v")
-    result.stdout.fnmatch_lines(["procpar: 3 workers (1 fork, 2*popen), 13 items"])
+    result.stdout.fnmatch_lines(["procpar: 3 workers (1 fork, 2*popen), 13 items, collected in *"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert result.parseoutcomes() == {"passed": 12, "failed": 1}
     text = result.stdout.str()
@@ -220,7 +220,7 @@ def test_chdir_maps_the_rootdir(pytester: pytest.Pytester, tmp_path: Path) -> No
 def test_socket_gateway(pytester: pytest.Pytester, socket_gateway: str, remote_tmp: Path) -> None:
     pytester.makepyfile(SUITE)
     result = run(pytester, "--tx", socket_gateway, "-v")
-    result.stdout.fnmatch_lines([f"procpar: 1 worker (1*{socket_gateway}), 13 items"])
+    result.stdout.fnmatch_lines([f"procpar: 1 worker (1*{socket_gateway}), 13 items, collected in *"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert result.parseoutcomes() == {"passed": 12, "failed": 1}
     assert not list(remote_tmp.iterdir())  # the worker's stack and capture files are gone

@@ -47,7 +47,7 @@ def test_spawned_workers_collect_and_match(pytester: pytest.Pytester) -> None:
     )
     result = runpytest(pytester, "-p", "procpar", "-n", "2", "--procpar-start", "spawn")
     result.assert_outcomes(passed=6)
-    result.stdout.fnmatch_lines(["procpar: 2 workers (spawn), 6 items"])
+    result.stdout.fnmatch_lines(["procpar: 2 workers (spawn), 6 items, collected in *"])
 
 
 def test_side_by_side_with_xdist(pytester: pytest.Pytester) -> None:
@@ -55,7 +55,7 @@ def test_side_by_side_with_xdist(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
     ours = runpytest(pytester, "-p", "procpar", "-n", "2")
     ours.assert_outcomes(passed=2)
-    ours.stdout.fnmatch_lines(["procpar: 2 workers (fork), 2 items"])
+    ours.stdout.fnmatch_lines(["procpar: 2 workers (fork), 2 items, collected in *"])
     theirs = runpytest(pytester, "-p", "no:procpar", "-n", "2")
     theirs.assert_outcomes(passed=2)
     assert "procpar:" not in theirs.stdout.str()

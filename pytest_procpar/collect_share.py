@@ -1,0 +1,121 @@
+"""Collecting in workers, the worker's side: its share of the suite's files is its session's
+collection, and files it takes over later are imported on demand.
+
+The controller walked the directories and forked; every worker holds the same uncollected file
+nodes (the *units*). A worker's ``pytest_collection`` collects its share of them with pytest's
+own ``genitems``, runs ``pytest_collection_modifyitems`` over what it found (``-k``, ``-m``,
+``--deselect`` and plugins act per item) and tells the controller what it collected, what it
+kept and what collection reported, so that the controller can show and decide what a serial
+run shows and decides. Items are then named by the run's indexes, which the controller sends
+(``numbered``); a file taken over from another worker is collected again here (``import``).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from pytest_procpar import elsewhere, pytest_internals, reports
+from pytest_procpar.messages import Event
+
+
+class ShareCollection:
+    """Registered in a worker that collects: its session collects its share of the units."""
+
+    def __init__(self, units: Sequence[pytest.Collector], share: Sequence[int]) -> None:
+        self.units = units
+        self.share = share
+        self.collected: list[pytest.Item] = []
+        self.unit_of: list[int] = []  # the unit each collected item came from
+        self.reports: list[tuple[pytest.CollectReport, int]] = []
+        self.deselected: list[list[pytest.Item]] = []  # one list per pytest_deselected call
+        self.seconds: dict[int, float] = {}
+        self.unit: int | None = None  # the unit being collected: its reports are news
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> bool:
+        """Serial pytest's collection steps, over this worker's share."""
+        config = session.config
+        session.items = kept = []
+        try:
+            for unit in self.share:
+                self.unit = unit
+                found = self._collect(session, unit)
+                self.collected += found
+                self.unit_of += [unit] * len(found)
+            self.unit = -1  # deselections are news; collection reports no more
+            kept.extend(self.collected)
+            config.hook.pytest_collection_modifyitems(session=session, config=config, items=kept)
+        finally:
+            self.unit = None
+            config.hook.pytest_collection_finish(session=session)
+        session.testscollected = len(kept)
+        return True
+
+    def _collect(self, session: pytest.Session, unit: int) -> list[pytest.Item]:
+        started = time.perf_counter()
+        found = list(pytest_internals.collect_file(session, self.units[unit]))
+        self.seconds[unit] = time.perf_counter() - started
+        return found
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if self.unit is not None and self.unit >= 0:
+            self.reports.append((report, self.unit))
+
+    def pytest_deselected(self, items: Sequence[pytest.Item]) -> None:
+        if self.unit is not None:
+            self.deselected.append(list(items))
+
+    def share_message(self, session: pytest.Session, events: list[Event]) -> dict[str, Any]:
+        """What the ``collected`` message carries, with the ``events`` collecting recorded
+        (its warnings): see :class:`~pytest_procpar.collect_phase.CollectedShares` for how
+        the controller reads it."""
+        config = session.config
+        position = {id(item): i for i, item in enumerate(self.collected)}
+        memo = elsewhere.Memo()
+
+        def positions(items: Sequence[Any]) -> list[int]:
+            return [position[id(item)] for item in items if id(item) in position]
+
+        return {
+            "items": [elsewhere.facts_of(item, memo) for item in self.collected],
+            "units": self.unit_of,
+            "reports": [
+                (*reports.encode_collect_report(config, report), unit, positions(report.result))
+                for report, unit in self.reports
+            ],
+            "kept": positions(session.items),
+            "deselected": [positions(items) for items in self.deselected],
+            "seconds": self.seconds,
+            "events": events,
+        }
+
+    def numbered(self, indexes: Sequence[int]) -> dict[int, pytest.Item]:
+        """This worker's collected items by the run's indexes (-1: not in the run)."""
+        return {
+            index: item for index, item in zip(indexes, self.collected, strict=True) if index >= 0
+        }
+
+    def import_unit(
+        self, session: pytest.Session, unit: int, numbered: Sequence[tuple[int, str]]
+    ) -> dict[int, pytest.Item]:
+        """Collect ``unit`` here too (another worker collected it first: its warnings and
+        reports were shown then), and name the items the run keeps by their indexes."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = {item.nodeid: item for item in self._collect(session, unit)}
+        missing = [nodeid for _, nodeid in numbered if nodeid not in found]
+        if missing:
+            raise ImportedUnitMismatch(
+                f"collecting {self.units[unit].nodeid} again did not find {missing[0]}"
+                f" ({len(missing)} missing): the file collects differently in each process"
+            )
+        return {index: found[nodeid] for index, nodeid in numbered}
+
+
+class ImportedUnitMismatch(Exception):
+    """A file taken over from another worker collected other tests here."""

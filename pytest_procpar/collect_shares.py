@@ -1,0 +1,93 @@
+"""Sharing the suite's files out to workers that collect them, by what they are expected to
+cost: importing and collecting them (measured by earlier runs, the file's size as a first
+guess) plus running their tests (the durations store).
+
+Shares are contiguous runs of files in collection order, so the suite's order across shares is
+the serial order, and a worker's module- and package-scoped fixtures see the files a serial
+run would show them next to each other.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+CACHE_KEY = "procpar/collection"
+GUESS_SECONDS_PER_BYTE = 2e-6  # a test module of 10 kB: about 20 ms to import and collect
+
+
+class CollectionCosts:
+    """What collecting took: the whole collection, and each file (kept in pytest's cache,
+    next to the durations)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.cache: pytest.Cache | None = getattr(config, "cache", None)
+        data = self.cache.get(CACHE_KEY, None) if self.cache is not None else None
+        data = data if isinstance(data, dict) else {}
+        seconds = data.get("seconds")
+        self.last_seconds = float(seconds) if isinstance(seconds, (int, float)) else None
+        files = data.get("files")
+        self.files: dict[str, float] = {
+            str(name): float(value)
+            for name, value in (files.items() if isinstance(files, dict) else ())
+            if isinstance(value, (int, float))
+        }
+        self.measured_seconds: float | None = None
+
+    def record(self, files: Mapping[str, float], total: float | None = None) -> None:
+        self.files.update(files)
+        if total is not None:
+            self.measured_seconds = total
+
+    def save(self) -> None:
+        if self.cache is None:
+            return
+        seconds = self.measured_seconds if self.measured_seconds is not None else self.last_seconds
+        files = {name: round(value, 6) for name, value in self.files.items()}
+        self.cache.set(CACHE_KEY, {"seconds": seconds, "files": files})
+
+
+def unit_costs(
+    units: Sequence[tuple[str, str]], known: Mapping[str, float], durations: Mapping[str, float]
+) -> list[float]:
+    """Expected seconds of each unit (nodeid, path): collecting it, then running its tests."""
+    running: dict[str, float] = {}
+    for nodeid, seconds in durations.items():
+        file = nodeid.split("::", 1)[0]
+        running[file] = running.get(file, 0.0) + seconds
+    named = [(nodeid, _size(path)) for nodeid, path in units]
+    rates = [known[nodeid] / size for nodeid, size in named if nodeid in known and size]
+    rate = statistics.median(rates) if rates else GUESS_SECONDS_PER_BYTE
+    return [known.get(nodeid, size * rate) + running.get(nodeid, 0.0) for nodeid, size in named]
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def split(costs: Sequence[float], count: int) -> list[list[int]]:
+    """At most ``count`` contiguous, non-empty shares of the units, of about equal cost: a
+    share ends where the running total is nearest to its fair part of the whole."""
+    count = max(1, min(count, len(costs)))
+    total = sum(costs) or 1.0
+    shares: list[list[int]] = [[]]
+    done = 0.0
+    for index, cost in enumerate(costs):
+        left_units = len(costs) - index
+        left_shares = count - len(shares)
+        target = total * len(shares) / count
+        if (
+            shares[-1]
+            and left_shares
+            and (left_units <= left_shares or abs(done - target) < abs(done + cost - target))
+        ):
+            shares.append([])
+        shares[-1].append(index)
+        done += cost
+    return shares

@@ -1,0 +1,247 @@
+"""Collecting in workers (``--procpar-collect=workers``): each worker imports and collects its
+share of the files, and the run still reads as serial pytest's.
+
+Every test here runs the same suite serially and with workers that collect, and compares what
+a user sees: the "collected" line, collection errors, the selection options' decisions,
+counts and exit codes. Then: when collection falls back to the controller, and how work moves
+between workers whose shares differ.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from harness import parallel, reference, short_summary
+
+WORKERS = ("--procpar-collect=workers",)
+
+
+def make_files(pytester: pytest.Pytester, count: int = 6) -> None:
+    pytester.makeini("[pytest]\n")
+    for number in range(count):
+        pytester.makepyfile(
+            **{
+                f"test_m{number}": f"""
+                    import pytest
+
+                    def test_a():
+                        pass
+
+                    def test_b():
+                        assert {number} != 3
+
+                    class TestC:
+                        def test_x(self):
+                            pass
+
+                    @pytest.mark.slow
+                    @pytest.mark.parametrize("n", range(3))
+                    def test_p(n):
+                        pass
+                """
+            }
+        )
+
+
+def collected_line(result: pytest.RunResult) -> list[str]:
+    return [line for line in result.outlines if line.startswith(("collected ", "run-last"))]
+
+
+def from_errors(result: pytest.RunResult) -> list[str]:
+    """What a run printed from its ERRORS section on, without the time it took."""
+    lines = result.outlines
+    start = next(i for i, line in enumerate(lines) if " ERRORS " in line)
+    return [re.sub(r" in [\d.]+s", "", line) for line in lines[start:] if "procpar" not in line]
+
+
+def compare(pytester: pytest.Pytester, *args: str, workers: int = 2) -> pytest.RunResult:
+    """Run serially and collecting in workers; the same collected line, counts, summary and
+    exit code. Returns the parallel run."""
+    # Each remembers its own runs (--lf, --sw), in a cache of its own.
+    serial = reference(pytester, "-rA", "-o", "cache_dir=.serial_cache", *args)
+    shared = parallel(
+        pytester, "-rA", "-o", "cache_dir=.shared_cache", *WORKERS, *args, workers=workers
+    )
+    assert collected_line(shared) == collected_line(serial), shared.outlines
+    assert shared.ret == serial.ret, shared.outlines
+    assert sorted(short_summary(shared)) == sorted(short_summary(serial))
+    if serial.ret != pytest.ExitCode.NO_TESTS_COLLECTED:
+        assert shared.parseoutcomes() == serial.parseoutcomes()
+    return shared
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_collection_error_stops_the_run_as_serially(
+    pytester: pytest.Pytester, workers: int
+) -> None:
+    make_files(pytester)
+    pytester.makepyfile(test_broken="import no_such_module_xyz\n\ndef test_never():\n    pass\n")
+    serial = reference(pytester)
+    shared = parallel(pytester, *WORKERS, workers=workers)
+    assert serial.ret == shared.ret == pytest.ExitCode.INTERRUPTED
+    assert from_errors(shared) == from_errors(serial)
+    assert "passed" not in shared.stdout.str()  # no test ran
+
+
+def test_continue_on_collection_errors_runs_the_rest(pytester: pytest.Pytester) -> None:
+    make_files(pytester)
+    pytester.makepyfile(test_broken="import no_such_module_xyz\n")
+    shared = compare(pytester, "--continue-on-collection-errors")
+    assert shared.ret == pytest.ExitCode.TESTS_FAILED
+    shared.stdout.fnmatch_lines(["*= 1 failed, 35 passed, * 1 error in *"])
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [("-k", "TestC or test_b"), ("-m", "not slow"), ("--deselect", "test_m1.py::test_a")],
+    ids=["-k", "-m", "--deselect"],
+)
+def test_selection_options_keep_their_meaning(
+    pytester: pytest.Pytester, selection: tuple[str, str]
+) -> None:
+    make_files(pytester)
+    shared = compare(pytester, *selection)
+    shared.stdout.fnmatch_lines(["collected 36 items / * deselected / * selected"])
+
+
+def test_empty_selection_exits_as_serially(pytester: pytest.Pytester) -> None:
+    make_files(pytester)
+    shared = compare(pytester, "-k", "no_such_test")
+    assert shared.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_last_failed_decides_for_the_whole_suite(pytester: pytest.Pytester) -> None:
+    """``--lf`` with nothing failed: one decision for the suite ("no previously failed
+    tests"); after a failure it needs every item at once, and the controller collects."""
+    make_files(pytester)
+    shared = compare(pytester, "--lf")
+    shared.stdout.fnmatch_lines(["run-last-failure: no previously failed tests, *"])
+    shared.stdout.fnmatch_lines(["procpar: *, collected in workers (*)"])
+    rerun = compare(pytester, "--lf")
+    rerun.stdout.fnmatch_lines(["run-last-failure: rerun previous 1 failure*"])
+    rerun.stdout.fnmatch_lines(["procpar: *, collected in the controller (--lf/--ff choose *)"])
+
+
+def test_new_first_orders_the_whole_suite(pytester: pytest.Pytester) -> None:
+    """``--nf`` runs new files first across shares: its order is decided after the workers'
+    items arrived, so the whole suite's "new" is what it judges."""
+    make_files(pytester, count=4)
+    reference(pytester)  # remembers the nodeids
+    pytester.makepyfile(test_new="def test_new():\n    pass\n")
+    result = parallel(pytester, "-p", "no:cacheprovider", *WORKERS)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    shared = parallel(pytester, "--nf", "-v", *WORKERS, "--dist", "load", workers=1)
+    ran = re.findall(r"(?:PASSED|FAILED) (\S+)", shared.stdout.str())
+    assert ran[0] == "test_new.py::test_new", ran
+
+
+def test_plugin_that_needs_the_whole_suite_makes_the_controller_collect(
+    pytester: pytest.Pytester,
+) -> None:
+    """A conftest's modifyitems that picks from the whole list declares it: the run falls
+    back, says so in one line naming the conftest, and gives the serial result."""
+    make_files(pytester)
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.hookimpl(optionalhook=True)  # plain pytest runs it too
+        def pytest_procpar_needs_whole_suite(config):
+            return "keeps every third test of the suite"
+
+        def pytest_collection_modifyitems(config, items):
+            dropped = [item for position, item in enumerate(items) if position % 3]
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = items[::3]
+        """
+    )
+    shared = compare(pytester)
+    shared.stdout.fnmatch_lines(
+        ["procpar: collecting in the controller: conftest.py: keeps every third test*"]
+    )
+    shared.stdout.fnmatch_lines(["collected 36 items / 24 deselected / 12 selected"])
+
+
+def test_stepwise_makes_the_controller_collect(pytester: pytest.Pytester) -> None:
+    make_files(pytester)  # one worker: the same tests ran when the first failure stops it
+    compare(pytester, "--sw", workers=1)
+    again = compare(pytester, "--sw", workers=1)
+    again.stdout.fnmatch_lines(["stepwise: skipping 19 already passed items*"])
+    again.stdout.fnmatch_lines(["procpar: *, collected in the controller (--sw *)"])
+    again.stdout.fnmatch_lines(["procpar: *, collected in the controller (--sw *)"])
+
+
+def test_work_moves_to_the_worker_whose_share_ran_out(pytester: pytest.Pytester) -> None:
+    """One file holds all the slow tests: the other worker imports it and takes half; every
+    test runs exactly once and the run takes about half the serial time."""
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(
+        test_slow="""
+            import os
+            import time
+
+            import pytest
+
+            @pytest.mark.parametrize("n", range(8))
+            def test_slow(n):
+                time.sleep(0.25)
+                print("RAN", n, os.getpid())
+        """,
+        test_quick="def test_quick():\n    pass\n",
+    )
+    result = parallel(pytester, *WORKERS, "-s", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK
+    ran = [line.split() for line in result.outlines if "RAN" in line]
+    numbers = sorted(int(words[words.index("RAN") + 1]) for words in ran)
+    assert numbers == list(range(8))  # each once
+    pids = {words[words.index("RAN") + 2] for words in ran}
+    assert len(pids) == 2, ran  # the worker that collected test_quick took some over
+
+
+def test_collection_warnings_are_summarised_once(pytester: pytest.Pytester) -> None:
+    make_files(pytester, count=2)
+    pytester.makepyfile(
+        test_warns="""
+            import warnings
+            warnings.warn(UserWarning("at import"))
+
+            def test_w():
+                pass
+        """
+    )
+    shared = compare(pytester)
+    assert shared.stdout.str().count("UserWarning: at import") == 1
+
+
+def test_worker_crash_while_collecting_is_a_collection_error(pytester: pytest.Pytester) -> None:
+    make_files(pytester, count=2)
+    pytester.makepyfile(test_crash="import os\nos._exit(3)\n")
+    result = parallel(pytester, *WORKERS)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        ["*ERROR collecting*", "*worker gw* crashed while collecting: exit code 3*"]
+    )
+    result.stdout.fnmatch_lines(["*Interrupted: 1 error during collection*"])
+
+
+def test_auto_collects_in_workers_once_collection_is_slow(pytester: pytest.Pytester) -> None:
+    make_files(pytester, count=2)
+    first = parallel(pytester)
+    first.stdout.fnmatch_lines(["procpar: *, collected in the controller (auto: no collection*)"])
+    cache = pytester.path / ".pytest_cache" / "v" / "procpar" / "collection"
+    recorded = json.loads(cache.read_text())
+    assert set(recorded["files"]) == {"test_m0.py", "test_m1.py"}
+    cache.write_text(json.dumps({**recorded, "seconds": 5.0}))
+    second = parallel(pytester)
+    second.stdout.fnmatch_lines(
+        ["procpar: *, collected in workers (auto: collection took 5.0s last time)"]
+    )
+
+
+def test_bad_collect_mode_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    make_files(pytester, count=1)
+    result = parallel(pytester, "--procpar-collect=everywhere")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--procpar-collect: expected one of auto, controller, workers*"])
