@@ -115,8 +115,11 @@ PROJECTS: dict[str, Project] = {
 RUNNERS: dict[str, tuple[str, ...]] = {
     "serial": ("-p", "no:procpar", "-p", "no:xdist"),
     "procpar": ("-p", "procpar", "-n", str(WORKERS)),
+    # the same, each worker importing and collecting its share of the files
+    "procpar-w": ("-p", "procpar", "-n", str(WORKERS), "--procpar-collect=workers"),
     "xdist": ("-p", "no:procpar", "-n", str(WORKERS)),
 }
+COMPARED = ("procpar", "procpar-w", "xdist")  # each compared with the serial run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,9 +300,7 @@ def run_project(python: Path, workdir: Path, project: Project, with_cache: bool)
             flush=True,
         )
     serial = runs["serial"].outcomes
-    differences = {
-        runner: compare(serial, runs[runner].outcomes) for runner in ("procpar", "xdist")
-    }
+    differences = {runner: compare(serial, runs[runner].outcomes) for runner in COMPARED}
     return ProjectResult(project.key, project.version, runs, differences)
 
 
@@ -315,22 +316,21 @@ def _wall_cell(run: Run, serial: Run) -> str:
 
 
 def report(results: list[ProjectResult]) -> str:
-    header = ["project", "version", "tests", "serial s", "procpar s", "xdist s"]
-    header += ["exit s/p/x", "diff procpar", "diff xdist"]
+    header = ["project", "version", "tests", "serial s", *(f"{name} s" for name in COMPARED)]
+    header += ["exit " + "/".join(("serial", *COMPARED)), *(f"diff {name}" for name in COMPARED)]
     rows = []
     for result in results:
-        serial, procpar, xdist = (result.runs[name] for name in ("serial", "procpar", "xdist"))
+        serial = result.runs["serial"]
+        others = [result.runs[name] for name in COMPARED]
         rows.append(
             [
                 result.name,
                 result.version,
                 str(len(serial.outcomes)),
                 f"{serial.wall_s:.2f}",
-                _wall_cell(procpar, serial),
-                _wall_cell(xdist, serial),
-                f"{serial.returncode}/{procpar.returncode}/{xdist.returncode}",
-                str(len(result.differences["procpar"])),
-                str(len(result.differences["xdist"])),
+                *(_wall_cell(run, serial) for run in others),
+                "/".join(str(run.returncode) for run in (serial, *others)),
+                *(str(len(result.differences[name])) for name in COMPARED),
             ]
         )
     out = [
@@ -338,7 +338,7 @@ def report(results: list[ProjectResult]) -> str:
         "diff = tests whose outcome differs from the serial run's",
         format_table(header, rows),
     ]
-    for runner in ("procpar", "xdist"):
+    for runner in COMPARED:
         if not any(r.differences[runner] for r in results):
             continue
         out.append(f"\noutcome differences, {runner} vs serial (test: serial -> {runner}):")
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"wrote {args.json}")
-    return 1 if any(r.differences["procpar"] for r in results) else 0
+    return 1 if any(r.differences[name] for r in results for name in COMPARED[:2]) else 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from pytest_procpar import once, xdist_compat
+from pytest_procpar.scheduler.shares import SHARE_POLICIES
 
 MODES = ("auto", "controller", "workers")
 # auto collects in workers when the last run's collection took at least this long: below it
@@ -48,6 +49,10 @@ def before_walk(
         return Decision(True, asked)
     if workers < 2:
         return Decision(False, "auto: one worker")
+    if dist not in SHARE_POLICIES:
+        return Decision(False, f"auto: --dist {dist} hands out tests from the whole suite")
+    if config.hook.pytest_procpar_make_scheduler.get_hookimpls():
+        return Decision(False, "auto: a plugin's scheduler hands out tests from the whole suite")
     if last_seconds is None:
         return Decision(False, "auto: no collection measured yet")
     measured = f"collection took {last_seconds:.1f}s last time"

@@ -50,6 +50,8 @@ class Worker:
     overdue: Overdue = field(default_factory=Overdue)
     heard_at: float = 0.0  # when its last frame arrived
     unusable: tuple[int, str] | None = None  # (item index, traceback): a test broke it
+    handed: int = 0  # how many batches it was handed
+    retired: bool = False  # told done so that a fresh worker imports what it was to take over
     relays: list[OutputRelay] = field(default_factory=list)
 
     @property

@@ -302,24 +302,41 @@ class ParallelRun:
         batch = [] if self.pool.stopping else self.scheduler.next_batch(worker.workerid)
         batch = self.chains.expand(batch)
         if batch:
-            if self.numbering is not None:
-                self._send_imports(worker, batch)
+            if self.numbering is not None and not self._send_imports(worker, batch):
+                return
             worker.assigned.extend(batch)
             worker.handle.send(messages.run(batch))
             self._scheduled(worker, batch)
         else:
             self.pool.tell_done(worker)
 
-    def _send_imports(self, worker: Worker, batch: list[int]) -> None:
-        """Collecting in workers: have ``worker`` collect the files of ``batch`` it lacks."""
+    def _send_imports(self, worker: Worker, batch: list[int]) -> bool:
+        """Collecting in workers: have ``worker`` collect the files of ``batch`` it lacks.
+
+        Only a worker that has run no test yet imports, so that in every process, as in a
+        serial run, test modules are imported before any test runs (a module built at import
+        from state an earlier test changed would differ). A worker that has run tests gives
+        the batch back and finishes; a fresh one, forked in its slot, takes the work over.
+        Returns whether ``worker`` gets the batch."""
         assert self.numbering is not None
         have = self.imported.setdefault(worker.workerid, set())
-        for unit in dict.fromkeys(self.numbering.unit_of[index] for index in batch):
-            if unit not in have:
-                worker.handle.send(messages.import_unit(unit, self.numbering.unit_items[unit]))
-                have.add(unit)
+        missing = [
+            unit
+            for unit in dict.fromkeys(self.numbering.unit_of[index] for index in batch)
+            if unit not in have
+        ]
+        if missing and worker.handed:
+            self.scheduler.remove_worker(worker.workerid, self.chains.collapse(batch))
+            worker.retired = True
+            self.pool.tell_done(worker)
+            return False
+        for unit in missing:
+            worker.handle.send(messages.import_unit(unit, self.numbering.unit_items[unit]))
+            have.add(unit)
+        return True
 
     def _scheduled(self, worker: Worker, batch: list[int]) -> None:
+        worker.handed += 1
         nodeids = [self.items[index].nodeid for index in batch]
         self.config.hook.pytest_procpar_items_scheduled(node=worker.node, nodeids=nodeids)
 
@@ -343,6 +360,8 @@ class ParallelRun:
             return
         error = self.losses.worker_gone(worker, ended)
         if error is None:
+            if worker.retired and self.scheduler.has_pending() and not self.pool.stopping:
+                self._start_worker(worker.slot)  # takes over what its predecessor could not
             return
         self.config.hook.pytest_procpar_worker_finished(node=worker.node, error=error)
         if not self.scheduler.has_pending() or self.pool.stopping:
@@ -418,7 +437,9 @@ def make_scheduler(
             workerid: {collection.units[unit].nodeid for unit in units}
             for workerid, units in collection.home_units().items()
         }
-        policy = ShareScheduler(described, workers, homes, collection.seconds, dist)
+        policy = ShareScheduler(
+            described, workers, homes, collection.seconds, dist, durations.measured
+        )
         return policy, f"{dist} (by share)"
     return POLICIES[dist](described, workers), dist
 

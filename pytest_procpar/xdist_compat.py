@@ -360,4 +360,6 @@ def whole_suite_plugin(config: pytest.Config) -> str | None:
         return "pytest-order orders tests across the whole suite"
     if getattr(config.option, "splits", None):
         return "pytest-split picks its group from the whole suite"
+    if config.pluginmanager.has_plugin("syrupy"):
+        return "syrupy's unused-snapshot check lists the collected tests in the controller"
     return None

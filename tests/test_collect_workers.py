@@ -174,8 +174,10 @@ def test_stepwise_makes_the_controller_collect(pytester: pytest.Pytester) -> Non
 
 
 def test_work_moves_to_the_worker_whose_share_ran_out(pytester: pytest.Pytester) -> None:
-    """One file holds all the slow tests: the other worker imports it and takes half; every
-    test runs exactly once and the run takes about half the serial time."""
+    """One file holds all the slow tests: a worker whose share is done takes half of them
+    over. Every test runs exactly once, on two processes, and every process imported the
+    file before it ran any test (the worker that ran test_quick does not import it after;
+    a fresh one forked in its place does)."""
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(
         test_slow="""
@@ -184,20 +186,35 @@ def test_work_moves_to_the_worker_whose_share_ran_out(pytester: pytest.Pytester)
 
             import pytest
 
+            def log(line):
+                with open(f"events-{os.getpid()}.txt", "a") as events:
+                    events.write(line + "\\n")
+
+            log("import")
+
             @pytest.mark.parametrize("n", range(8))
             def test_slow(n):
                 time.sleep(0.25)
-                print("RAN", n, os.getpid())
+                log(f"test {n}")
         """,
-        test_quick="def test_quick():\n    pass\n",
+        test_quick="""
+            import os
+
+            def test_quick():
+                with open(f"events-{os.getpid()}.txt", "a") as events:
+                    events.write("quick\\n")
+        """,
     )
-    result = parallel(pytester, *WORKERS, "-s", "-p", "no:cacheprovider")
+    result = parallel(pytester, *WORKERS, "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.OK
-    ran = [line.split() for line in result.outlines if "RAN" in line]
-    numbers = sorted(int(words[words.index("RAN") + 1]) for words in ran)
-    assert numbers == list(range(8))  # each once
-    pids = {words[words.index("RAN") + 2] for words in ran}
-    assert len(pids) == 2, ran  # the worker that collected test_quick took some over
+    logs = {path.name: path.read_text().split("\n")[:-1] for path in pytester.path.glob("events-*")}
+    slow = [lines for lines in logs.values() if "import" in lines]
+    for lines in slow:
+        assert lines[0] == "import" and lines.count("import") == 1, logs  # before any test
+    assert ["quick"] in logs.values(), logs  # so not in the process that ran test_quick
+    assert len(slow) == 2, logs  # another process took some over
+    ran = sorted(int(line.split()[1]) for lines in slow for line in lines[1:])
+    assert ran == list(range(8))  # each once
 
 
 def test_collection_warnings_are_summarised_once(pytester: pytest.Pytester) -> None:

@@ -72,7 +72,9 @@ def test_threads_at_fork_time_switch_to_forkserver(pytester: pytest.Pytester) ->
     pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
     result = runpytest(pytester, "-p", "procpar", "-n", "2")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["procpar: 2 workers (forkserver; *conftest-thread*), 2 items, collected in *"])
+    result.stdout.fnmatch_lines(
+        ["procpar: 2 workers (forkserver; *conftest-thread*), 2 items, collected in *"]
+    )
 
 
 def test_a_test_that_breaks_its_worker_errors_alone(pytester: pytest.Pytester) -> None:

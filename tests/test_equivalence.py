@@ -335,7 +335,9 @@ def test_parallel_run_reports_like_serial(
 ) -> None:
     parallel = run_suite(pytester, "-n", str(workers), "--procpar-start", method)
     noun = "worker" if workers == 1 else "workers"
-    parallel["result"].stdout.fnmatch_lines([f"procpar: {workers} {noun} ({method}), * items, collected in *"])
+    parallel["result"].stdout.fnmatch_lines(
+        [f"procpar: {workers} {noun} ({method}), * items, collected in *"]
+    )
     assert parallel["outcomes"] == serial["outcomes"]
     assert without_doctest_messages(parallel["summary"]) == without_doctest_messages(
         serial["summary"]

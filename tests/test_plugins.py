@@ -407,7 +407,9 @@ def test_asyncio_tests_and_fixtures(pytester: pytest.Pytester, method: str) -> N
     pair = run_pair(pytester, method, plugins=QUIET)
     assert pair.expected.parseoutcomes() == {"passed": 4, "failed": 1}
     if method != "xdist":
-        pair.result.stdout.fnmatch_lines([f"procpar: 2 workers ({method}), 5 items, collected in *"])
+        pair.result.stdout.fnmatch_lines(
+            [f"procpar: 2 workers ({method}), 5 items, collected in *"]
+        )
     ran = [path.name.rsplit("-", 1) for path in pytester.path.glob("ran-*")]
     expected = [
         "ran-fixture-teardown",

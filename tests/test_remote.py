@@ -220,7 +220,9 @@ def test_chdir_maps_the_rootdir(pytester: pytest.Pytester, tmp_path: Path) -> No
 def test_socket_gateway(pytester: pytest.Pytester, socket_gateway: str, remote_tmp: Path) -> None:
     pytester.makepyfile(SUITE)
     result = run(pytester, "--tx", socket_gateway, "-v")
-    result.stdout.fnmatch_lines([f"procpar: 1 worker (1*{socket_gateway}), 13 items, collected in *"])
+    result.stdout.fnmatch_lines(
+        [f"procpar: 1 worker (1*{socket_gateway}), 13 items, collected in *"]
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert result.parseoutcomes() == {"passed": 12, "failed": 1}
     assert not list(remote_tmp.iterdir())  # the worker's stack and capture files are gone
