@@ -131,8 +131,10 @@ class CollectedShares:
 
     def _stand_ins(self, workerid: str, share: dict[str, Any]) -> list[CollectedElsewhere]:
         made = []
+        keywords = [dict.fromkeys(names, 1) for names in share["keywords"]]
+        keywords.append({})  # entry -1: a parent without keywords
         for position, (facts, unit) in enumerate(zip(share["items"], share["units"], strict=True)):
-            item = CollectedElsewhere.stand_in(self.units[unit], facts)
+            item = CollectedElsewhere.stand_in(self.units[unit], facts, keywords[facts.keywords_of])
             self.origins[id(item)] = Origin(workerid, position, unit)
             made.append(item)
         return made

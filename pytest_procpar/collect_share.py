@@ -81,8 +81,10 @@ class ShareCollection:
         def positions(items: Sequence[Any]) -> list[int]:
             return [position[id(item)] for item in items if id(item) in position]
 
+        facts = [elsewhere.facts_of(item, memo) for item in self.collected]
         return {
-            "items": [elsewhere.facts_of(item, memo) for item in self.collected],
+            "items": facts,
+            "keywords": memo.keyword_table,
             "units": self.unit_of,
             "reports": [
                 (*reports.encode_collect_report(config, report), unit, positions(report.result))

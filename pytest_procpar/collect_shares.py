@@ -12,11 +12,17 @@ from __future__ import annotations
 import os
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import pytest
 
 CACHE_KEY = "procpar/collection"
 GUESS_SECONDS_PER_BYTE = 2e-6  # a test module of 10 kB: about 20 ms to import and collect
+# What collecting in workers costs beyond collecting: describing each item and building its
+# stand-in (measured: about 20 microseconds an item), and starting the workers earlier.
+STAND_IN_SECONDS = 20e-6
+START_SECONDS = 0.2
+IMBALANCE = 1.25  # a share holding more than this times its part of the run gets stolen from
 
 
 class CollectionCosts:
@@ -29,6 +35,9 @@ class CollectionCosts:
         data = data if isinstance(data, dict) else {}
         seconds = data.get("seconds")
         self.last_seconds = float(seconds) if isinstance(seconds, (int, float)) else None
+        items = data.get("items")
+        self.last_items = int(items) if isinstance(items, int) else None
+        self.measured_items: int | None = None
         files = data.get("files")
         self.files: dict[str, float] = {
             str(name): float(value)
@@ -37,23 +46,36 @@ class CollectionCosts:
         }
         self.measured_seconds: float | None = None
 
-    def record(self, files: Mapping[str, float], total: float | None = None) -> None:
+    def record(
+        self, files: Mapping[str, float], total: float | None = None, items: int | None = None
+    ) -> None:
         self.files.update(files)
         if total is not None:
             self.measured_seconds = total
+        if items is not None:
+            self.measured_items = items
 
     def save(self) -> None:
         if self.cache is None:
             return
         seconds = self.measured_seconds if self.measured_seconds is not None else self.last_seconds
+        items = self.measured_items if self.measured_items is not None else self.last_items
         files = {name: round(value, 6) for name, value in self.files.items()}
-        self.cache.set(CACHE_KEY, {"seconds": seconds, "files": files})
+        self.cache.set(CACHE_KEY, {"seconds": seconds, "items": items, "files": files})
+
+
+@dataclass(frozen=True)
+class UnitCost:
+    """What one unit (a file) is expected to cost: collecting it, and running its tests."""
+
+    collect: float
+    run: float
 
 
 def unit_costs(
     units: Sequence[tuple[str, str]], known: Mapping[str, float], durations: Mapping[str, float]
-) -> list[float]:
-    """Expected seconds of each unit (nodeid, path): collecting it, then running its tests."""
+) -> list[UnitCost]:
+    """Expected seconds of each unit (nodeid, path): collecting it, and running its tests."""
     running: dict[str, float] = {}
     for nodeid, seconds in durations.items():
         file = nodeid.split("::", 1)[0]
@@ -61,7 +83,34 @@ def unit_costs(
     named = [(nodeid, _size(path)) for nodeid, path in units]
     rates = [known[nodeid] / size for nodeid, size in named if nodeid in known and size]
     rate = statistics.median(rates) if rates else GUESS_SECONDS_PER_BYTE
-    return [known.get(nodeid, size * rate) + running.get(nodeid, 0.0) for nodeid, size in named]
+    return [
+        UnitCost(known.get(nodeid, size * rate), running.get(nodeid, 0.0)) for nodeid, size in named
+    ]
+
+
+def not_worth_it(
+    costs: Sequence[UnitCost], shares: Sequence[Sequence[int]], items: int | None
+) -> str | None:
+    """Why collecting in these shares is not expected to end the run sooner than collecting
+    once, or None. Once: all collecting, then the running spread evenly. In shares: the
+    slowest share's collecting, the same running, the stand-ins for every item, and, when a
+    share holds much more than its part of the run, importing its biggest file again in the
+    worker that takes work over from it."""
+    workers = len(shares)
+    collect = sum(cost.collect for cost in costs)
+    run = sum(cost.run for cost in costs)
+    fair = (collect + run) / max(1, workers)
+    slowest = max(sum(costs[unit].collect for unit in share) for share in shares)
+    again = 0.0
+    for share in shares:
+        if sum(costs[unit].collect + costs[unit].run for unit in share) > IMBALANCE * fair:
+            again = max(again, max(costs[unit].collect for unit in share))
+    in_shares = slowest + again + STAND_IN_SECONDS * (items or 0) + START_SECONDS
+    if in_shares < collect:
+        return None
+    if again >= START_SECONDS:
+        return f"the run does not split by file (taking work over imports {again:.1f}s again)"
+    return f"collecting once ({collect:.1f}s) is about as fast"
 
 
 def _size(path: str) -> int:

@@ -48,6 +48,7 @@ class ControllerPlugin:
         self.walk: FileWalk | None = None  # collecting in workers: the walk to the files
         self.costs: CollectionCosts | None = None
         self.file_started: dict[str, float] = {}  # collecting here: files being collected
+        self.collect_started = 0.0
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
@@ -72,7 +73,7 @@ class ControllerPlugin:
         )
         if self.where.in_workers:
             self.walk = FileWalk(session)
-        started = time.perf_counter()
+        self.collect_started = time.perf_counter()
         try:
             return (yield)
         finally:
@@ -82,7 +83,8 @@ class ControllerPlugin:
                 self.walk = None
             gc_policy.collection_done()
             if self.run is None or self.run.collection is None:
-                costs.record({}, time.perf_counter() - started)
+                seconds = time.perf_counter() - self.collect_started
+                costs.record({}, seconds, len(session.items))
 
     @pytest.hookimpl(wrapper=True, trylast=True)  # innermost: see collect_in_workers
     def pytest_collection_modifyitems(
@@ -95,7 +97,7 @@ class ControllerPlugin:
         walk, self.walk = self.walk, None
         if walk is None:
             return (yield)
-        started = time.perf_counter()
+        walked = time.perf_counter() - self.collect_started
         units = walk.finish()
         reason = collect_mode.after_walk(config) if units else "no test files found"
         if reason is not None:
@@ -103,16 +105,25 @@ class ControllerPlugin:
             _notice(config, f"procpar: collecting in the controller: {reason}")
             walk.collect_here(items)
             return (yield)
-        result = yield
         assert self.costs is not None
         nodes = [(unit.nodeid, str(unit.path)) for unit in units]
         costs = collect_shares.unit_costs(nodes, self.costs.files, self.durations.known)
-        plan = SharePlan(units, collect_shares.split(costs, self.settings.workers))
+        shares = collect_shares.split(
+            [cost.collect + cost.run for cost in costs], self.settings.workers
+        )
+        if self.settings.collect == "auto":
+            reason = collect_shares.not_worth_it(costs, shares, self.costs.last_items)
+            if reason is not None:
+                self.where = collect_mode.Decision(False, f"auto: {reason}")
+                walk.collect_here(items)
+                return (yield)
+        result = yield
+        plan = SharePlan(units, shares)
         self.run = ParallelRun(session, self.settings, self.durations, self.deselected, plan)
         self.run.collect_in_workers(items)
         seconds = self.run.collection.seconds if self.run.collection else {}
         # What collecting once would have taken: the walk, and every file's own time.
-        self.costs.record(seconds, time.perf_counter() - started + sum(seconds.values()))
+        self.costs.record(seconds, walked + sum(seconds.values()), len(items))
         return result
 
     def pytest_collectstart(self, collector: pytest.Collector) -> None:

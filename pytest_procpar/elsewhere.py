@@ -11,12 +11,13 @@ had and the few markers procpar itself reads. It never runs.
 
 from __future__ import annotations
 
+import functools
 import pickle
 from typing import Any, NamedTuple
 
 import pytest
 
-from pytest_procpar import messages, once, timelimits, workitems
+from pytest_procpar import messages, once, pytest_internals, timelimits, workitems
 
 # The markers procpar reads from items in the controller; the closest of each travels.
 MARKERS_READ = (
@@ -31,9 +32,8 @@ class ItemFacts(NamedTuple):
     pickles cheapest)."""
 
     nodeid: str
-    name: str
-    location: messages.Location
-    keywords: tuple[str, ...]
+    keywords: tuple[str, ...]  # its own; with those of ``keywords_of``'s entry, all of them
+    keywords_of: int  # its parent's entry in the share's table of keywords
     scope: str  # its parent's nodeid (module or class)
     fixture_scope: str | None  # see scheduler.base.WorkItem
     markers: tuple[tuple[str, tuple[Any, ...], dict[str, Any]], ...]
@@ -41,29 +41,57 @@ class ItemFacts(NamedTuple):
 
 
 class Memo:
-    """The lookups :func:`facts_of` shares between the items of one collection."""
+    """What :func:`facts_of` looks up once per parent node, marker or string for all the
+    items of one share; ``keyword_table`` travels with their facts."""
 
     def __init__(self) -> None:
-        self.markers: dict[int, pytest.Mark | None] = {}
+        # per group of marker names: by id() of a parent node, its closest such marker
+        self.markers: dict[tuple[str, ...], dict[int, pytest.Mark | None]] = {
+            names: {} for names in MARKERS_READ
+        }
         self.scopes: dict[int, set[str]] = {}
+        self.sendable: dict[int, bool] = {}  # by id() of a marker: its arguments pickle
+        self.parents: dict[int, int] = {}  # by id() of a parent node: its keyword entry
+        self.keyword_table: list[tuple[str, ...]] = []
+        self.strings: dict[str, str] = {}  # one object per text: pickled once
+
+    def keywords_of(self, node: pytest_internals.Node | None) -> int:
+        """The entry of the keywords ``node`` passes to its children (-1: none)."""
+        if node is None:
+            return -1
+        entry = self.parents.get(id(node))
+        if entry is None:
+            inherited = self.keywords_of(node.parent)
+            names = dict.fromkeys(pytest_internals.own_keywords(node))
+            if inherited >= 0:
+                names.update(dict.fromkeys(self.keyword_table[inherited]))
+            entry = self.parents[id(node)] = len(self.keyword_table)
+            self.keyword_table.append(tuple(names))
+        return entry
+
+    def text(self, value: str) -> str:
+        return self.strings.setdefault(value, value)
 
 
 def facts_of(item: pytest.Item, memo: Memo) -> ItemFacts:
     """The facts of ``item``, as the worker that collected it knows them."""
     nodeid = item.nodeid
     file = nodeid.split("::", 1)[0]
-    scope = item.parent.nodeid if item.parent is not None else file
+    scope = memo.text(item.parent.nodeid if item.parent is not None else file)
     markers = []
     for names in MARKERS_READ:
-        mark = workitems.closest_marker(item, names, memo.markers)
-        if mark is not None and _picklable((mark.args, mark.kwargs)):
+        mark = workitems.closest_marker(item, names, memo.markers[names])
+        if mark is None:
+            continue
+        if id(mark) not in memo.sendable:
+            memo.sendable[id(mark)] = _picklable((mark.args, mark.kwargs))
+        if memo.sendable[id(mark)]:
             markers.append((mark.name, tuple(mark.args), dict(mark.kwargs)))
-    fixturenames = getattr(item, "fixturenames", ())
+    fixturenames = getattr(item, "fixturenames", ()) if once.REGISTRY else ()
     return ItemFacts(
         nodeid=nodeid,
-        name=item.name,
-        location=(str(item.location[0]), item.location[1], str(item.location[2])),
-        keywords=tuple(item.keywords),
+        keywords=tuple(pytest_internals.own_keywords(item)),
+        keywords_of=memo.keywords_of(item.parent),
         scope=scope,
         fixture_scope=workitems.fixture_scope(item, file, scope, memo.scopes),
         markers=tuple(markers),
@@ -85,18 +113,33 @@ class CollectedElsewhere(pytest.Item):
     procpar_facts: ItemFacts  # the name workitems.describe looks for
 
     @classmethod
-    def stand_in(cls, file: pytest.Collector, facts: ItemFacts) -> CollectedElsewhere:
-        item = cls.from_parent(file, name=facts.name, nodeid=facts.nodeid)
+    def stand_in(
+        cls, file: pytest.Collector, facts: ItemFacts, inherited: dict[str, int]
+    ) -> CollectedElsewhere:
+        """``facts``' item, under the controller's node for its ``file``; ``inherited``: the
+        keywords of its parent in the worker (the table entry ``facts.keywords_of``)."""
+        name = facts.nodeid.rsplit("::", 1)[-1]
+        item = cls.from_parent(file, name=name, nodeid=facts.nodeid)
         item.procpar_facts = facts
-        item.__dict__["location"] = facts.location  # what the worker computed, not recomputed
-        item.keywords.update(dict.fromkeys(facts.keywords, 1))
-        item.own_markers = [pytest.Mark(name, args, kwargs) for name, args, kwargs in facts.markers]
+        # The worker's item's keywords, as a plain mapping: nothing in the controller adds to
+        # them, and reports are built from them for every test.
+        keywords = dict(inherited)
+        keywords.update(dict.fromkeys(facts.keywords, 1))
+        item.keywords = keywords
+        item.own_markers = [pytest_internals.make_mark(*marker) for marker in facts.markers]
         item.fixturenames = list(facts.run_fixtures)  # type: ignore[attr-defined]
         return item
 
     def runtest(self) -> None:
         raise RuntimeError(f"{self.nodeid} was collected in a worker and runs there")
 
+    @functools.cached_property
+    def location(self) -> messages.Location:
+        """Where the item is, as far as its nodeid tells: reports come with the location the
+        worker computed (working it out costs as much as collecting the item), so this is only
+        shown for a test its worker could not report (a crash, a time limit)."""
+        file, _, rest = self.nodeid.partition("::")
+        return file, None, rest.replace("::", ".")
+
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        _, lineno, domain = self.procpar_facts.location
-        return self.path, lineno, domain
+        return self.path, None, self.location[2]

@@ -127,6 +127,18 @@ def picklable_options(config: pytest.Config) -> dict[str, Any]:
     return options
 
 
+def failures_that_stop(config: pytest.Config) -> int:
+    """After how many failures every worker stops before its next test (0: never): -x and
+    --maxfail, and --sw (stops at the first failure; with --sw-skip, the second), as the
+    serial run stops right after the failing test."""
+    limits = [int(config.option.maxfail or 0)]
+    if getattr(config.option, "stepwise_skip", False):
+        limits.append(2)
+    elif getattr(config.option, "stepwise", False):
+        limits.append(1)
+    return min((limit for limit in limits if limit), default=0)
+
+
 def safe_start_method(method: str) -> tuple[str, str]:
     """``method``, or forkserver when forking is unsafe, with a notice saying why."""
     threads = other_threads() if method == "fork" else []
@@ -162,7 +174,7 @@ class Launcher:
         self.start_method = start_method
         self.context = multiprocessing.get_context(start_method)
         slots = len(slot_specs)
-        maxfail = int(session.config.option.maxfail or 0)
+        maxfail = failures_that_stop(session.config)
         self.shared = worker.Shared(
             failures=self.context.RawArray("i", slots),
             stop=self.context.RawValue("i", 0),

@@ -8,7 +8,7 @@ reached through this module only, so that a pytest release that changes one touc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -111,3 +111,16 @@ def walk_to_files(
 def collect_file(session: pytest.Session, node: pytest.Collector) -> Iterator[pytest.Item]:
     """The items of ``node``, collected as pytest's own collection would collect them."""
     return type(session).genitems(session, node)
+
+
+def own_keywords(node: Node) -> Iterable[str]:
+    """The keywords ``node`` itself adds to those of its parents (``NodeKeywords`` keeps
+    them apart; iterating it walks every parent, for every item)."""
+    keywords = node.keywords
+    own: dict[str, Any] | None = getattr(keywords, "_markers", None)
+    return own if own is not None else keywords
+
+
+def make_mark(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> pytest.Mark:
+    """A marker as a decorator would have made it (``Mark`` itself is private to make)."""
+    return pytest.Mark(name, args, kwargs, _ispytest=True)

@@ -74,12 +74,12 @@ class ParallelRun:
         self.config = session.config
         self.settings = settings
         self.items = session.items  # collecting in workers: filled when they have collected
-        # Never more workers than items (or shares), except that "each" runs every item on
-        # every worker.
+        # Never more workers than items, except that "each" runs every item on every worker
+        # (collecting in workers, the items are not known yet: see items_final).
         self.worker_count = (
             settings.workers
-            if settings.dist == "each"
-            else min(settings.workers, len(shares.shares if shares else self.items))
+            if settings.dist == "each" or shares is not None
+            else min(settings.workers, len(self.items))
         )
         xdist_compat.announce_distribution(self.config, settings.dist, self.worker_count)
         self.start_method, self.notice = launch.safe_start_method(settings.start_method)
@@ -168,11 +168,15 @@ class ParallelRun:
         assert self.collection is not None
         self.numbering = self.collection.number(self.items)
         self.imported = self.collection.home_units()
+        collecting = len(self.collection.shares)
+        self.worker_count = max(collecting, min(self.worker_count, len(self.items)))
         self._plan()
         for worker in self.pool.living():
             self.scheduler.add_worker(worker.workerid)
             indexes = self.numbering.indexes.get(worker.workerid, [])
             worker.handle.send(messages.numbered(indexes))
+        for slot in range(collecting, self.worker_count):  # fewer files than workers
+            self._start_worker(slot)
 
     def abandon(self) -> None:
         """Collecting in workers, the run ends before its tests do (collection errors, an

@@ -56,13 +56,23 @@ def from_errors(result: pytest.RunResult) -> list[str]:
     return [re.sub(r" in [\d.]+s", "", line) for line in lines[start:] if "procpar" not in line]
 
 
-def compare(pytester: pytest.Pytester, *args: str, workers: int = 2) -> pytest.RunResult:
+def compare(
+    pytester: pytest.Pytester, *args: str, workers: int = 2, dist: str = "duration"
+) -> pytest.RunResult:
     """Run serially and collecting in workers; the same collected line, counts, summary and
     exit code. Returns the parallel run."""
     # Each remembers its own runs (--lf, --sw), in a cache of its own.
     serial = reference(pytester, "-rA", "-o", "cache_dir=.serial_cache", *args)
     shared = parallel(
-        pytester, "-rA", "-o", "cache_dir=.shared_cache", *WORKERS, *args, workers=workers
+        pytester,
+        "-rA",
+        "-o",
+        "cache_dir=.shared_cache",
+        "--dist",
+        dist,
+        *WORKERS,
+        *args,
+        workers=workers,
     )
     assert collected_line(shared) == collected_line(serial), shared.outlines
     assert shared.ret == serial.ret, shared.outlines
@@ -165,9 +175,10 @@ def test_plugin_that_needs_the_whole_suite_makes_the_controller_collect(
 
 
 def test_stepwise_makes_the_controller_collect(pytester: pytest.Pytester) -> None:
-    make_files(pytester)  # one worker: the same tests ran when the first failure stops it
-    compare(pytester, "--sw", workers=1)
-    again = compare(pytester, "--sw", workers=1)
+    # One worker in collection order: the same tests ran when the first failure stops it.
+    make_files(pytester)
+    compare(pytester, "--sw", dist="load", workers=1)
+    again = compare(pytester, "--sw", dist="load", workers=1)
     again.stdout.fnmatch_lines(["stepwise: skipping 19 already passed items*"])
     again.stdout.fnmatch_lines(["procpar: *, collected in the controller (--sw *)"])
     again.stdout.fnmatch_lines(["procpar: *, collected in the controller (--sw *)"])
@@ -249,10 +260,18 @@ def test_auto_collects_in_workers_once_collection_is_slow(pytester: pytest.Pytes
     first.stdout.fnmatch_lines(["procpar: *, collected in the controller (auto: no collection*)"])
     cache = pytester.path / ".pytest_cache" / "v" / "procpar" / "collection"
     recorded = json.loads(cache.read_text())
-    assert set(recorded["files"]) == {"test_m0.py", "test_m1.py"}
+    files = {"test_m0.py", "test_m1.py"}
+    assert set(recorded["files"]) == files
+    # Slow enough in all, but no share would collect faster than collecting once.
     cache.write_text(json.dumps({**recorded, "seconds": 5.0}))
     second = parallel(pytester)
     second.stdout.fnmatch_lines(
+        ["procpar: *, collected in the controller (auto: collecting once (*s) is about as fast)"]
+    )
+    # Each file slow to import: two workers halve it.
+    cache.write_text(json.dumps({**recorded, "seconds": 5.0, "files": dict.fromkeys(files, 2.5)}))
+    third = parallel(pytester)
+    third.stdout.fnmatch_lines(
         ["procpar: *, collected in workers (auto: collection took 5.0s last time)"]
     )
 
@@ -262,3 +281,29 @@ def test_bad_collect_mode_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = parallel(pytester, "--procpar-collect=everywhere")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--procpar-collect: expected one of auto, controller, workers*"])
+
+
+def test_markers_procpar_reads_come_from_the_worker(pytester: pytest.Pytester) -> None:
+    """A time limit set on a class travels with the tests its worker collected: the
+    controller enforces it, and no deprecation warning comes of carrying it."""
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(
+        test_limits="""
+            import time
+
+            import pytest
+
+            @pytest.mark.procpar_timeout(0.5)
+            class TestLimited:
+                def test_hangs(self):
+                    time.sleep(60)
+
+                def test_quick(self):
+                    pass
+        """,
+        test_other="def test_other():\n    pass\n",
+    )
+    result = parallel(pytester, *WORKERS, "-W", "error::pytest.PytestDeprecationWarning")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*Timeout after 0.5s while running *TestLimited::test_hangs*"])
+    result.assert_outcomes(passed=2, failed=1)

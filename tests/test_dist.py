@@ -384,10 +384,16 @@ def test_ordered_tests_run_as_one_chain(pytester: pytest.Pytester, dist: str) ->
     assert {worker for _, worker in ran_in_order} == {"gw0", "gw1"}
 
 
-def test_loadgroup_keeps_marked_groups_on_one_worker(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("collect", ["controller", "workers"])
+def test_loadgroup_keeps_marked_groups_on_one_worker(
+    pytester: pytest.Pytester, collect: str
+) -> None:
+    """Also when the workers collect: the controller knows each test's group from the
+    marker its worker found (on the test or its class)."""
     pytester.makeconftest(RECORDING_CONFTEST + INSPECTING_CONFTEST)
     pytester.makepyfile(**GROUP_FILES)
-    result = run(pytester, "-n", "2", "--dist", "loadgroup", "--strict-markers")
+    options = ("--dist", "loadgroup", "--strict-markers", f"--procpar-collect={collect}")
+    result = run(pytester, "-n", "2", *options)
     result.assert_outcomes(passed=14)
     assert "PytestUnknownMarkWarning" not in output(result)
     by_group = workers_by(pytester, group_of)

@@ -2,14 +2,16 @@
 takes work over from the worker with the most left, importing the files that work is in.
 
 An item can only run where its module was imported. Each worker starts with its *home*: the
-items of the files it collected, grouped into units as the ``--dist`` policy groups them
-(``duration``: tests sharing a module or class fixture, longest first once durations are
-known; ``loadfile``: whole files; ``loadscope``: whole classes or modules; ``load`` and
-``worksteal``: single tests in collection order). A worker whose home is used up takes over
-about half of what is left in the busiest queue, file by file from that queue's tail: files it
-has imported already first, then the files whose tests are expected to run longest for what
-importing them costs, and only files whose tests are expected to run longer than that.
-Tests without a stored duration are expected to take what this run's tests took on average.
+items of the files it collected, in collection order, grouped into units as the ``--dist``
+policy groups them (``duration``: tests sharing a module or class fixture; ``loadfile``:
+whole files; ``loadscope``: whole classes or modules; ``load`` and ``worksteal``: single
+tests). A worker whose home is used up takes over about half of what is left in the busiest
+queue, from that queue's tail: files it has imported already first, then the files whose tests
+are expected to run longest for what importing them costs, and only files whose tests are
+expected to run longer than that. Taking from the tail is what balances the end of the run,
+so a worker's own tests keep their serial order (tests that rely on the one before them are
+common, and ordering by duration would expose them). Tests without a stored duration are
+expected to take what this run's tests took on average.
 """
 
 from __future__ import annotations
@@ -75,10 +77,10 @@ def home_units(items: Sequence[WorkItem], policy: str, workers: int) -> list[Uni
         return Unit(indexes, by_index[indexes[0]].file, sum(known), len(indexes) - len(known))
 
     if policy == "duration" and any(item.known for item in items):
-        failed = {item.index for item in items if item.failed_last}
-        grouped = fixture_units(items, workers)
-        grouped.sort(key=lambda unit: (not failed.intersection(unit[0]), -unit[1]))
-        return [unit(indexes) for indexes, _ in grouped]
+        # In collection order: stealing from the tail balances the end of the run, and a
+        # worker's tests keep the order a serial run gives them (tests that rely on the
+        # test before them are common; reordering by duration exposes them).
+        return [unit(indexes) for indexes, _ in fixture_units(items, workers)]
     key = GROUPINGS.get(policy, lambda item: None)
     return [unit(indexes) for indexes in group_units(items, key)]
 
