@@ -18,6 +18,7 @@ import pytest
 
 from pytest_procpar import collect_mode, collect_shares, gc_policy, launch
 from pytest_procpar.collect_phase import FileWalk, SharePlan
+from pytest_procpar.collect_run import CollectingRun
 from pytest_procpar.collect_shares import CollectionCosts
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.options import Settings
@@ -82,7 +83,7 @@ class ControllerPlugin:
                 self.walk.finish()
                 self.walk = None
             gc_policy.collection_done()
-            if self.run is None or self.run.collection is None:
+            if not isinstance(self.run, CollectingRun):
                 seconds = time.perf_counter() - self.collect_started
                 costs.record({}, seconds, len(session.items))
 
@@ -118,10 +119,10 @@ class ControllerPlugin:
                 walk.collect_here(items)
                 return (yield)
         result = yield
-        plan = SharePlan(units, shares)
-        self.run = ParallelRun(session, self.settings, self.durations, self.deselected, plan)
-        self.run.collect_in_workers(items)
-        seconds = self.run.collection.seconds if self.run.collection else {}
+        run = CollectingRun(session, self.settings, self.durations, SharePlan(units, shares))
+        self.run = run
+        run.collect_in_workers(items)
+        seconds = run.collection.seconds
         # What collecting once would have taken: the walk, and every file's own time.
         self.costs.record(seconds, walked + sum(seconds.values()), len(items))
         return result
@@ -150,11 +151,12 @@ class ControllerPlugin:
                 run.abandon()
             return True
         gc_policy.set_suite_aside()
-        if run is None:
-            self.run = run = ParallelRun(session, self.settings, self.durations, self.deselected)
-        else:
+        if isinstance(run, CollectingRun):
             run.items_final()
-        where = "workers" if run.collection is not None else "the controller"
+            where = "workers"
+        else:
+            self.run = run = ParallelRun(session, self.settings, self.durations, self.deselected)
+            where = "the controller"
         run.execute(f"collected in {where} ({self.where.reason})")
         if session.shouldfail:
             raise session.Failed(session.shouldfail)

@@ -32,10 +32,10 @@ from pytest_procpar import (
     messages,
     once,
     pytest_internals,
+    scheduling,
     workitems,
     xdist_compat,
 )
-from pytest_procpar.collect_phase import CollectedShares, Numbering, SharePlan
 from pytest_procpar.dispatch import Dispatcher
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.losses import NOT_RUN_BUG, LossAccounting
@@ -45,8 +45,7 @@ from pytest_procpar.pool import Lifecycle, Worker, WorkerPool
 from pytest_procpar.remote import RemoteStartError
 from pytest_procpar.replay import Replayer
 from pytest_procpar.runreport import RunReport
-from pytest_procpar.scheduler import POLICIES, Scheduler
-from pytest_procpar.scheduler.shares import SHARE_POLICIES, ShareScheduler
+from pytest_procpar.scheduler import Scheduler
 from pytest_procpar.timelimits import TimeLimits
 from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid
 
@@ -68,19 +67,12 @@ class ParallelRun:
         settings: Settings,
         durations: DurationStore,
         deselected: Collection[str] = (),
-        shares: SharePlan | None = None,
     ) -> None:
         self.session = session
         self.config = session.config
         self.settings = settings
-        self.items = session.items  # collecting in workers: filled when they have collected
-        # Never more workers than items, except that "each" runs every item on every worker
-        # (collecting in workers, the items are not known yet: see items_final).
-        self.worker_count = (
-            settings.workers
-            if settings.dist == "each" or shares is not None
-            else min(settings.workers, len(self.items))
-        )
+        self.items = session.items
+        self.worker_count = self._worker_count(settings)
         xdist_compat.announce_distribution(self.config, settings.dist, self.worker_count)
         self.start_method, self.notice = launch.safe_start_method(settings.start_method)
         self.dist = settings.dist
@@ -90,11 +82,7 @@ class ParallelRun:
         self.dispatcher = Dispatcher(
             session, self.replayer, self.report, durations, self._give_work, self._collected
         )
-        self.shares = shares
-        self.collection: CollectedShares | None = None  # what workers collected, by share
-        self.numbering: Numbering | None = None  # the run's items as those workers know them
-        self.imported: dict[str, set[int]] = {}  # units each such worker has collected
-        self.waiting: list[Worker] = []  # asked for work before the run's items were known
+        self.time_limits = TimeLimits(settings.timeout, [])  # the items', once they are known
         basetemp, self.own_basetemp = controller_basetemp(self.config)
         local = [None] * (settings.workers - len(settings.remote))
         slot_specs = [*local, *settings.remote][: self.worker_count]
@@ -109,78 +97,36 @@ class ParallelRun:
         self.terminal = BatchedTerminal(None)  # the real one while workers run
         self.gave_up: str | None = None
         self.run_fixtures: list[once.RunFixture] = []
-        if shares is None:
-            self._plan()
+
+    def _worker_count(self, settings: Settings) -> int:
+        """Never more workers than items, except that "each" runs every item on every
+        worker."""
+        if settings.dist == "each":
+            return settings.workers
+        return min(settings.workers, len(self.items))
 
     def _plan(self) -> None:
         """What needs the run's items: the scheduler and the bookkeeping by item."""
         self.chains = workitems.Chains(self.items)
-        self.scheduler, self.report.policy = make_scheduler(
-            self.session, self.durations, self.chains, self.dist, self.worker_count, self.collection
-        )
+        self.scheduler, self.report.policy = self._make_scheduler()
         self.losses = LossAccounting(
             self.config, self.items, self.replayer, self.scheduler, self.chains
         )
         self.dispatcher.losses = self.losses
         self.time_limits = TimeLimits(self.settings.timeout, self.items)
 
+    def _make_scheduler(self) -> tuple[Scheduler, str]:
+        return scheduling.make_scheduler(
+            self.session, self.durations, self.chains, self.dist, self.worker_count
+        )
+
     @property
     def planned(self) -> bool:
         return self.dispatcher.losses is not None
 
-    # -- collecting in workers ------------------------------------------------------------
-
-    def collect_in_workers(self, items: list[pytest.Item]) -> None:
-        """Start the workers, each collecting its share, and wait until all have; then make
-        the controller's collection hooks see what they collected (``items`` gets the items)."""
-        assert self.shares is not None
-        shares = {f"gw{slot}": share for slot, share in enumerate(self.shares.shares)}
-        self.collection = CollectedShares(self.shares.units, shares)
-        self.pool.launcher.units = self.shares.units
-        try:
-            for slot, share in enumerate(shares.values()):
-                self._start_worker(slot, share)
-            self._serve(until=None, done=lambda: self.collection_done)
-        except BaseException:
-            self.abandon()
-            raise
-        if self.dispatcher.fatal is not None:
-            self.abandon()
-            end_as_worker_did(self.session, *self.dispatcher.fatal)
-        nodes = {worker.workerid: worker.node for worker in self.pool.workers}
-
-        def replay(workerid: str, events: list[messages.Event]) -> None:
-            self.replayer.replay(nodes[workerid], None, events)
-
-        self.collection.replay(self.config, items, replay)
-
-    @property
-    def collection_done(self) -> bool:
-        return self.collection is not None and self.collection.complete
-
-    def _collected(self, worker: Worker, share: dict[str, Any]) -> None:
-        if self.collection is not None and not self.planned:
-            self.collection.add(worker.workerid, share)
-
-    def items_final(self) -> None:
-        """Collecting in workers: every plugin has chosen and ordered the items; number them
-        for the workers, and answer those waiting for work."""
-        assert self.collection is not None
-        self.numbering = self.collection.number(self.items)
-        self.imported = self.collection.home_units()
-        collecting = len(self.collection.shares)
-        self.worker_count = max(collecting, min(self.worker_count, len(self.items)))
-        self._plan()
-        for worker in self.pool.living():
-            self.scheduler.add_worker(worker.workerid)
-            indexes = self.numbering.indexes.get(worker.workerid, [])
-            worker.handle.send(messages.numbered(indexes))
-        for slot in range(collecting, self.worker_count):  # fewer files than workers
-            self._start_worker(slot)
-
     def abandon(self) -> None:
-        """Collecting in workers, the run ends before its tests do (collection errors, an
-        empty selection, a failure): the workers finish their sessions and go."""
+        """The run ends before its tests do (collection errors or an empty selection, once
+        workers collected): the workers finish their sessions and go."""
         if self.report.ended is not None:  # it ended already
             return
         self.pool.halt_all()
@@ -195,8 +141,8 @@ class ParallelRun:
     # -- starting -------------------------------------------------------------------------
 
     def _start_worker(self, slot: int, share: list[int] | None = None) -> None:
-        """Start a worker in ``slot``: handed its first items, or (collecting in workers)
-        told which units to collect: its ``share``, none for a replacement."""
+        """Start a worker in ``slot`` with its first items (or, see CollectingRun, the
+        ``share`` of the files it collects)."""
         workerid = f"gw{self.pool.started_count}"
         workerinput = {
             "workerid": workerid,
@@ -213,10 +159,7 @@ class ParallelRun:
         initial: list[int] = []
         if self.planned:
             self.scheduler.add_worker(workerid)
-            if self.collection is None:
-                initial = self.chains.expand(self.scheduler.next_batch(workerid))
-        if self.collection is not None and share is None:
-            share = []
+            initial = self._first_batch(workerid)
         sys.stdout.flush()  # buffered output must not be written again by the copy
         sys.stderr.flush()
         try:
@@ -226,6 +169,10 @@ class ParallelRun:
         self.config.hook.pytest_procpar_worker_started(node=node)
         if initial:
             self._scheduled(worker, initial)
+
+    def _first_batch(self, workerid: str) -> list[int]:
+        """What a worker starts with, handed over with the process."""
+        return self.chains.expand(self.scheduler.next_batch(workerid))
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -241,12 +188,10 @@ class ParallelRun:
         self.terminal = BatchedTerminal(self.config.pluginmanager.get_plugin("terminalreporter"))
         try:
             self.run_fixtures = once.set_up_for(self.items, self.config)
-            if self.collection is None:
-                for slot in range(self.worker_count):
-                    self._start_worker(slot)
-            waiting, self.waiting = self.waiting, []
-            for worker in waiting:
-                self._give_work(worker)
+            if not self.planned:
+                self._plan()
+            for slot in range(self.pool.started_count, self.worker_count):
+                self._start_worker(slot)
             self._serve(until=None)
         except KeyboardInterrupt:
             self._interrupt()
@@ -281,8 +226,7 @@ class ParallelRun:
                     self._exited(worker)
                 elif not source.read():
                     self.pool.unwatch(source.fd)
-            if self.planned:
-                self.time_limits.enforce(self.pool.living(), faults.now())
+            self.time_limits.enforce(self.pool.living(), faults.now())
             if not self.pool.stopping and (
                 self.session.shouldfail or self.session.shouldstop or self.dispatcher.fatal
             ):
@@ -297,16 +241,10 @@ class ParallelRun:
             self.pool.unwatch(reader.fd)
 
     def _give_work(self, worker: Worker) -> None:
-        if not self.planned:  # the run's items are not known yet
-            if self.pool.stopping:
-                self.pool.tell_done(worker)
-            else:
-                self.waiting.append(worker)
-            return
         batch = [] if self.pool.stopping else self.scheduler.next_batch(worker.workerid)
         batch = self.chains.expand(batch)
         if batch:
-            if self.numbering is not None and not self._send_imports(worker, batch):
+            if not self._takes(worker, batch):
                 return
             worker.assigned.extend(batch)
             worker.handle.send(messages.run(batch))
@@ -314,30 +252,13 @@ class ParallelRun:
         else:
             self.pool.tell_done(worker)
 
-    def _send_imports(self, worker: Worker, batch: list[int]) -> bool:
-        """Collecting in workers: have ``worker`` collect the files of ``batch`` it lacks.
-
-        Only a worker that has run no test yet imports, so that in every process, as in a
-        serial run, test modules are imported before any test runs (a module built at import
-        from state an earlier test changed would differ). A worker that has run tests gives
-        the batch back and finishes; a fresh one, forked in its slot, takes the work over.
-        Returns whether ``worker`` gets the batch."""
-        assert self.numbering is not None
-        have = self.imported.setdefault(worker.workerid, set())
-        missing = [
-            unit
-            for unit in dict.fromkeys(self.numbering.unit_of[index] for index in batch)
-            if unit not in have
-        ]
-        if missing and worker.handed:
-            self.scheduler.remove_worker(worker.workerid, self.chains.collapse(batch))
-            worker.retired = True
-            self.pool.tell_done(worker)
-            return False
-        for unit in missing:
-            worker.handle.send(messages.import_unit(unit, self.numbering.unit_items[unit]))
-            have.add(unit)
+    def _takes(self, worker: Worker, batch: list[int]) -> bool:
+        """Whether ``worker`` can run ``batch``: here it holds every item."""
         return True
+
+    def _collected(self, worker: Worker, share: dict[str, Any]) -> None:
+        """A worker said what it collected: only where workers collect (CollectingRun)."""
+        raise messages.ProtocolError((messages.COLLECTED, worker.workerid))
 
     def _scheduled(self, worker: Worker, batch: list[int]) -> None:
         worker.handed += 1
@@ -345,9 +266,10 @@ class ParallelRun:
         self.config.hook.pytest_procpar_items_scheduled(node=worker.node, nodeids=nodeids)
 
     def _wait_time(self) -> float | None:
-        waits = [self.terminal.wait_time()]
-        if self.planned:
-            waits.append(self.time_limits.wait_time(self.pool.living(), faults.now()))
+        waits = [
+            self.terminal.wait_time(),
+            self.time_limits.wait_time(self.pool.living(), faults.now()),
+        ]
         known = [wait for wait in waits if wait is not None]
         return min(known) if known else None
 
@@ -359,13 +281,12 @@ class ParallelRun:
             self.dispatcher.dispatch(worker, message)
         ended = worker.lifecycle
         self.pool.forget(worker)
-        if not self.planned:
-            self._gone_while_collecting(worker, ended)
-            return
+        self._gone(worker, ended)
+
+    def _gone(self, worker: Worker, ended: Lifecycle) -> None:
+        """What ``worker``'s end means for the run: lost tests fail, a replacement may start."""
         error = self.losses.worker_gone(worker, ended)
         if error is None:
-            if worker.retired and self.scheduler.has_pending() and not self.pool.stopping:
-                self._start_worker(worker.slot)  # takes over what its predecessor could not
             return
         self.config.hook.pytest_procpar_worker_finished(node=worker.node, error=error)
         if not self.scheduler.has_pending() or self.pool.stopping:
@@ -377,18 +298,6 @@ class ParallelRun:
             restarts = self.pool.started_count - self.worker_count
             self.gave_up = f"no workers left after {restarts} worker restarts"
             self.pool.halt_all()
-
-    def _gone_while_collecting(self, worker: Worker, ended: Lifecycle) -> None:
-        """Before the run's items are known a lost worker takes no test with it; what it
-        had not reported of its share becomes a collection error."""
-        if ended in (Lifecycle.FINISHED, Lifecycle.FAILED):
-            return
-        how = worker.handle.describe_exit()
-        error = f"worker {worker.workerid} crashed while collecting: {how}"
-        if self.collection is not None:
-            detail = faults.read_stack(worker.crash_files)
-            self.collection.lost(worker.workerid, error, detail)
-        self.config.hook.pytest_procpar_worker_finished(node=worker.node, error=error)
 
     def _interrupt(self) -> None:
         """Ctrl-C or SIGTERM: stop every worker's test as serial pytest's would stop. Workers
@@ -415,37 +324,6 @@ def end_as_worker_did(session: pytest.Session, worker: Worker, message: messages
             raise WorkerFailure(f"worker {worker.workerid} failed:\n{trace}")
         case _:
             raise messages.ProtocolError(message)
-
-
-def make_scheduler(
-    session: pytest.Session,
-    durations: DurationStore,
-    chains: workitems.Chains,
-    dist: str,
-    workers: int,
-    collection: CollectedShares | None = None,
-) -> tuple[Scheduler, str]:
-    """The run's scheduler, and the policy's name for the run report (a plugin's: its class).
-    When workers collected, a policy that can starts each worker on the files it collected."""
-    config = session.config
-    cache = getattr(config, "cache", None)
-    lastfailed = cache.get("cache/lastfailed", {}) if cache is not None else {}
-    described = workitems.describe(session.items, durations.known, lastfailed, chains)
-    custom: Scheduler | None = config.hook.pytest_procpar_make_scheduler(
-        config=config, items=described, workers=workers
-    )
-    if custom is not None:
-        return custom, type(custom).__name__
-    if collection is not None and dist in SHARE_POLICIES:
-        homes = {
-            workerid: {collection.units[unit].nodeid for unit in units}
-            for workerid, units in collection.home_units().items()
-        }
-        policy = ShareScheduler(
-            described, workers, homes, collection.seconds, dist, durations.measured
-        )
-        return policy, f"{dist} (by share)"
-    return POLICIES[dist](described, workers), dist
 
 
 def plugin_workerinput(config: pytest.Config) -> dict[str, Any]:
