@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import re
+import xml.etree.ElementTree as ET
 
 import pytest
-from harness import parallel, reference, short_summary
+from harness import junit_suite, parallel, reference, short_summary
 
 WORKERS = ("--procpar-collect=workers",)
 
@@ -96,11 +97,27 @@ def test_collection_error_stops_the_run_as_serially(
 
 
 def test_continue_on_collection_errors_runs_the_rest(pytester: pytest.Pytester) -> None:
+    """The rest runs, and the JUnit report holds the same cases as serially, the collection
+    error among them."""
     make_files(pytester)
     pytester.makepyfile(test_broken="import no_such_module_xyz\n")
-    shared = compare(pytester, "--continue-on-collection-errors")
+    shared = compare(pytester, "--continue-on-collection-errors", "--junitxml=junit.xml")
     assert shared.ret == pytest.ExitCode.TESTS_FAILED
     shared.stdout.fnmatch_lines(["*= 1 failed, 35 passed, * 1 error in *"])
+    shared_suite = junit_suite(pytester.path / "junit.xml")
+    reference(pytester, "--continue-on-collection-errors", "--junitxml=junit.xml")
+    serial_suite = junit_suite(pytester.path / "junit.xml")
+
+    def cases(suite: ET.Element) -> dict[tuple[str | None, str | None], list[str]]:
+        return {
+            (case.get("classname"), case.get("name")): [child.tag for child in case]
+            for case in suite.iter("testcase")
+        }
+
+    assert cases(shared_suite) == cases(serial_suite)
+    assert cases(serial_suite)[("", "test_broken")] == ["error"]
+    for count in ("tests", "errors", "failures", "skipped"):
+        assert shared_suite.get(count) == serial_suite.get(count)
 
 
 @pytest.mark.parametrize(
