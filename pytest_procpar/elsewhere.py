@@ -12,12 +12,11 @@ had and the few markers procpar itself reads. It never runs.
 from __future__ import annotations
 
 import functools
-import pickle
 from typing import Any, NamedTuple
 
 import pytest
 
-from pytest_procpar import messages, once, pytest_internals, timelimits, workitems
+from pytest_procpar import framing, messages, once, pytest_internals, timelimits, workitems
 
 # The markers procpar reads from items in the controller; the closest of each travels.
 MARKERS_READ = (
@@ -84,7 +83,7 @@ def facts_of(item: pytest.Item, memo: Memo) -> ItemFacts:
         if mark is None:
             continue
         if id(mark) not in memo.sendable:
-            memo.sendable[id(mark)] = _picklable((mark.args, mark.kwargs))
+            memo.sendable[id(mark)] = framing.can_pickle((mark.args, mark.kwargs))
         if memo.sendable[id(mark)]:
             markers.append((mark.name, tuple(mark.args), dict(mark.kwargs)))
     fixturenames = getattr(item, "fixturenames", ()) if once.REGISTRY else ()
@@ -97,14 +96,6 @@ def facts_of(item: pytest.Item, memo: Memo) -> ItemFacts:
         markers=tuple(markers),
         run_fixtures=tuple(name for name in fixturenames if name in once.REGISTRY),
     )
-
-
-def _picklable(value: object) -> bool:
-    try:
-        pickle.dumps(value)
-    except Exception:
-        return False
-    return True
 
 
 class CollectedElsewhere(pytest.Item):

@@ -57,15 +57,21 @@ def encode(message: tuple[object, ...]) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
+def can_pickle(value: object) -> bool:
+    """Whether pickle takes ``value`` whole."""
+    try:
+        pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return False
+    return True
+
+
 def picklable(value: Any) -> Any:
     """``value`` with every part pickle cannot take replaced by its ``saferepr``; containers
     become plain dicts, lists and tuples, dataclasses keep their type. Only called once
     pickling the whole has failed."""
-    try:
-        pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    if can_pickle(value):
         return value
-    except Exception:
-        pass
     if isinstance(value, dict):
         return {picklable(key): picklable(item) for key, item in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

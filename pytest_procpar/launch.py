@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import pickle
 import threading
 import warnings
 from collections.abc import Callable, Collection, Sequence
@@ -119,11 +118,8 @@ def picklable_options(config: pytest.Config) -> dict[str, Any]:
     for name, value in vars(config.option).items():
         if name == "file_or_dir":  # comes again from the command line arguments
             continue
-        try:
-            pickle.dumps(value)
-        except Exception:
-            continue
-        options[name] = value
+        if framing.can_pickle(value):
+            options[name] = value
     return options
 
 
