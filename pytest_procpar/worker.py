@@ -15,6 +15,7 @@ import os
 import traceback
 import warnings
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -136,9 +137,11 @@ class WorkerLoop:
         collection: ShareCollection | None = None,
     ) -> None:
         self.session = session
-        # By the run's index. A worker that collects its own share learns the indexes later.
-        self.items: dict[int, pytest.Item] = (
-            {} if collection is not None else dict(enumerate(session.items))
+        # By the run's index: the session's items, or, for a worker that collects its own
+        # share, those the controller numbers for it (``numbered``, ``import``).
+        self.numbered: dict[int, pytest.Item] = {}
+        self.items: Sequence[pytest.Item] | Mapping[int, pytest.Item] = (
+            self.numbered if collection is not None else session.items
         )
         self.collection = collection
         self.reader = reader
@@ -169,9 +172,9 @@ class WorkerLoop:
                 case (messages.DONE,):
                     self.no_more = True
                 case (messages.NUMBERED, indexes) if self.collection is not None:
-                    self.items.update(self.collection.numbered(indexes))
+                    self.numbered.update(self.collection.numbered(indexes))
                 case (messages.IMPORT, unit, numbered) if self.collection is not None:
-                    self.items.update(self.collection.import_unit(self.session, unit, numbered))
+                    self.numbered.update(self.collection.import_unit(self.session, unit, numbered))
                 case _:
                     raise messages.ProtocolError(command)
         if self.reader.eof:  # the controller is gone: nothing more will come
