@@ -103,7 +103,7 @@ class CollectedShares:
         self,
         config: pytest.Config,
         items: list[pytest.Item],
-        replay_events: Callable[[str, list[Event]], None],
+        replay_events: Callable[[list[Event]], None],
     ) -> None:
         """Make the hook calls a serial collection makes, from what the workers sent, and put
         the items the run keeps into ``items``. Shares are replayed in order, so what several
@@ -115,7 +115,7 @@ class CollectedShares:
                 unit.ihook.pytest_collectreport(report=self.failed[workerid])
                 continue
             share = self.received[workerid]
-            replay_events(workerid, share["events"])
+            replay_events(share["events"])
             mine = standins[workerid] = self._stand_ins(workerid, share)
             for data, as_is, unit, children in share["reports"]:
                 report = reports.decode_collect_report(config, data, as_is)

@@ -58,12 +58,7 @@ class CollectingRun(ParallelRun):
         if self.dispatcher.fatal is not None:
             self.abandon()
             end_as_worker_did(self.session, *self.dispatcher.fatal)
-        nodes = {worker.workerid: worker.node for worker in self.pool.workers}
-
-        def replay(workerid: str, events: list[messages.Event]) -> None:
-            self.replayer.replay(nodes[workerid], None, events)
-
-        self.collection.replay(self.config, items, replay)
+        self.collection.replay(self.config, items, self.replayer.replay_session)
 
     def items_final(self) -> None:
         """Every plugin has chosen and ordered the items: number them for the workers, start

@@ -178,12 +178,6 @@ class ControllerPlugin:
     def pytest_deselected(self, items: Sequence[pytest.Item]) -> None:
         self.deselected.update(item.nodeid for item in items)
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.durations.record(report)
-
-    def pytest_runtest_logfinish(self, nodeid: str) -> None:
-        self.durations.finish(nodeid)
-
     def pytest_sessionfinish(self) -> None:
         if self.run is not None:
             self.run.abandon()  # if the session ended before the run did (a usage error)

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from pytest_procpar import coverage_support, messages, reports
-from pytest_procpar.durations import DurationStore
 from pytest_procpar.losses import LossAccounting
 from pytest_procpar.messages import Event, FromWorker
 from pytest_procpar.pool import Lifecycle, Worker
@@ -30,7 +29,6 @@ class Dispatcher:
         session: pytest.Session,
         replayer: Replayer,
         report: RunReport,
-        durations: DurationStore,
         give_work: Callable[[Worker], None],
         collected: Callable[[Worker, dict[str, Any]], None],
     ) -> None:
@@ -39,7 +37,6 @@ class Dispatcher:
         self.replayer = replayer
         self.losses: LossAccounting | None = None  # the run's, once its items are known
         self.report = report
-        self.durations = durations
         self.give_work = give_work
         self.collected = collected
         self.fatal: tuple[Worker, messages.Fatal] | None = None  # the first, which ends the run
@@ -52,7 +49,7 @@ class Dispatcher:
             case (messages.WANT,):
                 self.give_work(worker)
             case (messages.SESSION, events):
-                self.replayer.replay(worker.node, None, events)
+                self.replayer.replay_session(events)
             case (messages.READY,):
                 self.config.hook.pytest_procpar_worker_ready(node=worker.node)
             case (messages.COLLECTED, share):
@@ -84,8 +81,7 @@ class Dispatcher:
             raise messages.ProtocolError((messages.ITEM, index, "before the run's items"))
         self.losses.item_reported(worker, index)
         self.report.item_done(worker.workerid, seconds)
-        self.replayer.replay(worker.node, index, events)
-        self.durations.at_most(self.replayer.items[index].nodeid, seconds)
+        self.replayer.replay_item(worker.node, index, events, seconds)
 
     def finished(self, worker: Worker, workeroutput: dict[str, Any]) -> None:
         worker.node.workeroutput = workeroutput

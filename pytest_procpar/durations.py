@@ -26,8 +26,7 @@ class DurationStore:
         option = config.getoption("procpar_durations", None)
         self.path = Path(option) if option else None
         self.known = self._load()
-        self.running: dict[str, float] = {}  # items whose protocol has not finished yet
-        self.measured: dict[str, float] = {}
+        self.measured: dict[str, float] = {}  # this run's, by nodeid
 
     def _load(self) -> dict[str, float]:
         data: object = None
@@ -44,26 +43,11 @@ class DurationStore:
             return {}
         return {str(k): float(v) for k, v in data.items() if isinstance(v, (int, float))}
 
-    def record(self, report: pytest.TestReport) -> None:
-        """Add one phase's seconds; a setup report starts the item's total afresh."""
-        if report.when == "setup":
-            self.running[report.nodeid] = report.duration
-        else:
-            self.running[report.nodeid] = self.running.get(report.nodeid, 0.0) + report.duration
-
-    def finish(self, nodeid: str) -> None:
-        """The item's protocol has ended: its total is a measurement, unless it is zero (the
-        controller's report for an item that never started). An item cut short by an
-        interruption never gets here. Either way its earlier duration is kept."""
-        seconds = self.running.pop(nodeid, 0.0)
+    def measure(self, nodeid: str, seconds: float) -> None:
+        """An item's protocol ended after ``seconds`` of setup, call and teardown: the
+        duration the next run schedules by. Zero (the controller's report for an item that
+        never started) is no measurement, and keeps what is known."""
         if seconds > 0.0:
-            self.measured[nodeid] = seconds
-
-    def at_most(self, nodeid: str, seconds: float) -> None:
-        """The item's worker measured ``seconds`` around all of it: its phases cannot have
-        taken longer. (pytest times the phases with a clock that tests can freeze, and a
-        frozen clock says decades.)"""
-        if self.measured.get(nodeid, 0.0) > seconds:
             self.measured[nodeid] = seconds
 
     def save(self) -> None:

@@ -52,6 +52,7 @@ class Memo:
         self.sendable: dict[int, bool] = {}  # by id() of a marker: its arguments pickle
         self.parents: dict[int, int] = {}  # by id() of a parent node: its keyword entry
         self.keyword_table: list[tuple[str, ...]] = []
+        self.keywords = pytest_internals.ReportKeywords()
         self.strings: dict[str, str] = {}  # one object per text: pickled once
 
     def keywords_of(self, node: pytest_internals.Node | None) -> int:
@@ -60,12 +61,8 @@ class Memo:
             return -1
         entry = self.parents.get(id(node))
         if entry is None:
-            inherited = self.keywords_of(node.parent)
-            names = dict.fromkeys(pytest_internals.own_keywords(node))
-            if inherited >= 0:
-                names.update(dict.fromkeys(self.keyword_table[inherited]))
             entry = self.parents[id(node)] = len(self.keyword_table)
-            self.keyword_table.append(tuple(names))
+            self.keyword_table.append(tuple(self.keywords.passed_down(node)))
         return entry
 
     def text(self, value: str) -> str:
@@ -114,8 +111,8 @@ class CollectedElsewhere(pytest.Item):
         item.procpar_facts = facts
         # The worker's item's keywords, as a plain mapping: nothing in the controller adds to
         # them, and reports are built from them for every test.
-        keywords = dict(inherited)
-        keywords.update(dict.fromkeys(facts.keywords, 1))
+        keywords = dict.fromkeys(facts.keywords, 1)  # in NodeKeywords' order: own names first
+        keywords.update(inherited)
         item.keywords = keywords
         item.own_markers = [pytest_internals.make_mark(*marker) for marker in facts.markers]
         item.fixturenames = list(facts.run_fixtures)  # type: ignore[attr-defined]

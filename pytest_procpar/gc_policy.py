@@ -42,6 +42,37 @@ def set_suite_aside() -> None:
     gc.freeze()
 
 
+class SurvivorsAside:
+    """While the workers run: what outlives a full collection in the controller (every
+    report, which the terminal reporter keeps to the end, and what plugins keep of them)
+    lives as long as the run, so it is frozen after each full pass, which would otherwise
+    walk it again and again (about 230 ms of the controller's 440 ms of garbage collection
+    for 20000 tiny tests). A context manager; the run loop calls :meth:`freeze_if_due`, out
+    of the collector's own callback. :func:`release_suite` undoes these freezes too."""
+
+    def __init__(self) -> None:
+        self.due = False
+
+    def __enter__(self) -> SurvivorsAside:
+        gc.callbacks.append(self._observe)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._observe)
+
+    def _observe(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == _OLDEST:
+            self.due = True
+
+    def freeze_if_due(self) -> None:
+        if self.due:
+            self.due = False
+            gc.freeze()
+
+
+_OLDEST = len(gc.get_threshold()) - 1  # the generation a full pass collects
+
+
 def release_suite(config: pytest.Config) -> None:
     """Unfreeze when ``config``'s cleanup ends, after pytest's last collections of the
     session: a later ``pytest.main()`` in this process gets a working collector. Call this

@@ -9,7 +9,7 @@ reached through this module only, so that a pytest release that changes one touc
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from _pytest._code.code import ReprFileLocation, TerminalRepr
@@ -121,6 +121,44 @@ def own_keywords(node: Node) -> Iterable[str]:
     return own if own is not None else keywords
 
 
+class ReportKeywords:
+    """An item's keyword names as a report carries them (``{name: 1}``, as pytest's
+    ``TestReport.from_item_and_call`` makes them), with what each parent passes down worked out
+    once: iterating ``item.keywords`` walks every parent again, for every item, on the
+    per-test path of both the worker and the controller."""
+
+    def __init__(self) -> None:
+        self._passed_down: dict[int, tuple[Node, dict[str, Literal[1]]]] = {}
+
+    def of(self, item: Node) -> dict[str, Literal[1]]:
+        """The names ``dict.fromkeys(item.keywords, 1)`` holds, in its order."""
+        keywords = item.keywords
+        if getattr(keywords, "_markers", None) is None:  # not pytest's NodeKeywords
+            return dict.fromkeys(keywords, 1)
+        names: dict[str, Literal[1]] = dict.fromkeys(own_keywords(item), 1)
+        names.update(self.passed_down(item.parent))
+        return names
+
+    def passed_down(self, node: Node | None) -> dict[str, Literal[1]]:
+        """The names ``node`` gives its children: its own, then those of its parents."""
+        if node is None:
+            return {}
+        known = self._passed_down.get(id(node))
+        if known is None or known[0] is not node:
+            known = self._passed_down[id(node)] = (node, self.of(node))
+        return known[1]
+
+
 def make_mark(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> pytest.Mark:
     """A marker as a decorator would have made it (``Mark`` itself is private to make)."""
     return pytest.Mark(name, args, kwargs, _ispytest=True)
+
+
+def structured_nodeid(item: pytest.Item) -> Any:
+    """What a report for ``item`` is made with, as pytest's own ``from_item_and_call`` makes
+    it: on pytest 9.1+ the parsed ``item.id``, which ``TestReport`` takes as it is (the nodeid
+    string it would parse again, three times a test); older pytest has only the string."""
+    return item.id if _NODES_HAVE_IDS else item.nodeid  # type: ignore[attr-defined,unused-ignore]
+
+
+_NODES_HAVE_IDS = isinstance(getattr(pytest.Item, "id", None), property)

@@ -13,64 +13,88 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import junit, logfile, messages, reports, xdist_compat
+from pytest_procpar import junit, logfile, messages, pytest_internals, reports, xdist_compat
+from pytest_procpar.durations import DurationStore
 from pytest_procpar.messages import Event
 from pytest_procpar.pytest_internals import ReprFileLocation
 from pytest_procpar.xdist_compat import WorkerNode
 
+_ITEM_EVENTS = (messages.PLAIN_REPORT, messages.REPORT, messages.LOGSTART, messages.LOGFINISH)
+
 
 class Replayer:
-    """Turns the event lists of ITEM frames into hook calls on the controller's config."""
+    """Turns the event lists of ITEM frames into hook calls on the controller's config, and
+    keeps each replayed item's duration in the durations store (here, not in a hook
+    implementation: that would cost every report one more call)."""
 
-    def __init__(self, config: pytest.Config, items: Sequence[pytest.Item]) -> None:
+    def __init__(
+        self, config: pytest.Config, items: Sequence[pytest.Item], durations: DurationStore
+    ) -> None:
         self.config = config
         self.hook = config.hook
         self.items = items
+        self.durations = durations
         self._hook_proxies: dict[int, Any] = {}
+        self.keywords = pytest_internals.ReportKeywords()
 
-    def replay(self, node: WorkerNode | None, index: int | None, events: list[Event]) -> None:
-        """The hook calls of one item's events (``index`` None: the session's own)."""
-        item = self.items[index] if index is not None else None
-        keywords: messages.Keywords = (
-            {name: 1 for name in item.keywords} if item is not None else {}
-        )
+    def replay_item(
+        self, node: WorkerNode | None, index: int, events: list[Event], seconds: float
+    ) -> None:
+        """The hook calls of one item's events, which its worker timed at ``seconds`` from
+        start to end."""
+        item = self.items[index]
+        keywords = self.keywords.of(item)
+        nodeid = pytest_internals.structured_nodeid(item)
         # As in serial pytest: only the conftests on the item's path hear about it.
-        hooks = self._hooks_for(item) if item is not None else self.hook
+        hooks = self._hooks_for(item)
         location = None  # the item's, as computed by the worker and sent with logstart
+        phases = 0.0  # setup + call + teardown, as the durations store keeps them
         for event in events:
             match event:
                 case (messages.PLAIN_REPORT | messages.REPORT, *_):
-                    if location is None and item is not None:
+                    if location is None:
                         location = item.location
-                    report = reports.decode_report(self.config, event, item, location, keywords)
+                    report = reports.decode_report(self.config, event, nodeid, location, keywords)
                     if node is not None:
                         xdist_compat.attach_node(report, node)
                     hooks.pytest_runtest_logreport(report=report)
-                case (messages.LOGSTART, where, nodeid):
-                    if nodeid is None:
+                    phases = report.duration + (phases if report.when != "setup" else 0.0)
+                case (messages.LOGSTART, where, other):
+                    if other is None:
                         location = where
-                    hooks.pytest_runtest_logstart(
-                        nodeid=_nodeid(item) if nodeid is None else nodeid, location=where
-                    )
-                case (messages.LOGFINISH, where, nodeid):
-                    hooks.pytest_runtest_logfinish(
-                        nodeid=_nodeid(item) if nodeid is None else nodeid, location=where
-                    )
-                case (messages.LOG_FILE, text):
-                    logfile.write_log_file(self.config, text)
-                case (messages.SUITE_PROPERTY, name, value):
-                    junit.add_suite_property(self.config, name, value)
-                case (messages.WARNING, data, when, nodeid, where):
-                    hooks.pytest_warning_recorded.call_historic(
-                        kwargs=dict(
-                            warning_message=reports.decode_warning(data),
-                            when=when,
-                            nodeid=nodeid,
-                            location=where,
-                        )
-                    )
+                    hooks.pytest_runtest_logstart(nodeid=other or item.nodeid, location=where)
+                case (messages.LOGFINISH, where, other):
+                    hooks.pytest_runtest_logfinish(nodeid=other or item.nodeid, location=where)
+                    # pytest times the phases with a clock tests can freeze (which then says
+                    # decades): they cannot have taken longer than the worker's own measure.
+                    self.durations.measure(item.nodeid, min(phases, seconds))
                 case _:
-                    raise messages.ProtocolError(event)
+                    self._replay_other(hooks, event)
+
+    def replay_session(self, events: list[Event]) -> None:
+        """Events outside any item: a worker's warnings, log records, suite properties."""
+        for event in events:
+            if event[0] in _ITEM_EVENTS:
+                raise messages.ProtocolError(("an item's event outside any item", event))
+            self._replay_other(self.hook, event)
+
+    def _replay_other(self, hooks: Any, event: Event) -> None:
+        match event:
+            case (messages.LOG_FILE, text):
+                logfile.write_log_file(self.config, text)
+            case (messages.SUITE_PROPERTY, name, value):
+                junit.add_suite_property(self.config, name, value)
+            case (messages.WARNING, data, when, nodeid, where):
+                hooks.pytest_warning_recorded.call_historic(
+                    kwargs=dict(
+                        warning_message=reports.decode_warning(data),
+                        when=when,
+                        nodeid=nodeid,
+                        location=where,
+                    )
+                )
+            case _:
+                raise messages.ProtocolError(event)
 
     def _hooks_for(self, item: pytest.Item) -> Any:
         """``item.ihook``, looked up once per parent node (conftests apply by directory)."""
@@ -97,7 +121,7 @@ class Replayer:
         report = pytest.TestReport(
             nodeid=item.nodeid,
             location=item.location,
-            keywords={name: 1 for name in item.keywords},
+            keywords=self.keywords.of(item),
             outcome="failed",
             longrepr=LostTestRepr(item, message, detail),
             when=when,
@@ -112,14 +136,8 @@ class Replayer:
         item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         item.ihook.pytest_runtest_logreport(report=report)
         item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        self.durations.measure(item.nodeid, seconds)
         return report
-
-
-def _nodeid(item: pytest.Item | None) -> str:
-    """The running item's nodeid, which its own events leave out."""
-    if item is None:
-        raise messages.ProtocolError(("an item's event outside any item",))
-    return item.nodeid
 
 
 class LostTestRepr(reports.TextRepr):

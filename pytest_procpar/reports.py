@@ -119,28 +119,16 @@ def _plain_copy(report: pytest.TestReport) -> pytest.TestReport:
 def decode_report(
     config: pytest.Config,
     event: messages.Report | messages.PlainReport,
-    item: pytest.Item | None,
-    location: messages.Location | None,
+    nodeid: Any,
+    location: messages.Location,
     keywords: messages.Keywords,
 ) -> pytest.TestReport:
     """The controller's copy of a report sent by :func:`encode_report` (a plain one always
-    belongs to ``item``, at ``location``)."""
+    belongs to the running item: ``nodeid``, at ``location``)."""
     if event[0] == messages.PLAIN_REPORT:
         _, when, outcome, duration, start, stop = event
-        assert item is not None and location is not None
-        return pytest.TestReport(
-            nodeid=item.nodeid,
-            location=location,
-            keywords=dict(keywords),
-            outcome=outcome,
-            longrepr=None,
-            when=when,
-            sections=[],
-            duration=duration,
-            start=start,
-            stop=stop,
-            user_properties=[],
-        )
+        return pytest.TestReport(nodeid, location, dict(keywords), outcome, None, when, (),
+                                 duration, start, stop)  # fmt: skip
     _, data, opaque = event
     report: pytest.TestReport = config.hook.pytest_report_from_serializable(
         config=config, data=data

@@ -26,6 +26,7 @@ import pytest
 from pytest_procpar import (
     coverage_support,
     faults,
+    gc_policy,
     junit,
     launch,
     logfile,
@@ -78,9 +79,9 @@ class ParallelRun:
         self.dist = settings.dist
         self.durations = durations
         self.report = RunReport(settings.dist)
-        self.replayer = Replayer(self.config, self.items)
+        self.replayer = Replayer(self.config, self.items, durations)
         self.dispatcher = Dispatcher(
-            session, self.replayer, self.report, durations, self._give_work, self._collected
+            session, self.replayer, self.report, self._give_work, self._collected
         )
         self.time_limits = TimeLimits(settings.timeout, [])  # the items', once they are known
         basetemp, self.own_basetemp = controller_basetemp(self.config)
@@ -95,6 +96,7 @@ class ParallelRun:
         )
         self.testrunuid = new_testrunuid()
         self.terminal = BatchedTerminal(None)  # the real one while workers run
+        self.survivors = gc_policy.SurvivorsAside()  # the one in force while workers run
         self.gave_up: str | None = None
         self.run_fixtures: list[once.RunFixture] = []
 
@@ -192,7 +194,8 @@ class ParallelRun:
                 self._plan()
             for slot in range(self.pool.started_count, self.worker_count):
                 self._start_worker(slot)
-            self._serve(until=None)
+            with gc_policy.SurvivorsAside() as self.survivors:
+                self._serve(until=None)
         except KeyboardInterrupt:
             self._interrupt()
             raise
@@ -214,6 +217,7 @@ class ParallelRun:
         ``done()``)."""
         while self.pool.has_watched() and not done():
             self.terminal.release_if_due()
+            self.survivors.freeze_if_due()
             wait = self._wait_time()
             if until is not None:
                 wait = max(0.0, min(wait if wait is not None else until, until - faults.now()))

@@ -25,7 +25,9 @@ class RunReport:
     ended: float | None = None
 
     def item_done(self, worker: str, seconds: float) -> None:
-        stats = self.workers.setdefault(worker, WorkerStats())
+        stats = self.workers.get(worker)
+        if stats is None:
+            stats = self.workers[worker] = WorkerStats()
         stats.items += 1
         stats.busy += seconds
 

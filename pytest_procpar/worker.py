@@ -29,6 +29,7 @@ from pytest_procpar import (
     junit,
     logfile,
     messages,
+    pytest_internals,
     reports,
     xdist_compat,
 )
@@ -68,13 +69,14 @@ class EventRecorder:
         self.events: list[Event] = []
         self.item: pytest.Item | None = None
         self.keywords: messages.Keywords = {}
+        self.keyword_names = pytest_internals.ReportKeywords()
         self.live = False  # historic hook replays at registration are not this worker's news
 
     def begin(self, item: pytest.Item | None) -> None:
         """Record for ``item`` from now (None: between items, the session's own start or end).
         What was recorded since the last send (a log record between two items) is kept."""
         self.item = item
-        self.keywords = {name: 1 for name in item.keywords} if item is not None else {}
+        self.keywords = self.keyword_names.of(item) if item is not None else {}
 
     def take_events(self) -> list[Event]:
         """What was recorded since the last call, to send."""

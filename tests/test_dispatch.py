@@ -6,6 +6,7 @@ of commands (milliseconds, no processes).
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import framing, messages, xdist_compat
+from pytest_procpar import framing, messages, pytest_internals, xdist_compat
 from pytest_procpar.dispatch import Dispatcher
 from pytest_procpar.losses import LossAccounting
 from pytest_procpar.pool import Lifecycle, Worker
@@ -62,7 +63,7 @@ class FakeDurations:
     def __init__(self) -> None:
         self.seen: dict[str, float] = {}
 
-    def at_most(self, nodeid: str, seconds: float) -> None:
+    def measure(self, nodeid: str, seconds: float) -> None:
         self.seen[nodeid] = seconds
 
 
@@ -116,17 +117,16 @@ def controller(pytester: pytest.Pytester) -> Controller:
     config.pluginmanager.register(recorder, "test_recorder")
     # what a run with workers registers: xdist's hooks are called from procpar's
     config.pluginmanager.register(xdist_compat.HookBridge(config), "procpar_xdist_hooks")
-    replayer = Replayer(config, items)
+    durations = FakeDurations()
+    replayer = Replayer(config, items, durations)  # type: ignore[arg-type]
     scheduler = FakeScheduler()
     losses = LossAccounting(config, items, replayer, scheduler, Chains(items))  # type: ignore[arg-type]
-    durations = FakeDurations()
     asked: list[Worker] = []
     report = RunReport("load")
     dispatcher = Dispatcher(
         items[0].session,
         replayer,
         report,
-        durations,  # type: ignore[arg-type]
         asked.append,
         lambda worker, share: None,
     )
@@ -154,7 +154,7 @@ def item_events(item: pytest.Item, outcome: messages.Outcome = "passed") -> list
 def test_an_item_is_replayed_as_serial_pytest_calls_the_hooks(controller: Controller) -> None:
     item = controller.items[1]
     worker = controller.worker(assigned=[1, 2])
-    controller.dispatcher.dispatch(worker, messages.item_done(1, item_events(item, "failed"), 0.03))
+    controller.dispatcher.dispatch(worker, messages.item_done(1, item_events(item, "failed"), 0.5))
     calls = controller.recorder.calls
     assert [name for name, _ in calls] == [
         "logstart", "logreport", "logreport", "logreport", "logfinish",
@@ -168,10 +168,29 @@ def test_an_item_is_replayed_as_serial_pytest_calls_the_hooks(controller: Contro
     ]
     report = calls[2][1][3]
     assert report.node is worker.node and report.location == item.location
-    # the bookkeeping: reported, no longer assigned, timed, counted
+    # the bookkeeping: reported, no longer assigned, timed (its phases), counted
     assert controller.losses.reported == {1} and list(worker.assigned) == [2]
-    assert controller.durations.seen == {item.nodeid: 0.03}
+    assert controller.durations.seen == {item.nodeid: pytest.approx(0.03)}
     assert controller.report.workers["gw0"].items == 1
+
+
+def test_an_items_duration_is_at_most_what_its_worker_measured(controller: Controller) -> None:
+    """pytest times the phases with a clock a test can freeze: the worker's measure caps them."""
+    item = controller.items[0]
+    controller.dispatcher.dispatch(
+        controller.worker(assigned=[0]), messages.item_done(0, item_events(item), 0.02)
+    )
+    assert controller.durations.seen == {item.nodeid: 0.02}
+
+
+def test_an_item_cut_short_has_no_duration(controller: Controller) -> None:
+    """No logfinish (an interruption ended the item): nothing is measured."""
+    item = controller.items[0]
+    events = item_events(item)[:-1]
+    controller.dispatcher.dispatch(
+        controller.worker(assigned=[0]), messages.item_done(0, events, 1)
+    )
+    assert controller.durations.seen == {}
 
 
 def test_an_event_naming_another_node_is_replayed_for_that_node(controller: Controller) -> None:
@@ -292,3 +311,38 @@ def test_the_worker_takes_runs_and_done_and_refuses_anything_else(controller: Co
     finally:
         os.close(read_fd)
         os.close(write_fd)
+
+
+def test_report_keywords_are_the_items_keyword_names_in_order(pytester: pytest.Pytester) -> None:
+    """What both sides build reports' keywords from, worked out per parent, equals
+    ``dict.fromkeys(item.keywords, 1)`` (as pytest builds them) for items in classes, nested
+    classes, with markers on each level and parameters, and a keyword added at run time."""
+    marks = ("module_mark", "class_mark", "own", "added_late", "on_the_class")
+    pytester.makeini("[pytest]\nmarkers =\n" + "".join(f"  {mark}\n" for mark in marks))
+    items = pytester.getitems(
+        textwrap.dedent(
+            """
+        import pytest
+        pytestmark = pytest.mark.module_mark
+
+        @pytest.mark.class_mark
+        class TestOuter:
+            @pytest.mark.parametrize("x", [1, 2])
+            def test_a(self, x): pass
+
+            @pytest.mark.module_mark
+            class TestInner:
+                @pytest.mark.own
+                def test_b(self): pass
+
+        def test_c(): pass
+        """
+        )
+    )
+    assert len(items) == 4
+    items[0].add_marker("added_late")
+    items[0].parent.add_marker("on_the_class")  # type: ignore[union-attr]
+    keywords = pytest_internals.ReportKeywords()
+    for item in items:
+        assert list(keywords.of(item).items()) == list(dict.fromkeys(item.keywords, 1).items())
+    assert "on_the_class" in keywords.of(items[1])
