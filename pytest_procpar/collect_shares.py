@@ -19,9 +19,10 @@ import pytest
 CACHE_KEY = "procpar/collection"
 GUESS_SECONDS_PER_BYTE = 2e-6  # a test module of 10 kB: about 20 ms to import and collect
 # What collecting in workers costs beyond collecting: describing each item and building its
-# stand-in (measured: about 20 microseconds an item), and starting the workers earlier.
+# stand-in (measured: about 20 microseconds an item), and a round trip to every worker before
+# the controller can replay the collection (the workers fork either way).
 STAND_IN_SECONDS = 20e-6
-START_SECONDS = 0.2
+START_SECONDS = 0.05
 IMBALANCE = 1.25  # a share holding more than this times its part of the run gets stolen from
 
 

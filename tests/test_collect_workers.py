@@ -285,6 +285,12 @@ def test_auto_collects_in_workers_once_collection_is_slow(pytester: pytest.Pytes
     second.stdout.fnmatch_lines(
         ["procpar: *, collected in the controller (auto: collecting once (*s) is about as fast)"]
     )
+    # Worth it, but collection is too short to bother.
+    cache.write_text(json.dumps({**recorded, "seconds": 0.3, "files": dict.fromkeys(files, 0.15)}))
+    short = parallel(pytester)
+    short.stdout.fnmatch_lines(
+        ["procpar: *, collected in the controller (auto: collection took 0.3s last time)"]
+    )
     # Each file slow to import: two workers halve it.
     cache.write_text(json.dumps({**recorded, "seconds": 5.0, "files": dict.fromkeys(files, 2.5)}))
     third = parallel(pytester)
