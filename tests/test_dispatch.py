@@ -5,6 +5,7 @@ of commands (milliseconds, no processes).
 
 from __future__ import annotations
 
+import gc
 import os
 import textwrap
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import framing, messages, pytest_internals, xdist_compat
+from pytest_procpar import framing, gc_policy, messages, pytest_internals, xdist_compat
 from pytest_procpar.dispatch import Dispatcher
 from pytest_procpar.losses import LossAccounting
 from pytest_procpar.pool import Lifecycle, Worker
@@ -346,3 +347,24 @@ def test_report_keywords_are_the_items_keyword_names_in_order(pytester: pytest.P
     for item in items:
         assert list(keywords.of(item).items()) == list(dict.fromkeys(item.keywords, 1).items())
     assert "on_the_class" in keywords.of(items[1])
+
+
+def test_what_outlives_a_full_collection_while_workers_run_is_set_aside() -> None:
+    """The controller freezes what survived each full collection of the run (the reports its
+    plugins keep), from its loop, and stops watching when the run ends."""
+    kept = [[index] for index in range(1000)]  # long-lived, as the terminal's reports are
+    before = gc.get_freeze_count()
+    try:
+        with gc_policy.SurvivorsAside() as survivors:
+            survivors.freeze_if_due()
+            assert gc.get_freeze_count() == before  # no full collection yet: nothing frozen
+            gc.collect()
+            survivors.freeze_if_due()
+            assert gc.get_freeze_count() >= before + len(kept)
+        frozen = gc.get_freeze_count()
+        kept += [[index] for index in range(1000)]
+        gc.collect()
+        survivors.freeze_if_due()
+        assert gc.get_freeze_count() == frozen  # no longer watching
+    finally:
+        gc.unfreeze()
