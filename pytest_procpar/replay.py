@@ -62,9 +62,13 @@ class Replayer:
                 case (messages.LOGSTART, where, other):
                     if other is None:
                         location = where
-                    hooks.pytest_runtest_logstart(nodeid=other or item.nodeid, location=where)
+                    hooks.pytest_runtest_logstart(
+                        nodeid=item.nodeid if other is None else other, location=where
+                    )
                 case (messages.LOGFINISH, where, other):
-                    hooks.pytest_runtest_logfinish(nodeid=other or item.nodeid, location=where)
+                    hooks.pytest_runtest_logfinish(
+                        nodeid=item.nodeid if other is None else other, location=where
+                    )
                     # pytest times the phases with a clock tests can freeze (which then says
                     # decades): they cannot have taken longer than the worker's own measure.
                     self.durations.measure(item.nodeid, min(phases, seconds))

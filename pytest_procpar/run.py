@@ -96,7 +96,7 @@ class ParallelRun:
         )
         self.testrunuid = new_testrunuid()
         self.terminal = BatchedTerminal(None)  # the real one while workers run
-        self.survivors = gc_policy.SurvivorsAside()  # the one in force while workers run
+        self.survivors = gc_policy.SurvivorsAside()  # in force while the workers run
         self.gave_up: str | None = None
         self.run_fixtures: list[once.RunFixture] = []
 
@@ -194,7 +194,7 @@ class ParallelRun:
                 self._plan()
             for slot in range(self.pool.started_count, self.worker_count):
                 self._start_worker(slot)
-            with gc_policy.SurvivorsAside() as self.survivors:
+            with self.survivors:
                 self._serve(until=None)
         except KeyboardInterrupt:
             self._interrupt()
