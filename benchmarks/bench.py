@@ -18,7 +18,9 @@ descendants, sampled from ``/proc/<pid>/smaps_rollup`` about every 20 ms. A CPU 
 of serial pytest's run loop, of the workers' loops and of the controller's replay; the
 ``tiny_n4`` and ``tiny_n8`` suites show how the controller's cost per test moves with the
 number of workers (the controller, not the workers, caps a suite of tiny tests on a machine
-with many cores).
+with many cores). ``heavy_import_spawn`` is the heavy-imports suite with spawned workers, as
+xdist's are fresh interpreters too; its ``procpar-once`` column collects once in the
+controller, after which every spawned worker collects the whole suite again.
 
 Runs use ``-q -p no:randomly``; ``-p procpar`` for procpar, ``-p no:procpar`` for xdist and
 ``-p no:procpar -p no:xdist`` for plain pytest, since procpar and xdist both register ``-n``.
@@ -187,18 +189,23 @@ class Suite:
     twice: bool = False  # run twice per round, time the second run (duration learning)
     memory: bool = False  # sample the process tree's PSS
     loadscope: bool = False  # extra xdist --dist loadscope column
+    start: str = "fork"  # procpar's start method (spawn: fresh interpreters, as xdist's)
+    once: bool = False  # extra procpar column collecting once in the controller
 
     def configs(self) -> list[Config]:
         n = str(self.workers)
+        procpar = ("-p", "procpar", "-n", n, "--procpar-start", self.start)
         configs = [
             Config("plain", ("-p", "no:procpar", "-p", "no:xdist")),
             Config("xdist", ("-p", "no:procpar", "-n", n)),
-            Config("procpar", ("-p", "procpar", "-n", n)),
+            Config("procpar", procpar),
         ]
         if self.loadscope:
             configs.append(
                 Config("xdist-loadscope", ("-p", "no:procpar", "-n", n, "--dist", "loadscope"))
             )
+        if self.once:
+            configs.append(Config("procpar-once", (*procpar, "--procpar-collect=controller")))
         return configs
 
 
@@ -215,10 +222,12 @@ SUITES: dict[str, Suite] = {
         # the controller's cost per test as workers are added (CPU meter table)
         Suite("tiny_n4", make_tiny, 5000, workers=4),
         Suite("tiny_n8", make_tiny, 5000, workers=8),
+        # spawned workers: collecting once, each would collect the whole suite again
+        Suite("heavy_import_spawn", make_heavy_import, 600, workers=2, start="spawn", once=True),
     )
 }
 
-COLUMNS = ("plain", "xdist", "procpar", "xdist-loadscope")
+COLUMNS = ("plain", "xdist", "procpar", "xdist-loadscope", "procpar-once")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ AUTO_MIN_SECONDS = 0.5
 class Decision:
     in_workers: bool
     reason: str  # for the header: "auto: collection took 4.1s last time"
+    weigh: bool = False  # auto, after the walk: whether shares are expected to pay
+    collected_again: bool = False  # collecting once, every worker would collect it all again
 
 
 def before_walk(
@@ -43,7 +45,7 @@ def before_walk(
     asked = f"--procpar-collect={mode}"
     if mode == "controller":
         return Decision(False, asked)
-    why_not = _unsafe(config, start_method, remote, dist)
+    why_not = _unsafe(config, dist)
     if why_not is not None:
         return Decision(False, why_not)
     if mode == "workers":
@@ -54,18 +56,18 @@ def before_walk(
         return Decision(False, f"auto: --dist {dist} hands out tests from the whole suite")
     if config.hook.pytest_procpar_make_scheduler.get_hookimpls():
         return Decision(False, "auto: a plugin's scheduler hands out tests from the whole suite")
+    if remote or start_method != "fork":  # collecting once, they would collect it all again
+        kind = "--tx" if remote else start_method
+        reason = f"auto: {kind} workers collect by themselves"
+        return Decision(True, reason, weigh=True, collected_again=True)
     if last_seconds is None:
         return Decision(False, "auto: no collection measured yet")
     measured = f"collection took {last_seconds:.1f}s last time"
-    return Decision(last_seconds >= AUTO_MIN_SECONDS, f"auto: {measured}")
+    return Decision(last_seconds >= AUTO_MIN_SECONDS, f"auto: {measured}", weigh=True)
 
 
-def _unsafe(config: pytest.Config, start_method: str, remote: bool, dist: str) -> str | None:
+def _unsafe(config: pytest.Config, dist: str) -> str | None:
     """What needs collect-once, known before any conftest below the rootdir is loaded."""
-    if start_method != "fork":
-        return f"{start_method} workers collect by themselves"
-    if remote:
-        return "--tx workers collect by themselves"
     if dist == "each":
         return "--dist each runs every test on every worker"
     option = config.option

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from pytest_procpar import pytest_internals, reports
-from pytest_procpar.elsewhere import CollectedElsewhere
+from pytest_procpar.elsewhere import CollectedElsewhere, stand_in_collector
 from pytest_procpar.messages import Event
 
 
@@ -118,9 +118,13 @@ class CollectedShares:
             replay_events(share["events"])
             mine = standins[workerid] = self._stand_ins(workerid, share)
             for data, as_is, unit, children in share["reports"]:
+                unit_node = self.units[unit]
                 report = reports.decode_collect_report(config, data, as_is)
-                report.result = [mine[position] for position in children]
-                self.units[unit].ihook.pytest_collectreport(report=report)
+                report.result = [
+                    mine[child] if isinstance(child, int) else stand_in_collector(unit_node, *child)
+                    for child in children
+                ]
+                unit_node.ihook.pytest_collectreport(report=report)
             for unit, seconds in share["seconds"].items():
                 self.seconds[self.units[unit].nodeid] = seconds
         for workerid, mine in standins.items():

@@ -51,7 +51,10 @@ class CollectingRun(ParallelRun):
         try:
             for slot, share in enumerate(self.collection.shares.values()):
                 self._start_worker(slot, share)
-            self._serve(until=None, done=lambda: self.collection.complete)
+            # (a worker that ends the run while collecting: the others wait for their numbers)
+            self._serve(
+                until=None, done=lambda: self.collection.complete or bool(self.dispatcher.fatal)
+            )
         except BaseException:
             self.abandon()
             raise

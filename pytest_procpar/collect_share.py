@@ -8,13 +8,18 @@ own ``genitems``, runs ``pytest_collection_modifyitems`` over what it found (``-
 kept and what collection reported, so that the controller can show and decide what a serial
 run shows and decides. Items are then named by the run's indexes, which the controller sends
 (``numbered``); a file taken over from another worker is collected again here (``import``).
+
+A spawned, forkserver or remote worker inherits no units: its own session walks the
+directories as the controller's did (:meth:`ShareCollection.walking`), checks it found the
+same files, and collects its share where pytest's collection modifies the items, so that every
+plugin's ``pytest_collection_modifyitems`` sees the share, as in a forked worker.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
 from typing import Any
 
 import pytest
@@ -35,26 +40,67 @@ class ShareCollection:
         self.deselected: list[list[pytest.Item]] = []  # one list per pytest_deselected call
         self.seconds: dict[int, float] = {}
         self.unit: int | None = None  # the unit being collected: its reports are news
+        self.expected: Sequence[str] | None = None  # walking here: the controller's units
+        self._end_walk: Callable[[], None] | None = None
+
+    @classmethod
+    def walking(
+        cls, session: pytest.Session, nodeids: Sequence[str], share: Sequence[int]
+    ) -> ShareCollection:
+        """A worker that inherited no units: the session's own collection walks to the files
+        (it must find the controller's ``nodeids``), and collects ``share`` of them."""
+        units: list[pytest.Collector] = []
+        collection = cls(units, share)
+        collection.expected = nodeids
+        collection._end_walk = pytest_internals.walk_to_files(session, units.append)
+        return collection
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_collection(self, session: pytest.Session) -> bool:
-        """Serial pytest's collection steps, over this worker's share."""
+    def pytest_collection(self, session: pytest.Session) -> bool | None:
+        """Serial pytest's collection steps, over this worker's share (walking here: pytest's
+        own, see :meth:`pytest_collection_modifyitems`)."""
+        if self.expected is not None:
+            return None
         config = session.config
         session.items = kept = []
         try:
-            for unit in self.share:
-                self.unit = unit
-                found = self._collect(session, unit)
-                self.collected += found
-                self.unit_of += [unit] * len(found)
-            self.unit = -1  # deselections are news; collection reports no more
+            self._collect_share(session)
             kept.extend(self.collected)
             config.hook.pytest_collection_modifyitems(session=session, config=config, items=kept)
         finally:
-            self.unit = None
             config.hook.pytest_collection_finish(session=session)
         session.testscollected = len(kept)
         return True
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, items: list[pytest.Item]
+    ) -> Generator[None, object, object]:
+        """Walking here, the walk ends where pytest modifies the items it found (none): the
+        share is collected into them first, for every plugin to see."""
+        end_walk, self._end_walk = self._end_walk, None
+        if end_walk is not None:
+            end_walk()
+            found = [unit.nodeid for unit in self.units]
+            if found != self.expected:
+                raise WorkerCollectionMismatch(
+                    describe_difference("test files", found, self.expected or [])
+                )
+            self._collect_share(session)
+            items.extend(self.collected)
+        return (yield)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_finish(self) -> None:
+        self.unit = None  # what is deselected from now on is not collection's news
+
+    def _collect_share(self, session: pytest.Session) -> None:
+        for unit in self.share:
+            self.unit = unit
+            found = self._collect(session, unit)
+            self.collected += found
+            self.unit_of += [unit] * len(found)
+        self.unit = -1  # deselections are news; collection reports no more
 
     def _collect(self, session: pytest.Session, unit: int) -> list[pytest.Item]:
         started = time.perf_counter()
@@ -81,13 +127,21 @@ class ShareCollection:
         def positions(items: Sequence[Any]) -> list[int]:
             return [position[id(item)] for item in items if id(item) in position]
 
+        def children(nodes: Sequence[Any]) -> list[int | tuple[str, str]]:
+            """A report's result: positions of items, (nodeid, kind) of collectors."""
+            return [
+                position[id(node)] if id(node) in position else (node.nodeid, type(node).__name__)
+                for node in nodes
+                if id(node) in position or isinstance(node, pytest.Collector)
+            ]
+
         facts = [elsewhere.facts_of(item, memo) for item in self.collected]
         return {
             "items": facts,
             "keywords": memo.keyword_table,
             "units": self.unit_of,
             "reports": [
-                (*reports.encode_collect_report(config, report), unit, positions(report.result))
+                (*reports.encode_collect_report(config, report), unit, children(report.result))
                 for report, unit in self.reports
             ],
             "kept": positions(session.items),
@@ -121,3 +175,24 @@ class ShareCollection:
 
 class ImportedUnitMismatch(Exception):
     """A file taken over from another worker collected other tests here."""
+
+
+class WorkerCollectionMismatch(Exception):
+    """A worker that collects by itself found other tests (or files) than the controller."""
+
+
+def describe_difference(
+    noun: str, found: Sequence[str], expected: Sequence[str], allowed: Collection[str] = ()
+) -> str:
+    """What a worker found against what the controller did (``allowed``: found, not expected,
+    but no difference)."""
+    found_set, known = set(found), {*expected, *allowed}
+    missing = [nodeid for nodeid in expected if nodeid not in found_set]
+    extra = [nodeid for nodeid in found if nodeid not in known]
+    if not missing and not extra:
+        return f"found the controller's {len(found)} {noun} in another order"
+    return (
+        f"collected {len(found)} {noun}, the controller {len(expected)}; "
+        f"first only in the controller: {missing[:1] or 'none'}, "
+        f"first only in the worker: {extra[:1] or 'none'}"
+    )

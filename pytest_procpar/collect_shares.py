@@ -90,24 +90,30 @@ def unit_costs(
 
 
 def not_worth_it(
-    costs: Sequence[UnitCost], shares: Sequence[Sequence[int]], items: int | None
+    costs: Sequence[UnitCost],
+    shares: Sequence[Sequence[int]],
+    workers: int,
+    items: int | None,
+    collected_again: bool = False,
 ) -> str | None:
     """Why collecting in these shares is not expected to end the run sooner than collecting
-    once, or None. Once: all collecting, then the running spread evenly. In shares: the
-    slowest share's collecting, the same running, the stand-ins for every item, and, when a
-    share holds much more than its part of the run, importing its biggest file again in the
-    worker that takes work over from it."""
-    workers = len(shares)
+    once, or None. Once: all collecting (twice when the workers collect it all again:
+    ``collected_again``), then the running spread evenly. In shares: the slowest share's
+    collecting, the same running, the stand-ins for every item, a round trip to the workers
+    (forked ones), and, when a share holds much more than its part of the run, importing its
+    biggest file again in the worker that takes work over from it."""
     collect = sum(cost.collect for cost in costs)
     run = sum(cost.run for cost in costs)
-    fair = (collect + run) / max(1, workers)
+    fair = (collect + run) / max(1, workers)  # fewer shares than workers: the rest take over
     slowest = max(sum(costs[unit].collect for unit in share) for share in shares)
     again = 0.0
     for share in shares:
         if sum(costs[unit].collect + costs[unit].run for unit in share) > IMBALANCE * fair:
             again = max(again, max(costs[unit].collect for unit in share))
-    in_shares = slowest + again + STAND_IN_SECONDS * (items or 0) + START_SECONDS
-    if in_shares < collect:
+    # (workers that collect again start before the first test either way)
+    start = 0.0 if collected_again else START_SECONDS
+    in_shares = slowest + again + STAND_IN_SECONDS * (items or 0) + start
+    if in_shares < collect * (2 if collected_again else 1):
         return None
     if again >= START_SECONDS:
         return f"the run does not split by file (taking work over imports {again:.1f}s again)"

@@ -112,8 +112,14 @@ class ControllerPlugin:
         shares = collect_shares.split(
             [cost.collect + cost.run for cost in costs], self.settings.workers
         )
-        if self.settings.collect == "auto":
-            reason = collect_shares.not_worth_it(costs, shares, self.costs.last_items)
+        if self.where.weigh:
+            reason = collect_shares.not_worth_it(
+                costs,
+                shares,
+                self.settings.workers,
+                self.costs.last_items,
+                self.where.collected_again,
+            )
             if reason is not None:
                 self.where = collect_mode.Decision(False, f"auto: {reason}")
                 walk.collect_here(items)

@@ -12,7 +12,7 @@ had and the few markers procpar itself reads. It never runs.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 import pytest
 
@@ -31,6 +31,7 @@ class ItemFacts(NamedTuple):
     pickles cheapest)."""
 
     nodeid: str
+    kind: str  # its class's name: Function, DoctestItem, TestCaseFunction, a plugin's
     keywords: tuple[str, ...]  # its own; with those of ``keywords_of``'s entry, all of them
     keywords_of: int  # its parent's entry in the share's table of keywords
     scope: str  # its parent's nodeid (module or class)
@@ -86,6 +87,7 @@ def facts_of(item: pytest.Item, memo: Memo) -> ItemFacts:
     fixturenames = getattr(item, "fixturenames", ()) if once.REGISTRY else ()
     return ItemFacts(
         nodeid=nodeid,
+        kind=memo.text(type(item).__name__),
         keywords=tuple(pytest_internals.own_keywords(item)),
         keywords_of=memo.keywords_of(item.parent),
         scope=scope,
@@ -107,7 +109,7 @@ class CollectedElsewhere(pytest.Item):
         """``facts``' item, under the controller's node for its ``file``; ``inherited``: the
         keywords of its parent in the worker (the table entry ``facts.keywords_of``)."""
         name = facts.nodeid.rsplit("::", 1)[-1]
-        item = cls.from_parent(file, name=name, nodeid=facts.nodeid)
+        item = _named(cls, facts.kind).from_parent(file, name=name, nodeid=facts.nodeid)
         item.procpar_facts = facts
         # The worker's item's keywords, as a plain mapping: nothing in the controller adds to
         # them, and reports are built from them for every test.
@@ -131,3 +133,30 @@ class CollectedElsewhere(pytest.Item):
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, self.location[2]
+
+
+class CollectorElsewhere(pytest.Collector):
+    """The controller's stand-in for a collector (a class, say) a worker collected: what a
+    collection report lists among its results."""
+
+    def collect(self) -> list[pytest.Item | pytest.Collector]:
+        raise RuntimeError(f"{self.nodeid} was collected in a worker")
+
+
+def stand_in_collector(file: pytest.Collector, nodeid: str, kind: str) -> CollectorElsewhere:
+    """A stand-in for the collector ``nodeid`` (of class ``kind``) under ``file``."""
+    name = nodeid.rsplit("::", 1)[-1]
+    return _named(CollectorElsewhere, kind).from_parent(file, name=name, nodeid=nodeid)
+
+
+StandIn = TypeVar("StandIn", CollectedElsewhere, CollectorElsewhere)
+_NAMED: dict[tuple[type, str], type] = {}
+
+
+def _named(cls: type[StandIn], kind: str) -> type[StandIn]:
+    """``cls`` under the name of the class it stands for: what plugins that show a node's
+    type print (pytest-json-report's collectors say ``Function``, as serially)."""
+    named = _NAMED.get((cls, kind))
+    if named is None:
+        named = _NAMED[cls, kind] = type(kind, (cls,), {"__module__": cls.__module__})
+    return cast("type[StandIn]", named)

@@ -199,11 +199,11 @@ class Launcher:
         share: list[int] | None = None,
     ) -> WorkerHandle:
         """Start the worker of ``slot`` with ``initial`` items or, collecting in workers, the
-        ``share`` of :attr:`units` to collect (a forked worker only)."""
+        ``share`` of :attr:`units` to collect."""
         spec = self.slot_specs[slot]
         if spec is not None:
             assert self.remote is not None
-            payload = self._collect_again(workerinput, initial, basetemp=None)
+            payload = self._collect_again(workerinput, initial, None, share)
             payload["maxfail"] = self.shared.maxfail
             remote = self.remote.start(spec, payload, self.stack_path(workerinput))
             self.controller_fds |= set(remote.fds)
@@ -227,7 +227,7 @@ class Launcher:
             argument = self._fork_start(workerinput, slot, initial, ends, share)
         else:
             target = worker_start.run_spawned
-            argument = self._spawn_start(workerinput, slot, initial, ends)
+            argument = self._spawn_start(workerinput, slot, initial, ends, share)
         process = self.context.Process(  # type: ignore[attr-defined]
             target=target, args=(argument,), name=f"procpar-{workerinput['workerid']}"
         )
@@ -295,10 +295,11 @@ class Launcher:
         slot: int,
         initial: list[int],
         ends: worker_start.ChildEnds,
+        share: list[int] | None,
     ) -> worker_start.SpawnStart:
         basetemp = worker_basetemp(self.basetemp, workerinput["workerid"])
         return worker_start.SpawnStart(
-            **self._collect_again(workerinput, initial, str(basetemp)),
+            **self._collect_again(workerinput, initial, str(basetemp), share),
             environment=isolation.starting_environment(),
             slot=slot,
             ends=ends,
@@ -308,11 +309,16 @@ class Launcher:
         )
 
     def _collect_again(
-        self, workerinput: dict[str, Any], initial: list[int], basetemp: str | None
+        self,
+        workerinput: dict[str, Any],
+        initial: list[int],
+        basetemp: str | None,
+        share: list[int] | None,
     ) -> dict[str, Any]:
         """What a worker that collects by itself needs: the command line, the options, the
-        controller's nodeids to check against, and its first items. ``basetemp`` None lets
-        it choose its own (a remote host's temp dir)."""
+        controller's nodeids to check against, and its first items; collecting in workers,
+        the files the controller found and the ``share`` it collects of them. ``basetemp``
+        None lets it choose its own (a remote host's temp dir)."""
         if self._same_for_all is None:  # worked out once, for every such worker
             config = self.session.config
             options = dict(picklable_options(config), **collecting_worker_options(config))
@@ -329,4 +335,6 @@ class Launcher:
             "option_dict": dict(same["option_dict"], basetemp=basetemp),
             "workerinput": workerinput,
             "initial": list(initial),
+            "units": None if share is None else [unit.nodeid for unit in self.units],
+            "share": share,
         }

@@ -225,7 +225,8 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
         default=None,
         help="Where test modules are imported and collected: controller (once, before the "
         "workers start), workers (each its share of the files, in parallel) or auto (default: "
-        "workers when that is safe and the last collection took 0.5s or more). "
+        "workers when that is safe and the last collection took 0.5s or more, or the workers "
+        "are spawned). "
         "Ini: procpar_collect.",
     )
     group.addoption(

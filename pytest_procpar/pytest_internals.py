@@ -149,6 +149,30 @@ class ReportKeywords:
         return known[1]
 
 
+def watch_keyword_changes(session: pytest.Session) -> set[int]:
+    """From now on, the ids of the nodes whose keywords change in this process, as they change
+    (``add_marker``, ``node.keywords[name] = ...``): their reports' keywords can no longer be
+    rebuilt from another process's copy of the node. pytest's ``NodeKeywords`` has no other
+    way to tell; its two ways to add a keyword are watched."""
+    changed: set[int] = set()
+    keywords_type = type(session.keywords)
+    if getattr(session.keywords, "_markers", None) is None:  # not pytest's NodeKeywords
+        return changed
+    setitem, update = keywords_type.__setitem__, keywords_type.update
+
+    def set_and_note(self: Any, key: str, value: Any) -> None:
+        changed.add(id(self.node))
+        setitem(self, key, value)
+
+    def update_and_note(self: Any, *args: Any, **kwds: Any) -> None:
+        changed.add(id(self.node))
+        update(self, *args, **kwds)
+
+    keywords_type.__setitem__ = set_and_note  # type: ignore[method-assign]
+    keywords_type.update = update_and_note  # type: ignore[method-assign,assignment]
+    return changed
+
+
 def make_mark(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> pytest.Mark:
     """A marker as a decorator would have made it (``Mark`` itself is private to make)."""
     return pytest.Mark(name, args, kwargs, _ispytest=True)

@@ -30,7 +30,7 @@ def encode_report(
     config: pytest.Config,
     report: pytest.TestReport,
     item: pytest.Item | None,
-    keywords: messages.Keywords,
+    keywords: messages.Keywords | None,
 ) -> messages.Report | messages.PlainReport:
     """A report as an event: the short form when the controller can rebuild it exactly."""
     if (

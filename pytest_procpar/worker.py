@@ -68,15 +68,22 @@ class EventRecorder:
         self.slot = slot
         self.events: list[Event] = []
         self.item: pytest.Item | None = None
-        self.keywords: messages.Keywords = {}
+        # The running item's report keywords as the controller would rebuild them: None when
+        # they may differ, since a node in its chain changed here (see begin)
+        self.keywords: messages.Keywords | None = None
         self.keyword_names = pytest_internals.ReportKeywords()
+        self.changed_keywords: set[int] = set()  # node ids, once the loop runs
         self.live = False  # historic hook replays at registration are not this worker's news
 
     def begin(self, item: pytest.Item | None) -> None:
         """Record for ``item`` from now (None: between items, the session's own start or end).
         What was recorded since the last send (a log record between two items) is kept."""
         self.item = item
-        self.keywords = self.keyword_names.of(item) if item is not None else {}
+        changed = self.changed_keywords
+        if item is None or (changed and any(id(node) in changed for node in item.listchain())):
+            self.keywords = None  # reports go in full (a test added a marker to a later one)
+        else:
+            self.keywords = self.keyword_names.of(item)
 
     def take_events(self) -> list[Event]:
         """What was recorded since the last call, to send."""
@@ -211,6 +218,8 @@ class WorkerLoop:
     def run(self) -> None:
         """Run items until the queue is empty and the controller has no more, or a stop."""
         session = self.session
+        # The controller knows the items as collected; from here on changes are this worker's
+        self.recorder.changed_keywords = pytest_internals.watch_keyword_changes(session)
         self._refill()
         while self.queue and not self.shared.should_stop():
             index = self.queue.popleft()
@@ -330,29 +339,36 @@ class WorkerSession:
         collection: ShareCollection | None = None,
     ) -> LoopPlugin:
         """Set the loop up with the first items, and say so. A worker that collects its share
-        does so now, and says what it found."""
+        collects it next: :meth:`collect_share`, or in its session's own collection."""
         commands: framing.FrameReader[ToWorker] = framing.FrameReader(command_fd)
         loop = WorkerLoop(session, commands, self.write_fd, shared, slot, collection)
         loop.take([messages.run(initial)])
         framing.send(self.write_fd, messages.ready())
         self.runner = LoopPlugin(loop)
         if collection is not None:
-            self._collect_share(session, loop, collection)
+            session.config.pluginmanager.register(collection, "procpar_share_collection")
         return self.runner
 
-    def _collect_share(
-        self, session: pytest.Session, loop: WorkerLoop, collection: ShareCollection
-    ) -> None:
+    def collect_share(self, session: pytest.Session) -> None:
         """Collect this worker's share as the session's collection, and report it."""
-        config = session.config
-        config.pluginmanager.register(collection, "procpar_share_collection")
         try:
-            config.hook.pytest_collection(session=session)
-        except BaseException:  # a plugin's collection hook failed: serial pytest's INTERNALERROR
-            framing.send(self.write_fd, messages.internal_error(traceback.format_exc()))
+            session.config.hook.pytest_collection(session=session)
+        except BaseException:
+            self.collecting_failed()
             raise
-        finally:
-            config.pluginmanager.unregister(collection)
+        self.share_collected(session)
+
+    def collecting_failed(self) -> None:
+        """A plugin's collection hook failed: serial pytest's INTERNALERROR."""
+        framing.send(self.write_fd, messages.internal_error(traceback.format_exc()))
+
+    def share_collected(self, session: pytest.Session) -> None:
+        """Tell the controller what the share holds."""
+        assert self.runner is not None
+        loop = self.runner.loop
+        collection = loop.collection
+        assert collection is not None
+        session.config.pluginmanager.unregister(collection)
         session.testsfailed = 0  # collection errors are the controller's to count
         session.shouldfail = session.shouldstop = False
         share = collection.share_message(session, loop.recorder.take_events())

@@ -24,7 +24,11 @@ from typing import Any
 import pytest
 
 from pytest_procpar import faults, framing, isolation, messages, reconfigure, xdist_compat
-from pytest_procpar.collect_share import ShareCollection
+from pytest_procpar.collect_share import (
+    ShareCollection,
+    WorkerCollectionMismatch,
+    describe_difference,
+)
 from pytest_procpar.worker import Shared, WorkerSession
 
 
@@ -89,6 +93,8 @@ def run_forked(start: ForkStart) -> None:
     runner = worker_session.ready(
         session, command_fd, start.shared, start.slot, list(start.initial), collection
     )
+    if collection is not None:
+        worker_session.collect_share(session)
     config.pluginmanager.register(runner, "procpar_loop")
     try:
         config.hook.pytest_runtestloop(session=session)
@@ -141,6 +147,8 @@ class SpawnStart:
     stack_path: Path
     parent_pid: int | None
     environment: dict[str, str] | None = None  # to start from, as pytest was started (local)
+    units: list[str] | None = None  # collecting in workers: the files the controller found
+    share: list[int] | None = None  # and those this worker collects (None: it collects all)
 
 
 def match_items(
@@ -153,20 +161,11 @@ def match_items(
     cache), need not agree with it.
     """
     own = {item.nodeid: item for item in items}
-    missing = [nodeid for nodeid in nodeids if nodeid not in own]
     known = {*nodeids, *deselected}
-    extra = [item.nodeid for item in items if item.nodeid not in known]
-    if missing or extra:
-        raise WorkerCollectionMismatch(
-            f"collected {len(items)} items, the controller {len(nodeids)}; "
-            f"first only in the controller: {missing[:1] or 'none'}, "
-            f"first only in the worker: {extra[:1] or 'none'}"
-        )
+    if any(nodeid not in own for nodeid in nodeids) or any(n not in known for n in own):
+        found = [item.nodeid for item in items]
+        raise WorkerCollectionMismatch(describe_difference("items", found, nodeids, deselected))
     return [own[nodeid] for nodeid in nodeids]
-
-
-class WorkerCollectionMismatch(Exception):
-    """A spawned worker collected other tests than the controller."""
 
 
 class SpawnedWorker:
@@ -185,26 +184,54 @@ class SpawnedWorker:
         self.start.ends.redirect_output()  # from now on output is news; before, a repeat
         isolation.capture_files_visible(config, self.start.stack_path)
 
+    @pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: it sees collection's warnings
+    def pytest_collection(self, session: pytest.Session) -> Generator[None, object, object]:
+        """Collecting in workers: the session's collection walks the directories and collects
+        this worker's share (see :meth:`ShareCollection.walking`)."""
+        start = self.start
+        if start.share is None or start.units is None:
+            return (yield)
+        collection = ShareCollection.walking(session, start.units, start.share)
+        command_fd = start.ends.commands.fileno()
+        self.worker_session.ready(session, command_fd, start.shared, start.slot, [], collection)
+        try:
+            result = yield
+        except WorkerCollectionMismatch as exc:
+            self._mismatch(str(exc))
+            return True
+        except BaseException:
+            self.worker_session.collecting_failed()
+            raise
+        self.worker_session.share_collected(session)
+        return result
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         """Check the collection, then run the loop (inside every plugin's run-loop wrapper)."""
         start = self.start
-        try:
-            session.items = match_items(session.items, start.nodeids, start.deselected)
-        except WorkerCollectionMismatch as exc:
-            self.mismatch = True
-            framing.send(start.ends.results.fileno(), messages.mismatch(str(exc)))
+        runner = self.worker_session.runner
+        if self.mismatch:
             return True
-        command_fd = start.ends.commands.fileno()
-        runner = self.worker_session.ready(
-            session, command_fd, start.shared, start.slot, start.initial
-        )
+        if runner is None:
+            try:
+                session.items = match_items(session.items, start.nodeids, start.deselected)
+            except WorkerCollectionMismatch as exc:
+                self._mismatch(str(exc))
+                return True
+            command_fd = start.ends.commands.fileno()
+            runner = self.worker_session.ready(
+                session, command_fd, start.shared, start.slot, start.initial
+            )
         runner.pytest_runtestloop(session)
         return True
 
+    def _mismatch(self, why: str) -> None:
+        self.mismatch = True
+        framing.send(self.start.ends.results.fileno(), messages.mismatch(why))
+
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self) -> Generator[None, object, object]:
-        if self.worker_session.runner is None:
+        if self.worker_session.runner is None or self.mismatch:
             return (yield)
         try:
             return (yield)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import pytest
-from harness import junit_suite, parallel, reference, short_summary
+from harness import junit_suite, parallel, reference, run, short_summary
 
 WORKERS = ("--procpar-collect=workers",)
 
@@ -330,3 +331,101 @@ def test_markers_procpar_reads_come_from_the_worker(pytester: pytest.Pytester) -
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*Timeout after 0.5s while running *TestLimited::test_hangs*"])
     result.assert_outcomes(passed=2, failed=1)
+
+
+# -- workers that configure pytest anew: spawn, forkserver, --tx ------------------------------
+
+SELF_STARTED = {
+    "spawn": ("-n", "2", "--procpar-start", "spawn"),
+    "forkserver": ("-n", "2", "--procpar-start", "forkserver"),
+    "--tx": ("--tx", "2*popen"),
+}
+
+
+def count_collected(pytester: pytest.Pytester) -> None:
+    """Every process writes down how many items it collected itself."""
+    pytester.makeconftest(
+        """
+        import os
+
+        def pytest_itemcollected(item):
+            name = getattr(item.config, "workerinput", {}).get("workerid", "controller")
+            with open(f"collected-{name}-{os.getpid()}.txt", "a") as out:
+                out.write(item.nodeid + "\\n")
+        """
+    )
+
+
+@pytest.mark.parametrize("how", list(SELF_STARTED))
+def test_self_started_workers_collect_only_their_share(pytester: pytest.Pytester, how: str) -> None:
+    """They walk the directories themselves and collect their share: the suite is collected
+    once across the processes, and the run reads as the serial one."""
+    make_files(pytester)
+    count_collected(pytester)
+    serial = reference(pytester, "-rA")
+    for log in pytester.path.glob("collected-*.txt"):
+        log.unlink()
+    shared = run(pytester, *SELF_STARTED[how], *WORKERS, "-rA")
+    assert collected_line(shared) == collected_line(serial), shared.outlines
+    assert shared.ret == serial.ret == pytest.ExitCode.TESTS_FAILED
+    assert sorted(short_summary(shared)) == sorted(short_summary(serial))
+    assert shared.parseoutcomes() == serial.parseoutcomes()
+    logs = {log.name: log.read_text().split() for log in pytester.path.glob("collected-*.txt")}
+    assert not any(name.startswith("collected-controller") for name in logs), logs
+    collected = [nodeid for nodeids in logs.values() for nodeid in nodeids]
+    assert len(logs) == 2 and all(logs.values()), logs  # each worker its share
+    assert sorted(collected) == sorted(set(collected)) and len(collected) == 36  # once each
+
+
+def test_self_started_workers_report_collection_errors_as_serially(
+    pytester: pytest.Pytester,
+) -> None:
+    make_files(pytester)
+    pytester.makepyfile(test_broken="import no_such_module_xyz\n\ndef test_never():\n    pass\n")
+    serial = reference(pytester)
+    shared = parallel(pytester, *WORKERS, method="spawn")
+    assert serial.ret == shared.ret == pytest.ExitCode.INTERRUPTED
+    assert from_errors(shared) == from_errors(serial)
+
+
+def test_auto_collects_in_self_started_workers_when_shares_pay(pytester: pytest.Pytester) -> None:
+    """Collecting once, each of them would collect the whole suite again: auto shares the
+    files out from the first run on, unless the shares cannot split the work."""
+    make_files(pytester)
+    result = parallel(pytester, method="spawn")
+    result.stdout.fnmatch_lines(
+        ["procpar: *, collected in workers (auto: spawn workers collect by themselves)"]
+    )
+    pytester.path.joinpath("pytest.ini").write_text("[pytest]\npython_files = test_m0.py\n")
+    one_file = parallel(pytester, method="spawn")
+    one_file.stdout.fnmatch_lines(
+        ["procpar: *, collected in the controller (auto: collecting once (*s) is about as fast)"]
+    )
+
+
+def test_collection_reports_list_what_serial_ones_list(pytester: pytest.Pytester) -> None:
+    """Each collector's report lists its items and collectors (a class), of the same kinds
+    by name, as serially: what plugins that write collection reports out (json-report) see."""
+    make_files(pytester, count=2)
+    pytester.makeconftest(
+        """
+        import json, os
+
+        def pytest_collectreport(report):
+            if "PYTEST_XDIST_WORKER" not in os.environ:
+                children = [(node.nodeid, type(node).__name__) for node in report.result]
+                with open("collectors.jsonl", "a") as out:
+                    out.write(json.dumps([report.nodeid, report.outcome, children]) + "\\n")
+        """
+    )
+
+    def reports(result: pytest.RunResult) -> list[Any]:
+        assert result.ret == pytest.ExitCode.OK, result.outlines
+        log = pytester.path / "collectors.jsonl"
+        written = sorted(json.loads(line) for line in log.read_text().splitlines())
+        log.unlink()
+        return [report for report in written if report[0].startswith("test_")]  # not the dirs
+
+    serial = reports(reference(pytester))
+    assert ["test_m0.py::TestC", "Class"] in next(r[2] for r in serial if r[0] == "test_m0.py")
+    assert reports(parallel(pytester, *WORKERS)) == serial

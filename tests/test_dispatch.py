@@ -6,6 +6,7 @@ of commands (milliseconds, no processes).
 from __future__ import annotations
 
 import gc
+import json
 import os
 import textwrap
 from collections.abc import Sequence
@@ -347,6 +348,57 @@ def test_report_keywords_are_the_items_keyword_names_in_order(pytester: pytest.P
     for item in items:
         assert list(keywords.of(item).items()) == list(dict.fromkeys(item.keywords, 1).items())
     assert "on_the_class" in keywords.of(items[1])
+
+
+@pytest.mark.parametrize("collect", ["controller", "workers"])
+def test_a_marker_added_to_a_later_test_reaches_its_reports(
+    pytester: pytest.Pytester, collect: str
+) -> None:
+    """A test that marks a later test, or its class, while it runs: the later test's reports
+    carry the marker as serially, though the controller's copy of it was never marked."""
+    pytester.makeini("[pytest]\nmarkers =\n  late\n  on_the_class\n")
+    pytester.makeconftest(
+        """
+        import json, os
+
+        def pytest_runtest_logreport(report):
+            if "PYTEST_XDIST_WORKER" not in os.environ:  # as the controller (or serially) sees it
+                with open("keywords.jsonl", "a") as out:
+                    out.write(json.dumps([report.nodeid, report.when, list(report.keywords)]))
+                    out.write("\\n")
+        """
+    )
+    pytester.makepyfile(
+        test_marks="""
+        def test_marks_the_others(request):
+            for item in request.session.items:
+                if item.name == "test_later":
+                    item.add_marker("late")
+                if item.name == "test_in_class":
+                    item.parent.add_marker("on_the_class")
+
+        def test_later():
+            pass
+
+        class TestClass:
+            def test_in_class(self):
+                pass
+        """
+    )
+
+    def keywords(*args: str) -> list[Any]:
+        log = pytester.path / "keywords.jsonl"
+        log.unlink(missing_ok=True)
+        result = pytester.runpytest_subprocess(*args, "-p", "no:randomly", timeout=60)
+        result.assert_outcomes(passed=3)
+        return sorted(json.loads(line) for line in log.read_text().splitlines())
+
+    serial = keywords("-p", "no:xdist", "-p", "no:procpar")
+    assert any("late" in names for nodeid, _, names in serial if nodeid.endswith("test_later"))
+    parallel = keywords(
+        "-p", "no:xdist", "-p", "procpar", "-n", "1", f"--procpar-collect={collect}"
+    )
+    assert parallel == serial
 
 
 def test_what_outlives_a_full_collection_while_workers_run_is_set_aside() -> None:

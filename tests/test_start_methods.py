@@ -5,25 +5,44 @@ from __future__ import annotations
 import pytest
 from harness import runpytest
 
-
-@pytest.mark.parametrize("method", ["spawn", "forkserver"])
-def test_collection_mismatch_is_a_clear_error(pytester: pytest.Pytester, method: str) -> None:
-    pytester.makeconftest(
+# What only workers do differently, where they collect: the tests once, the files in shares.
+DIFFER_IN_WORKERS = {
+    "controller": (
         """
         def pytest_collection_modifyitems(config, items):
-            if hasattr(config, "workerinput"):  # only workers drop a test
+            if hasattr(config, "workerinput"):
                 items[:] = [item for item in items if item.name != "test_b"]
+        """,
+        "*procpar: worker gw* collected 3 items, the controller 4; "
+        "first only in the controller: [[]*::test_b*",
+    ),
+    "workers": (
         """
+        def pytest_ignore_collect(collection_path, config):
+            if hasattr(config, "workerinput") and collection_path.name == "test_two.py":
+                return True
+        """,
+        "*procpar: worker gw* collected 1 test files, the controller 2; "
+        "first only in the controller: [[]'test_two.py'[]]*",
+    ),
+}
+
+
+@pytest.mark.parametrize("collect", list(DIFFER_IN_WORKERS))
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_collection_mismatch_is_a_clear_error(
+    pytester: pytest.Pytester, method: str, collect: str
+) -> None:
+    conftest, message = DIFFER_IN_WORKERS[collect]
+    pytester.makeconftest(conftest)
+    pytester.makepyfile(
+        test_one="def test_a(): pass\ndef test_b(): pass\n",
+        test_two="def test_c(): pass\ndef test_d(): pass\n",
     )
-    pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
-    result = runpytest(pytester, "-p", "procpar", "-n", "2", "--procpar-start", method)
+    where = f"--procpar-collect={collect}"
+    result = runpytest(pytester, "-p", "procpar", "-n", "2", "--procpar-start", method, where)
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines(
-        [
-            "*procpar: worker gw* collected 1 items, the controller 2; "
-            "first only in the controller: [[]*::test_b*"
-        ]
-    )
+    result.stdout.fnmatch_lines([message])
     assert "Traceback" not in result.stdout.str()
 
 
