@@ -51,10 +51,7 @@ class CollectingRun(ParallelRun):
         try:
             for slot, share in enumerate(self.collection.shares.values()):
                 self._start_worker(slot, share)
-            # (a worker that ends the run while collecting: the others wait for their numbers)
-            self._serve(
-                until=None, done=lambda: self.collection.complete or bool(self.dispatcher.fatal)
-            )
+            self._serve(until=None, done=lambda: self.collection.complete)
         except BaseException:
             self.abandon()
             raise
