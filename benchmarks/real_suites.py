@@ -2,13 +2,15 @@
 """Run the test suites of real projects serially, with procpar and with xdist; compare outcomes.
 
 For each pinned project below, the script downloads its sdist from PyPI (``pip download
---no-deps --no-binary :all:``), unpacks it, and runs its tests three times in a virtual
+--no-deps --no-binary :all:``), unpacks it, and runs its tests five times in a virtual
 environment it creates under the work dir (pinned pytest, pytest-xdist, the project's test
 dependencies, the project itself from its sdist, and pytest-procpar from this repository):
 
-    serial   -p no:procpar -p no:xdist
-    procpar  -p procpar -n 2
-    xdist    -p no:procpar -n 2
+    serial         -p no:procpar -p no:xdist
+    procpar        -p procpar -n 2
+    procpar-w      -p procpar -n 2 --procpar-collect=workers
+    procpar-spawn  -p procpar -n 2 --procpar-start spawn
+    xdist          -p no:procpar -n 2
 
 each with ``-p no:cacheprovider -q -ra`` and a JUnit XML file, whose per-test outcomes are
 compared with the serial run's. An untimed ``--collect-only`` run first writes the bytecode
@@ -117,9 +119,11 @@ RUNNERS: dict[str, tuple[str, ...]] = {
     "procpar": ("-p", "procpar", "-n", str(WORKERS)),
     # the same, each worker importing and collecting its share of the files
     "procpar-w": ("-p", "procpar", "-n", str(WORKERS), "--procpar-collect=workers"),
+    # spawned workers (fresh interpreters, as xdist's), collecting as auto decides
+    "procpar-spawn": ("-p", "procpar", "-n", str(WORKERS), "--procpar-start", "spawn"),
     "xdist": ("-p", "no:procpar", "-n", str(WORKERS)),
 }
-COMPARED = ("procpar", "procpar-w", "xdist")  # each compared with the serial run
+COMPARED = ("procpar", "procpar-w", "procpar-spawn", "xdist")  # each compared with serial
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"wrote {args.json}")
-    return 1 if any(r.differences[name] for r in results for name in COMPARED[:2]) else 0
+    ours = [name for name in COMPARED if name.startswith("procpar")]
+    return 1 if any(r.differences[name] for r in results for name in ours) else 0
 
 
 if __name__ == "__main__":

@@ -131,10 +131,7 @@ class CollectingRun(ParallelRun):
         if not self.planned:
             self._gone_while_collecting(worker, ended)
             return
-        super()._gone(worker, ended)  # a retired worker that crashed is replaced there
-        taking_over = worker.retired and ended is Lifecycle.FINISHED
-        if taking_over and self.scheduler.has_pending() and not self.pool.stopping:
-            self._start_worker(worker.slot)  # takes over what its predecessor could not
+        super()._gone(worker, ended)  # a retired worker is replaced there
 
     def _gone_while_collecting(self, worker: Worker, ended: Lifecycle) -> None:
         """Before the run's items are known a lost worker takes no test with it; what it had

@@ -61,6 +61,8 @@ class Dispatcher:
                 self.finished(worker, workeroutput)
             case (messages.UNUSABLE, index, trace):
                 worker.unusable = (index, trace)  # only that test fails; a new worker follows
+            case (messages.RECYCLE, limit, detail):
+                self.recycled(worker, limit, detail)
             case (messages.INTERRUPTED, where, index):
                 if index is not None and self.interrupted_test is None:
                     self.interrupted_test = reports.decode_interrupt(self.config, where)
@@ -88,6 +90,14 @@ class Dispatcher:
         worker.lifecycle = Lifecycle.FINISHED
         coverage_support.merge(workeroutput)
         self.config.hook.pytest_procpar_worker_finished(node=worker.node, error=None)
+
+    def recycled(self, worker: Worker, limit: str, detail: str) -> None:
+        """``worker`` runs nothing more: a fresh one takes its place once it is gone."""
+        if self.losses is None:
+            raise messages.ProtocolError((messages.RECYCLE, "before the run's items"))
+        worker.retired = True
+        self.losses.give_back(worker)
+        self.report.worker_recycled(worker.workerid, limit, detail)
 
     def ended_run(self, worker: Worker, message: messages.Fatal) -> None:
         worker.lifecycle = Lifecycle.FAILED

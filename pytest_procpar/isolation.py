@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,13 @@ def note_starting_environment() -> None:
     sets variables while configuring, some expanding what is already there."""
     _starting_environment.clear()
     _starting_environment.update(os.environ)
+
+
+def set_for_workers(variables: Mapping[str, str]) -> None:
+    """Set ``variables`` here, for forked workers to inherit, and in the environment spawned
+    workers start from."""
+    os.environ.update(variables)
+    _starting_environment.update(variables)
 
 
 def starting_environment() -> dict[str, str]:

@@ -54,8 +54,11 @@ def forward_from_worker(config: pytest.Config, events: Callable[[], list[message
     """In a worker: stand in for the controller's ``LogXML``, if it has one."""
     family = (xdist_compat.workerinput(config) or {}).get(FAMILY_KEY)
     if family is not None:
+        stand_in = WorkerLogXML(family, events)
         stash: Any = config.stash  # a stand-in, not the LogXML the key is typed for
-        stash[xml_key] = WorkerLogXML(family, events)
+        stash[xml_key] = stand_in
+        # pytest's junitxml unregisters what the key holds when the session is unconfigured
+        config.pluginmanager.register(stand_in, "procpar_worker_logxml")
 
 
 def add_suite_property(config: pytest.Config, name: str, value: str) -> None:

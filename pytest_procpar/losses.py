@@ -81,9 +81,13 @@ class LossAccounting:
             self.config.hook.pytest_procpar_item_lost(
                 nodeid=item.nodeid, report=report, scheduler=self.scheduler
             )
+        self.give_back(worker)
+        return message
+
+    def give_back(self, worker: Worker) -> None:
+        """What ``worker`` was handed and has not reported goes to the other workers."""
         self.scheduler.remove_worker(worker.workerid, self.chains.collapse(worker.assigned))
         worker.assigned.clear()
-        return message
 
     def never_ran(self, reason: str) -> None:
         """Fail every item nobody reported: ``not run: <reason>``."""

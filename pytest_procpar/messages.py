@@ -80,6 +80,7 @@ STARTUP_FAILED: Final = "startup"
 MISMATCH: Final = "mismatch"
 UNAVAILABLE: Final = "unavailable"
 COLLECTED: Final = "collected"
+RECYCLE: Final = "recycle"
 
 Ready: TypeAlias = tuple[Literal["ready"]]  # up, and holding the items
 # Collecting in workers: what this worker's share held (see collect_share.CollectedShare)
@@ -99,9 +100,22 @@ Mismatch: TypeAlias = tuple[Literal["mismatch"], str]  # a collecting worker fou
 Unavailable: TypeAlias = tuple[Literal["unavailable"], str]  # a remote worker could not start
 # Only that item fails, and a new worker takes over: the item, the traceback
 Unusable: TypeAlias = tuple[Literal["unusable"], int, str]
+# Over a recycling limit after its last test (the limit, memory or tests; what it measured): it
+# runs no more and finishes its session; what it was handed and did not start goes to other
+# workers, and a fresh worker takes its place
+Recycle: TypeAlias = tuple[Literal["recycle"], str, str]
 Fatal: TypeAlias = Exited | Interrupted | InternalError | StartupFailed | Mismatch | Unavailable
 FromWorker: TypeAlias = (
-    Ready | Collected | ItemDone | SessionEvents | Want | StopRun | Finished | Unusable | Fatal
+    Ready
+    | Collected
+    | ItemDone
+    | SessionEvents
+    | Want
+    | StopRun
+    | Finished
+    | Unusable
+    | Recycle
+    | Fatal
 )
 
 
@@ -192,6 +206,10 @@ def internal_error(trace: str) -> InternalError:
 
 def unusable(index: int, trace: str) -> Unusable:
     return (UNUSABLE, index, trace)
+
+
+def recycle(limit: str, detail: str) -> Recycle:
+    return (RECYCLE, limit, detail)
 
 
 def startup_failed(why: str) -> StartupFailed:

@@ -1,29 +1,46 @@
 """Command-line and ini options, and turning their values into one validated :class:`Settings`.
 
-Every value a user can give is parsed by one function here, whether it comes from the command
-line (argparse calls it, so a bad value is a pytest usage error naming the option) or from the
-ini file (:func:`resolve` calls it and raises :class:`pytest.UsageError`).
+Every value a user can give is parsed by one function (:mod:`pytest_procpar.option_values`, or
+the module of the feature it sets), whether it comes from the command line (argparse calls
+it, so a bad value is a pytest usage error naming the option) or from the ini file
+(:func:`resolve` calls it and raises :class:`pytest.UsageError`).
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import pytest
 
-from pytest_procpar import collect_mode, pytest_internals, remote, shard, xdist_compat
+from pytest_procpar import (
+    pytest_internals,
+    shard,
+    worker_limits,
+    xdist_compat,
+)
 from pytest_procpar.cpus import available_cpus
+from pytest_procpar.option_values import (
+    NumProcesses,
+    default_start_method,
+    parse_collect_mode,
+    parse_dist,
+    parse_max_tests,
+    parse_maxprocesses,
+    parse_numprocesses,
+    parse_restarts,
+    parse_seconds,
+    parse_shard_mode,
+    parse_start_method,
+    parse_tx,
+    whole_number,
+)
 from pytest_procpar.scheduler import DEFAULT_POLICY, POLICIES, SERIAL_POLICY
 
-START_METHODS = ("fork", "forkserver", "spawn")
 AUTO_ENV_VARS = ("PYTEST_PROCPAR_AUTO_NUM_WORKERS", "PYTEST_XDIST_AUTO_NUM_WORKERS")
-NumProcesses = int | str  # a count, or "auto" / "logical"
 
 # Options that make no sense on workers: pytest runs them serially, as if -n were not given.
 SERIAL_ONLY_OPTIONS = {
@@ -37,118 +54,6 @@ SERIAL_ONLY_OPTIONS = {
     "show_fixtures_per_test": "--fixtures-per-test runs no tests",
     "markers": "--markers runs no tests",
 }
-
-
-def parse_numprocesses(value: str) -> NumProcesses:
-    """``-n`` value: ``auto``, ``logical`` or a whole number >= 0."""
-    text = str(value).strip()
-    if text in ("auto", "logical"):
-        return text
-    try:
-        count = int(text)
-    except ValueError:
-        count = -1
-    if count < 0:
-        raise argparse.ArgumentTypeError(
-            f"expected 'auto', 'logical' or a whole number >= 0, got {value!r}"
-        )
-    return count
-
-
-def _whole_number(value: str, minimum: int) -> int:
-    try:
-        count = int(str(value).strip())
-    except ValueError:
-        count = minimum - 1
-    if count < minimum:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value!r}")
-    return count
-
-
-def parse_maxprocesses(value: str) -> int:
-    """``--maxprocesses`` value: a whole number >= 1."""
-    return _whole_number(value, 1)
-
-
-def _one_of(value: str, choices: Sequence[str]) -> str:
-    text = str(value).strip()
-    if text not in choices:
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}, got {value!r}")
-    return text
-
-
-def parse_start_method(value: str) -> str:
-    """``--procpar-start`` value: one of :data:`START_METHODS` this platform offers."""
-    text = _one_of(value, START_METHODS)
-    if text not in multiprocessing.get_all_start_methods():
-        raise argparse.ArgumentTypeError(
-            f"start method {text!r} is not available on {sys.platform}"
-        )
-    return text
-
-
-def parse_seconds(value: str) -> float:
-    """``--procpar-timeout`` value: seconds >= 0 (0: no limit)."""
-    try:
-        seconds = float(str(value).strip())
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {value!r}")
-    return seconds
-
-
-def parse_collect_mode(value: str) -> str:
-    """``--procpar-collect`` value: one of :data:`collect_mode.MODES`."""
-    return _one_of(value, collect_mode.MODES)
-
-
-def parse_restarts(value: str) -> int:
-    """``--max-worker-restart`` value: a whole number >= 0."""
-    return _whole_number(value, 0)
-
-
-def parse_dist(value: str) -> str:
-    """``--dist`` value: a scheduling policy name, or ``no`` for a serial run."""
-    return _one_of(value, [*POLICIES, SERIAL_POLICY])
-
-
-def parse_tx(value: str) -> list[str]:
-    """``--tx`` value: an execnet gateway spec, ``N*SPEC`` for N of them."""
-    import execnet
-
-    text = str(value).strip()
-    count_text, star, spec = text.partition("*")
-    if not star:
-        count_text, spec = "1", text
-    try:
-        count = _whole_number(count_text, 1)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected SPEC or N*SPEC with N >= 1, got {value!r}"
-        ) from None
-    try:
-        xspec = execnet.XSpec(spec)
-    except Exception as exc:
-        raise argparse.ArgumentTypeError(
-            f"not an execnet gateway spec: {value!r} ({exc})"
-        ) from None
-    kinds = [kind for kind in remote.GATEWAY_KINDS if getattr(xspec, kind, None)]
-    if len(kinds) != 1:
-        raise argparse.ArgumentTypeError(
-            f"expected popen, ssh=HOST or socket=HOST:PORT in the spec, got {value!r}"
-        )
-    return [spec] * count
-
-
-def parse_shard_mode(value: str) -> str:
-    """``--shard-mode`` value: one of :data:`shard.MODES`."""
-    return _one_of(value, shard.MODES)
-
-
-def default_start_method() -> str:
-    """fork where the platform has it (workers then share the collected items), else spawn."""
-    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
@@ -272,6 +177,34 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
         "instead of pytest's cache, e.g. to cache or commit it in CI.",
     )
     group.addoption(
+        "--procpar-threads",
+        dest="procpar_threads",
+        metavar="N",
+        type=worker_limits.parse_threads,
+        default=None,
+        help="Threads each worker's OpenMP and BLAS pools get (OMP_NUM_THREADS, "
+        "OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, NUMEXPR_NUM_THREADS, VECLIB_MAXIMUM_THREADS): "
+        "auto (default: the usable CPUs divided by the local workers), off, or N. Variables "
+        "already set are kept. Ini: procpar_threads.",
+    )
+    group.addoption(
+        "--max-worker-rss",
+        dest="procpar_max_worker_rss",
+        metavar="SIZE",
+        type=worker_limits.parse_size,
+        default=None,
+        help="Replace a worker whose own memory (what it does not share with the controller) "
+        "is over SIZE (512M, 2G) after a test; no test is lost. Ini: procpar_max_worker_rss.",
+    )
+    group.addoption(
+        "--max-tests-per-worker",
+        dest="procpar_max_tests_per_worker",
+        metavar="N",
+        type=parse_max_tests,
+        default=None,
+        help="Replace a worker once it has run N tests. Ini: procpar_max_tests_per_worker.",
+    )
+    group.addoption(
         "--procpar-report",
         dest="procpar_report",
         action="store_true",
@@ -286,6 +219,11 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
     parser.addini("procpar_maxprocesses", "Default for --maxprocesses.", default=None)
     parser.addini("procpar_start", "Default for --procpar-start.", default=None)
     parser.addini("procpar_collect", "Default for --procpar-collect.", default=None)
+    parser.addini("procpar_threads", "Default for --procpar-threads.", default=None)
+    parser.addini("procpar_max_worker_rss", "Default for --max-worker-rss.", default=None)
+    parser.addini(
+        "procpar_max_tests_per_worker", "Default for --max-tests-per-worker.", default=None
+    )
 
 
 T = TypeVar("T")  # what an option's parser gives
@@ -305,6 +243,8 @@ class Settings:
     remote: tuple[str, ...] = ()  # one execnet gateway spec per remote worker (--tx)
     remote_rootdir: str | None = None  # --procpar-chdir
     collect: str = "auto"  # --procpar-collect: where test modules are collected
+    thread_env: dict[str, str] = field(default_factory=dict)  # for the workers' thread pools
+    recycling: worker_limits.Recycling = field(default_factory=worker_limits.Recycling)
 
 
 def _from_ini(config: pytest.Config, name: str, parse: Callable[[str], T]) -> T | None:
@@ -329,7 +269,7 @@ def auto_workers(config: pytest.Config) -> int:
         raw = os.environ.get(name)
         if raw:
             try:
-                return _whole_number(raw, 1)
+                return whole_number(raw, 1)
             except argparse.ArgumentTypeError as exc:
                 raise pytest.UsageError(f"{name}: {exc}") from None
     from_plugin = config.hook.pytest_procpar_auto_num_workers(config=config)
@@ -366,6 +306,15 @@ def resolve(config: pytest.Config) -> Settings:
     restarts = _option(config, "maxworkerrestart", "procpar_max_worker_restart", parse_restarts)
     start_method = str(start) if start is not None else default_start_method()
     collect = _option(config, "procpar_collect", "procpar_collect", parse_collect_mode)
+    threads = _option(config, "procpar_threads", "procpar_threads", worker_limits.parse_threads)
+    recycling = worker_limits.Recycling(
+        _option(
+            config, "procpar_max_worker_rss", "procpar_max_worker_rss", worker_limits.parse_size
+        ),
+        _option(
+            config, "procpar_max_tests_per_worker", "procpar_max_tests_per_worker", parse_max_tests
+        ),
+    )
     base = Settings(
         workers=0,
         start_method=start_method,
@@ -376,6 +325,7 @@ def resolve(config: pytest.Config) -> Settings:
         remote=tuple(spec for specs in getattr(config.option, "tx", None) or [] for spec in specs),
         remote_rootdir=config.option.procpar_chdir,
         collect=collect or "auto",
+        recycling=recycling,
     )
     if requested is None and not base.remote:
         return base
@@ -388,4 +338,8 @@ def resolve(config: pytest.Config) -> Settings:
     for dest, reason in {**SERIAL_ONLY_OPTIONS, **xdist_compat.PLUGIN_SERIAL_OPTIONS}.items():
         if workers and getattr(config.option, dest, False):
             return replace(base, serial_reason=reason)
-    return replace(base, workers=workers)
+    local = workers - len(base.remote)
+    thread_env = worker_limits.thread_variables(
+        threads or "auto", local, available_cpus(), os.environ
+    )
+    return replace(base, workers=workers, thread_env=thread_env)

@@ -51,6 +51,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     settings = options.resolve(config)
     config.stash[SETTINGS_KEY] = settings
     if settings.workers:
+        isolation.set_for_workers(settings.thread_env)  # before test modules are imported
         gc_policy.release_suite(config)  # now, so that it is the last cleanup
         # Before configuring: what the configure hooks register, forked workers withdraw.
         config.pluginmanager.register(reconfigure.ConfigureRecord(config), "procpar_record")

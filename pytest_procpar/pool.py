@@ -51,7 +51,9 @@ class Worker:
     heard_at: float = 0.0  # when its last frame arrived
     unusable: tuple[int, str] | None = None  # (item index, traceback): a test broke it
     handed: int = 0  # how many batches it was handed
-    retired: bool = False  # told done so that a fresh worker imports what it was to take over
+    # Making way for a fresh worker in its slot: told done so that the fresh one imports what
+    # it was to take over (collecting in workers), or over a recycling limit
+    retired: bool = False
     relays: list[OutputRelay] = field(default_factory=list)
 
     @property

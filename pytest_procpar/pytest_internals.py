@@ -8,6 +8,7 @@ reached through this module only, so that a pytest release that changes one touc
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
@@ -149,28 +150,49 @@ class ReportKeywords:
         return known[1]
 
 
-def watch_keyword_changes(session: pytest.Session) -> set[int]:
-    """From now on, the ids of the nodes whose keywords change in this process, as they change
-    (``add_marker``, ``node.keywords[name] = ...``): their reports' keywords can no longer be
-    rebuilt from another process's copy of the node. pytest's ``NodeKeywords`` has no other
-    way to tell; its two ways to add a keyword are watched."""
-    changed: set[int] = set()
-    keywords_type = type(session.keywords)
-    if getattr(session.keywords, "_markers", None) is None:  # not pytest's NodeKeywords
-        return changed
-    setitem, update = keywords_type.__setitem__, keywords_type.update
+class KeywordChanges:
+    """The nodes whose keywords changed in this process since :meth:`watch` (``add_marker``,
+    ``node.keywords[name] = ...``): their reports' keywords can no longer be rebuilt from
+    another process's copy of the node. pytest's ``NodeKeywords`` has no other way to tell;
+    its two ways to add a keyword are watched. Collecting (:meth:`paused`) is no change: a
+    node's keywords as collected are what every process knows of it."""
 
-    def set_and_note(self: Any, key: str, value: Any) -> None:
-        changed.add(id(self.node))
-        setitem(self, key, value)
+    def __init__(self) -> None:
+        self.nodes: set[int] = set()  # by id()
+        self._watching = False
 
-    def update_and_note(self: Any, *args: Any, **kwds: Any) -> None:
-        changed.add(id(self.node))
-        update(self, *args, **kwds)
+    def watch(self, session: pytest.Session) -> None:
+        keywords_type = type(session.keywords)
+        if getattr(session.keywords, "_markers", None) is None:  # not pytest's NodeKeywords
+            return
+        setitem, update = keywords_type.__setitem__, keywords_type.update
 
-    keywords_type.__setitem__ = set_and_note  # type: ignore[method-assign]
-    keywords_type.update = update_and_note  # type: ignore[method-assign,assignment]
-    return changed
+        def set_and_note(keywords: Any, key: str, value: Any) -> None:
+            if self._watching:
+                self.nodes.add(id(keywords.node))
+            setitem(keywords, key, value)
+
+        def update_and_note(keywords: Any, *args: Any, **kwds: Any) -> None:
+            if self._watching:
+                self.nodes.add(id(keywords.node))
+            update(keywords, *args, **kwds)
+
+        keywords_type.__setitem__ = set_and_note  # type: ignore[method-assign]
+        keywords_type.update = update_and_note  # type: ignore[method-assign,assignment]
+        self._watching = True
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        watching, self._watching = self._watching, False
+        try:
+            yield
+        finally:
+            self._watching = watching
+
+    def touched(self, item: Node) -> bool:
+        """Whether ``item``'s keywords, or a parent's, changed."""
+        nodes = self.nodes
+        return bool(nodes) and any(id(node) in nodes for node in item.listchain())
 
 
 def make_mark(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> pytest.Mark:

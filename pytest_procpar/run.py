@@ -34,6 +34,7 @@ from pytest_procpar import (
     once,
     pytest_internals,
     scheduling,
+    worker_limits,
     workitems,
     xdist_compat,
 )
@@ -152,6 +153,7 @@ class ParallelRun:
             "testrunuid": self.testrunuid,
             "mainargv": list(sys.argv),
             **plugin_workerinput(self.config),
+            worker_limits.WORKERINPUT_KEY: self.settings.recycling.workerinput(),
         }
         if self.start_method != "fork" or self.pool.launcher.is_remote(slot):
             # (forked workers inherit the values themselves)
@@ -291,6 +293,9 @@ class ParallelRun:
         """What ``worker``'s end means for the run: lost tests fail, a replacement may start."""
         error = self.losses.worker_gone(worker, ended)
         if error is None:
+            taking_over = worker.retired and ended is Lifecycle.FINISHED
+            if taking_over and self.scheduler.has_pending() and not self.pool.stopping:
+                self._start_worker(worker.slot)  # not a restart: nothing went wrong
             return
         self.config.hook.pytest_procpar_worker_finished(node=worker.node, error=error)
         if not self.scheduler.has_pending() or self.pool.stopping:

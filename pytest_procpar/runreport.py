@@ -6,6 +6,7 @@ run could not have finished sooner with the same workers (short of running tests
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from pytest_procpar import faults
@@ -23,6 +24,12 @@ class RunReport:
     workers: dict[str, WorkerStats] = field(default_factory=dict)
     started: float = field(default_factory=faults.now)
     ended: float | None = None
+    recycled: Counter[str] = field(default_factory=Counter)  # by the limit hit: memory, tests
+    recycling: list[str] = field(default_factory=list)  # "gw1: ran 500 tests", in order
+
+    def worker_recycled(self, worker: str, limit: str, detail: str) -> None:
+        self.recycled[limit] += 1
+        self.recycling.append(f"{worker}: {detail}")
 
     def item_done(self, worker: str, seconds: float) -> None:
         stats = self.workers.get(worker)
@@ -52,6 +59,10 @@ class RunReport:
             f"efficiency {self.efficiency(worker_slots):.0%} "
             f"(busy {self.busy:.1f}s of {worker_slots} x {self.wall:.1f}s)"
         )
+        if self.recycled:
+            count = sum(self.recycled.values())
+            limits = ", ".join(f"{n} over the {limit} limit" for limit, n in self.recycled.items())
+            line += f", {count} worker{'s' if count != 1 else ''} recycled ({limits})"
         if slowest:
             nodeid, seconds = slowest[0]
             line += f", slowest {nodeid} {seconds:.2f}s"
@@ -62,6 +73,7 @@ class RunReport:
         for worker, stats in sorted(self.workers.items(), key=lambda entry: int(entry[0][2:])):
             idle = max(0.0, self.wall - stats.busy)
             lines.append(f"{worker:<8} {stats.items:>7} {stats.busy:>8.2f} {idle:>8.2f}")
+        lines += [f"recycled {line}" for line in self.recycling]
         lines.append(self.summary_line(worker_slots, []))
         lines += [f"slowest: {seconds:8.2f}s {nodeid}" for nodeid, seconds in slowest]
         return lines

@@ -31,6 +31,7 @@ from pytest_procpar import (
     messages,
     pytest_internals,
     reports,
+    worker_limits,
     xdist_compat,
 )
 from pytest_procpar.collect_share import ShareCollection
@@ -72,15 +73,14 @@ class EventRecorder:
         # they may differ, since a node in its chain changed here (see begin)
         self.keywords: messages.Keywords | None = None
         self.keyword_names = pytest_internals.ReportKeywords()
-        self.changed_keywords: set[int] = set()  # node ids, once the loop runs
+        self.keyword_changes = pytest_internals.KeywordChanges()  # watched once the loop runs
         self.live = False  # historic hook replays at registration are not this worker's news
 
     def begin(self, item: pytest.Item | None) -> None:
         """Record for ``item`` from now (None: between items, the session's own start or end).
         What was recorded since the last send (a log record between two items) is kept."""
         self.item = item
-        changed = self.changed_keywords
-        if item is None or (changed and any(id(node) in changed for node in item.listchain())):
+        if item is None or self.keyword_changes.touched(item):
             self.keywords = None  # reports go in full (a test added a marker to a later one)
         else:
             self.keywords = self.keyword_names.of(item)
@@ -164,6 +164,10 @@ class WorkerLoop:
         self.pid = os.getpid()
         self.broken: int | None = None
         self.recorder = EventRecorder(session.config, shared, slot)
+        self.recycling = worker_limits.Recycling.from_workerinput(
+            xdist_compat.workerinput(session.config) or {}
+        )
+        self.tests_run = 0
         session.config.pluginmanager.register(self.recorder, "procpar_worker")
         self.recorder.live = True
         stream = logfile.LogFileStream(lambda: self.recorder.events)
@@ -183,7 +187,9 @@ class WorkerLoop:
                 case (messages.NUMBERED, indexes) if self.collection is not None:
                     self.numbered.update(self.collection.numbered(indexes))
                 case (messages.IMPORT, unit, numbered) if self.collection is not None:
-                    self.numbered.update(self.collection.import_unit(self.session, unit, numbered))
+                    with self.recorder.keyword_changes.paused():
+                        found = self.collection.import_unit(self.session, unit, numbered)
+                    self.numbered.update(found)
                 case _:
                     raise messages.ProtocolError(command)
         if self.reader.eof:  # the controller is gone: nothing more will come
@@ -219,7 +225,7 @@ class WorkerLoop:
         """Run items until the queue is empty and the controller has no more, or a stop."""
         session = self.session
         # The controller knows the items as collected; from here on changes are this worker's
-        self.recorder.changed_keywords = pytest_internals.watch_keyword_changes(session)
+        self.recorder.keyword_changes.watch(session)
         self._refill()
         while self.queue and not self.shared.should_stop():
             index = self.queue.popleft()
@@ -243,6 +249,12 @@ class WorkerLoop:
             if isolation.streams_broken():
                 self.broken = index
                 raise WorkerUnusable("the test closed the worker's stdout or stderr")
+            self.tests_run += 1
+            over = self.recycling.due(self.tests_run)
+            last = self.no_more and not self.queue
+            if over is not None and not last and not self.shared.should_stop():
+                framing.send(self.write_fd, messages.recycle(*over))
+                break
             if session.shouldstop == RUN_STOPPING:
                 break
             if session.shouldfail or session.shouldstop:

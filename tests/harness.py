@@ -32,6 +32,14 @@ IDENTITY_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIS
 AUTO_COUNT_ENV = ("PYTEST_PROCPAR_AUTO_NUM_WORKERS", "PYTEST_XDIST_AUTO_NUM_WORKERS")  # -n auto
 CI_ENV = ("CI", "BUILD_NUMBER")  # what pytest reads to tell it runs in CI
 AUTOLOAD_ENV = "PYTEST_DISABLE_PLUGIN_AUTOLOAD"
+# What procpar sets for its workers' thread pools (worker_limits.THREAD_VARIABLES)
+THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
 
 
 def clean_environment(
@@ -39,8 +47,9 @@ def clean_environment(
 ) -> None:
     """Prepare the environment inner runs inherit.
 
-    Always: they do not see the outer run's worker identity, its ``-n auto`` overrides, nor
-    its ``PYTEST_ADDOPTS`` (pytester drops that one too, once it is set up).
+    Always: they do not see the outer run's worker identity, its ``-n auto`` overrides, the
+    thread counts it set for its workers, nor its ``PYTEST_ADDOPTS`` (pytester drops that
+    one too, once it is set up).
 
     ``autoload_plugins``: whether the installed plugins load (entry points), as in a user's
     run; ``False`` sets ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``, and inner runs load only what
@@ -50,7 +59,7 @@ def clean_environment(
     ``ci``: ``None`` leaves the outer run's CI variables; ``False`` removes them (pytest then
     prints each failure's whole message in the short summary: object addresses, a plugin's
     many lines); ``True`` tells inner runs they run in CI."""
-    for name in (*IDENTITY_ENV, *AUTO_COUNT_ENV, "PYTEST_ADDOPTS"):
+    for name in (*IDENTITY_ENV, *AUTO_COUNT_ENV, *THREAD_ENV, "PYTEST_ADDOPTS"):
         monkeypatch.delenv(name, raising=False)
     if autoload_plugins:
         monkeypatch.delenv(AUTOLOAD_ENV, raising=False)
