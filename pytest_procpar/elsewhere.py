@@ -16,13 +16,23 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 import pytest
 
-from pytest_procpar import framing, messages, once, pytest_internals, timelimits, workitems
+from pytest_procpar import (
+    framing,
+    messages,
+    once,
+    pytest_internals,
+    resources,
+    timelimits,
+    workitems,
+)
 
 # The markers procpar reads from items in the controller; the closest of each travels.
 MARKERS_READ = (
     (timelimits.TIMEOUT_MARKER,),
     workitems.GROUP_MARKERS,
     workitems.ORDER_MARKERS,
+    (resources.SERIAL_MARKER,),
+    (resources.RESOURCE_MARKER,),
 )
 
 

@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import threading
 import warnings
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from pytest_procpar import faults, framing, gc_policy, isolation, worker, worker_start
+from pytest_procpar import faults, framing, gc_policy, isolation, resources, worker, worker_start
 from pytest_procpar.messages import FromWorker, ToWorker
 from pytest_procpar.remote import RemoteLauncher
 from pytest_procpar.xdist_compat import collecting_worker_options, worker_basetemp
@@ -165,6 +165,7 @@ class Launcher:
         basetemp: Path,
         remote_rootdir: str | None = None,
         deselected: Collection[str] = (),
+        resource_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.session = session
         self.start_method = start_method
@@ -177,6 +178,7 @@ class Launcher:
             maxfail=maxfail,
             running=self.context.RawArray("l", [-1] * slots),
             running_since=self.context.RawArray("d", slots),
+            gate=resources.Gate(self.context, slots, resource_limits or {}),
         )
         self.slot_specs = list(slot_specs)
         self.remote = (

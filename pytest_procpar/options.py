@@ -18,6 +18,7 @@ import pytest
 
 from pytest_procpar import (
     pytest_internals,
+    resources,
     shard,
     worker_limits,
     xdist_compat,
@@ -220,6 +221,12 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
     parser.addini("procpar_start", "Default for --procpar-start.", default=None)
     parser.addini("procpar_collect", "Default for --procpar-collect.", default=None)
     parser.addini("procpar_threads", "Default for --procpar-threads.", default=None)
+    parser.addini(
+        "procpar_resources",
+        "Resources tests hold with @pytest.mark.procpar_resource(name), and how many tests may "
+        "hold each at once: name:limit pairs, e.g. 'db:2 gpu:1' (undeclared names: 1).",
+        default=None,
+    )
     parser.addini("procpar_max_worker_rss", "Default for --max-worker-rss.", default=None)
     parser.addini(
         "procpar_max_tests_per_worker", "Default for --max-tests-per-worker.", default=None
@@ -245,6 +252,7 @@ class Settings:
     collect: str = "auto"  # --procpar-collect: where test modules are collected
     thread_env: dict[str, str] = field(default_factory=dict)  # for the workers' thread pools
     recycling: worker_limits.Recycling = field(default_factory=worker_limits.Recycling)
+    resources: dict[str, int] = field(default_factory=dict)  # name: how many may hold it at once
 
 
 def _from_ini(config: pytest.Config, name: str, parse: Callable[[str], T]) -> T | None:
@@ -326,6 +334,7 @@ def resolve(config: pytest.Config) -> Settings:
         remote_rootdir=config.option.procpar_chdir,
         collect=collect or "auto",
         recycling=recycling,
+        resources=resources.parse_limits(config.getini("procpar_resources") or ""),
     )
     if requested is None and not base.remote:
         return base

@@ -15,6 +15,7 @@ from pytest_procpar import (
     isolation,
     options,
     reconfigure,
+    resources,
     shard,
     xdist_compat,
 )
@@ -66,6 +67,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "procpar_timeout(seconds): with -n, fail this test after so many seconds"
     )
+    config.addinivalue_line(
+        "markers", "procpar_serial: with -n, run this test while no other test runs"
+    )
+    config.addinivalue_line(
+        "markers",
+        "procpar_resource(name, ...): with -n, run this test while fewer tests than the "
+        "resource's limit (ini procpar_resources, default 1) hold it",
+    )
     if not xdist_compat.xdist_loaded(config.pluginmanager):
         config.addinivalue_line("markers", "xdist_group(name): the same as procpar_group")
     settings = config.stash.get(SETTINGS_KEY, None)
@@ -86,6 +95,21 @@ def pytest_configure(config: pytest.Config) -> None:
         controller = ControllerPlugin(settings, durations)
         config.pluginmanager.register(controller, "procpar_controller")
         config.pluginmanager.register(xdist_compat.HookBridge(config), "procpar_xdist_hooks")
+
+
+@pytest.fixture
+def procpar_slot(request: pytest.FixtureRequest) -> int:
+    """Which of its first resource's slots the test holds (0 ... limit - 1): a port or a
+    device of its own among the tests holding the resource at the same time."""
+    item = request.node
+    needs = resources.needs_of(item)
+    if needs is None or not needs.resources:
+        raise pytest.UsageError(
+            f"{item.nodeid}: procpar_slot needs the test to hold a resource: "
+            "@pytest.mark.procpar_resource(name)"
+        )
+    held: dict[str, int] = item.stash.get(resources.SLOTS_KEY, {})  # none: a serial run
+    return held.get(needs.resources[0], 0)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

@@ -33,6 +33,7 @@ from pytest_procpar import (
     messages,
     once,
     pytest_internals,
+    resources,
     scheduling,
     worker_limits,
     workitems,
@@ -54,6 +55,7 @@ from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid
 RESTARTS_PER_WORKER = 4  # like xdist: a crashing suite cannot restart workers forever
 INTERRUPT_GRACE_S = 1.0  # after Ctrl-C: time for workers to answer, before TERM then KILL
 INTERRUPT_TEARDOWN_S = 30.0  # after Ctrl-C: time for workers that answered to tear down
+LOCK_WAIT_S = 1.0  # a lost worker's gate: how long the controller waits for its lock
 
 
 class WorkerFailure(Exception):
@@ -89,7 +91,13 @@ class ParallelRun:
         local = [None] * (settings.workers - len(settings.remote))
         slot_specs = [*local, *settings.remote][: self.worker_count]
         launcher = launch.Launcher(
-            session, self.start_method, slot_specs, basetemp, settings.remote_rootdir, deselected
+            session,
+            self.start_method,
+            slot_specs,
+            basetemp,
+            settings.remote_rootdir,
+            deselected,
+            settings.resources,
         )
         restarts = settings.max_restarts
         self.pool = WorkerPool(
@@ -117,6 +125,14 @@ class ParallelRun:
         )
         self.dispatcher.losses = self.losses
         self.time_limits = TimeLimits(self.settings.timeout, self.items)
+        gate = self.pool.launcher.shared.gate
+        if gate is not None and resources.any_gated(self.items):
+            if any(self.pool.launcher.slot_specs):
+                raise pytest.UsageError(
+                    "procpar_serial and procpar_resource tests need local workers only: "
+                    "--tx workers share no locks with them"
+                )
+            gate.active.value = 1
 
     def _make_scheduler(self) -> tuple[Scheduler, str]:
         return scheduling.make_scheduler(
@@ -209,6 +225,9 @@ class ParallelRun:
             if self.own_basetemp is not None:
                 shutil.rmtree(self.own_basetemp, ignore_errors=True)
             self.report.finish()
+            gate = self.pool.launcher.shared.gate
+            if gate is not None and gate.active.value:
+                self.report.waited_for_resources = sum(gate.waited)
         if self.dist != "each" and (self.gave_up or not self.pool.stopping):
             self.losses.never_ran(self.gave_up or NOT_RUN_BUG)
         if self.dispatcher.fatal is not None:
@@ -291,6 +310,9 @@ class ParallelRun:
 
     def _gone(self, worker: Worker, ended: Lifecycle) -> None:
         """What ``worker``'s end means for the run: lost tests fail, a replacement may start."""
+        gate = self.pool.launcher.shared.gate
+        if gate is not None and gate.active.value:
+            gate.leave(worker.slot, wait=LOCK_WAIT_S)  # what a lost test held is free again
         error = self.losses.worker_gone(worker, ended)
         if error is None:
             taking_over = worker.retired and ended is Lifecycle.FINISHED

@@ -26,6 +26,7 @@ class RunReport:
     ended: float | None = None
     recycled: Counter[str] = field(default_factory=Counter)  # by the limit hit: memory, tests
     recycling: list[str] = field(default_factory=list)  # "gw1: ran 500 tests", in order
+    waited_for_resources: float = 0.0  # seconds workers waited to start serial or capped tests
 
     def worker_recycled(self, worker: str, limit: str, detail: str) -> None:
         self.recycled[limit] += 1
@@ -59,6 +60,8 @@ class RunReport:
             f"efficiency {self.efficiency(worker_slots):.0%} "
             f"(busy {self.busy:.1f}s of {worker_slots} x {self.wall:.1f}s)"
         )
+        if self.waited_for_resources:
+            line += f", {self.waited_for_resources:.1f}s waiting for serial or capped tests"
         if self.recycled:
             count = sum(self.recycled.values())
             limits = ", ".join(f"{n} over the {limit} limit" for limit, n in self.recycled.items())

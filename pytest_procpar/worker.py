@@ -31,6 +31,7 @@ from pytest_procpar import (
     messages,
     pytest_internals,
     reports,
+    resources,
     worker_limits,
     xdist_compat,
 )
@@ -55,6 +56,7 @@ class Shared:
     maxfail: int
     running: Any  # RawArray of int: index of the item each slot runs now, -1 between items
     running_since: Any  # RawArray of double: when that item started (faults.now()), for timeouts
+    gate: resources.Gate | None = None  # local workers: when a test may start (serial, capped)
 
     def should_stop(self) -> bool:
         return bool(self.stop.value) or bool(self.maxfail and sum(self.failures) >= self.maxfail)
@@ -168,6 +170,11 @@ class WorkerLoop:
             xdist_compat.workerinput(session.config) or {}
         )
         self.tests_run = 0
+        self.turns = (
+            resources.Turns(shared.gate, slot, self.items, shared.should_stop)
+            if shared.gate is not None
+            else None
+        )
         session.config.pluginmanager.register(self.recorder, "procpar_worker")
         self.recorder.live = True
         stream = logfile.LogFileStream(lambda: self.recorder.events)
@@ -228,7 +235,9 @@ class WorkerLoop:
         self.recorder.keyword_changes.watch(session)
         self._refill()
         while self.queue and not self.shared.should_stop():
-            index = self.queue.popleft()
+            index = self.turns.next_index(self.queue) if self.turns else self.queue.popleft()
+            if index is None:
+                break  # the run stopped while this worker waited for its next test to start
             nextitem = self.items[self.queue[0]] if self.queue else None
             self.recorder.begin(self.items[index])
             started = faults.now()
@@ -244,6 +253,8 @@ class WorkerLoop:
             finally:
                 if os.getpid() != self.pid:  # a test forked and its child came back up here
                     os._exit(0)
+                if self.turns:
+                    self.turns.done()
                 self.shared.running[self.slot] = -1
                 self.send_events(index, faults.now() - started)
             if isolation.streams_broken():
