@@ -18,6 +18,7 @@ from pytest_procpar.losses import LossAccounting
 from pytest_procpar.messages import Event, FromWorker
 from pytest_procpar.pool import Lifecycle, Worker
 from pytest_procpar.replay import Replayer
+from pytest_procpar.retries import Retries, attempt_failed
 from pytest_procpar.runreport import RunReport
 
 
@@ -36,6 +37,8 @@ class Dispatcher:
         self.config = session.config
         self.replayer = replayer
         self.losses: LossAccounting | None = None  # the run's, once its items are known
+        self.retries: Retries | None = None  # with retries on, once the items are known
+        self.item_settled: Callable[[], None] = lambda: None  # a test's attempt is over
         self.report = report
         self.give_work = give_work
         self.collected = collected
@@ -81,9 +84,22 @@ class Dispatcher:
     def item_done(self, worker: Worker, index: int, events: list[Event], seconds: float) -> None:
         if self.losses is None:
             raise messages.ProtocolError((messages.ITEM, index, "before the run's items"))
-        self.losses.item_reported(worker, index)
         self.report.item_done(worker.workerid, seconds)
+        retries = self.retries
+        if retries is not None:
+            item = self.replayer.items[index]
+            failed = attempt_failed(events)
+            if failed and retries.has_retry(item):
+                reports_made = self.replayer.set_aside(worker.node, index, events)
+                retries.retry(item, index, worker.workerid, reports_made)
+                self.losses.attempt_done(worker, index)
+                self.item_settled()
+                return
+            retries.final(index, item.nodeid, passed=not failed)
+        self.losses.item_reported(worker, index)
         self.replayer.replay_item(worker.node, index, events, seconds)
+        if retries is not None:
+            self.item_settled()
 
     def finished(self, worker: Worker, workeroutput: dict[str, Any]) -> None:
         worker.node.workeroutput = workeroutput

@@ -22,6 +22,7 @@ from pytest_procpar import (
     once,
     pytest_internals,
     resources,
+    retries,
     timelimits,
     workitems,
 )
@@ -33,6 +34,7 @@ MARKERS_READ = (
     workitems.ORDER_MARKERS,
     (resources.SERIAL_MARKER,),
     (resources.RESOURCE_MARKER,),
+    (retries.FLAKY_MARKER,),
 )
 
 

@@ -22,7 +22,12 @@ from pytest_procpar import pytest_internals
 from pytest_procpar.pytest_internals import xml_key
 
 # Plugins that only make sense once per run; the controller keeps them.
-CONTROLLER_ONLY_PLUGINS = ("stepwiseplugin", "procpar_controller", "procpar_shard")
+CONTROLLER_ONLY_PLUGINS = (
+    "stepwiseplugin",
+    "procpar_controller",
+    "procpar_shard",
+    "procpar_retries",
+)
 
 
 class SilentTerminal:

@@ -17,6 +17,7 @@ import pytest
 from pytest_procpar import faults, isolation, messages
 from pytest_procpar.pool import Lifecycle, Worker
 from pytest_procpar.replay import Replayer
+from pytest_procpar.retries import Retries
 from pytest_procpar.scheduler import Scheduler
 from pytest_procpar.workitems import Chains
 
@@ -40,11 +41,16 @@ class LossAccounting:
         self.scheduler = scheduler
         self.chains = chains
         self.reported: set[int] = set()
+        self.retries: Retries | None = None  # with retries on: a lost test may run again
 
     def item_reported(self, worker: Worker, index: int) -> None:
+        self.attempt_done(worker, index)
+        self.reported.add(index)
+
+    def attempt_done(self, worker: Worker, index: int) -> None:
+        """``worker`` ran ``index`` (perhaps not for the last time: retries)."""
         if index in worker.assigned:
             worker.assigned.remove(index)
-        self.reported.add(index)
 
     def worker_gone(self, worker: Worker, ended: Lifecycle) -> str | None:
         """``worker``'s process is gone, ``ended`` being where its life was: fail what it lost
@@ -76,11 +82,19 @@ class LossAccounting:
             when: messages.When = "teardown" if index in self.reported else "call"
             running, since = worker.handle.running()
             seconds = faults.now() - since if running == index else 0.0  # as far as it got
-            report = self.replayer.fail_item(worker.node, item, message, when, seconds, detail)
-            self.item_reported(worker, index)
-            self.config.hook.pytest_procpar_item_lost(
-                nodeid=item.nodeid, report=report, scheduler=self.scheduler
-            )
+            report = self.replayer.lost_report(worker.node, item, message, when, seconds, detail)
+            retries = self.retries
+            if when == "call" and retries is not None and retries.has_retry(item):
+                retries.retry(item, index, worker.workerid, [report])
+                self.attempt_done(worker, index)
+            else:
+                if retries is not None:
+                    retries.final(index, item.nodeid, passed=False)
+                self.replayer.fail_item(item, report)
+                self.item_reported(worker, index)
+                self.config.hook.pytest_procpar_item_lost(
+                    nodeid=item.nodeid, report=report, scheduler=self.scheduler
+                )
         self.give_back(worker)
         return message
 
@@ -93,5 +107,6 @@ class LossAccounting:
         """Fail every item nobody reported: ``not run: <reason>``."""
         for index, item in enumerate(self.items):
             if index not in self.reported:
-                self.replayer.fail_item(None, item, f"not run: {reason}", "call")
+                report = self.replayer.lost_report(None, item, f"not run: {reason}", "call")
+                self.replayer.fail_item(item, report)
                 self.reported.add(index)

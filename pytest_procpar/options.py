@@ -178,6 +178,23 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
         "instead of pytest's cache, e.g. to cache or commit it in CI.",
     )
     group.addoption(
+        "--procpar-retries",
+        dest="procpar_retries",
+        metavar="N",
+        type=parse_restarts,
+        default=None,
+        help="Run a failed or crashed test again, up to N times, on another worker when there "
+        "is one; one that passes on a retry is FLAKY. Per test: "
+        "@pytest.mark.procpar_flaky(retries=N). Ini: procpar_retries.",
+    )
+    group.addoption(
+        "--procpar-flaky-fail",
+        dest="procpar_flaky_fail",
+        action="store_true",
+        default=None,
+        help="A flaky test fails the run (exit code 1). Ini: procpar_flaky_fail.",
+    )
+    group.addoption(
         "--procpar-threads",
         dest="procpar_threads",
         metavar="N",
@@ -221,6 +238,10 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
     parser.addini("procpar_start", "Default for --procpar-start.", default=None)
     parser.addini("procpar_collect", "Default for --procpar-collect.", default=None)
     parser.addini("procpar_threads", "Default for --procpar-threads.", default=None)
+    parser.addini("procpar_retries", "Default for --procpar-retries.", default=None)
+    parser.addini(
+        "procpar_flaky_fail", "Default for --procpar-flaky-fail.", type="bool", default=False
+    )
     parser.addini(
         "procpar_resources",
         "Resources tests hold with @pytest.mark.procpar_resource(name), and how many tests may "
@@ -253,6 +274,8 @@ class Settings:
     thread_env: dict[str, str] = field(default_factory=dict)  # for the workers' thread pools
     recycling: worker_limits.Recycling = field(default_factory=worker_limits.Recycling)
     resources: dict[str, int] = field(default_factory=dict)  # name: how many may hold it at once
+    retries: int = 0  # times a failed test runs again (see retries.py)
+    flaky_fail: bool = False  # a flaky test fails the run
 
 
 def _from_ini(config: pytest.Config, name: str, parse: Callable[[str], T]) -> T | None:
@@ -269,6 +292,14 @@ def _option(config: pytest.Config, dest: str, ini: str, parse: Callable[[str], T
     """The command line's value (already parsed by ``parse``), else the ini key's."""
     value: T | None = getattr(config.option, dest, None)
     return value if value is not None else _from_ini(config, ini, parse)
+
+
+def _retries(config: pytest.Config) -> int:
+    """``--procpar-retries``, unless pytest-rerunfailures retries (``--reruns``): it then has
+    the last word, as it runs the test again in the same worker."""
+    if getattr(config.option, "reruns", 0):
+        return 0
+    return _option(config, "procpar_retries", "procpar_retries", parse_restarts) or 0
 
 
 def auto_workers(config: pytest.Config) -> int:
@@ -335,6 +366,8 @@ def resolve(config: pytest.Config) -> Settings:
         collect=collect or "auto",
         recycling=recycling,
         resources=resources.parse_limits(config.getini("procpar_resources") or ""),
+        retries=_retries(config),
+        flaky_fail=bool(config.option.procpar_flaky_fail or config.getini("procpar_flaky_fail")),
     )
     if requested is None and not base.remote:
         return base

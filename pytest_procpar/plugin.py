@@ -72,6 +72,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
+        "procpar_flaky(retries=N): with -n, run this test again up to N times if it fails",
+    )
+    config.addinivalue_line(
+        "markers",
         "procpar_resource(name, ...): with -n, run this test while fewer tests than the "
         "resource's limit (ini procpar_resources, default 1) hold it",
     )

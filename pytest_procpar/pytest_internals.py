@@ -195,6 +195,14 @@ class KeywordChanges:
         return bool(nodes) and any(id(node) in nodes for node in item.listchain())
 
 
+def reset_for_rerun(item: pytest.Item) -> None:
+    """Fresh function-scoped fixtures for an item that runs again in this process (its fixture
+    values from the last run would otherwise be reused)."""
+    initrequest = getattr(item, "_initrequest", None)
+    if initrequest is not None:
+        initrequest()
+
+
 def make_mark(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> pytest.Mark:
     """A marker as a decorator would have made it (``Mark`` itself is private to make)."""
     return pytest.Mark(name, args, kwargs, _ispytest=True)

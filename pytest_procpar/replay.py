@@ -75,6 +75,40 @@ class Replayer:
                 case _:
                     self._replay_other(hooks, event)
 
+    def set_aside(
+        self, node: WorkerNode | None, index: int, events: list[Event]
+    ) -> list[pytest.TestReport]:
+        """An attempt that runs again (see :mod:`pytest_procpar.retries`): its reports, made but
+        not reported; its other events (warnings, log records) replayed as they came."""
+        item = self.items[index]
+        keywords = self.keywords.of(item)
+        nodeid = pytest_internals.structured_nodeid(item)
+        hooks = self._hooks_for(item)
+        location = item.location
+        made = []
+        for event in events:
+            match event:
+                case (messages.PLAIN_REPORT | messages.REPORT, *_):
+                    report = reports.decode_report(self.config, event, nodeid, location, keywords)
+                    if node is not None:
+                        xdist_compat.attach_node(report, node)
+                    made.append(report)
+                case (messages.LOGSTART, where, None):
+                    location = where
+                case (messages.LOGSTART | messages.LOGFINISH, *_):
+                    pass
+                case _:
+                    self._replay_other(hooks, event)
+        return made
+
+    def replay_reports(self, item: pytest.Item, made: Sequence[pytest.TestReport]) -> None:
+        """Report what :meth:`set_aside` made after all (the test will not run again)."""
+        hooks = self._hooks_for(item)
+        hooks.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        for report in made:
+            hooks.pytest_runtest_logreport(report=report)
+        hooks.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
     def replay_session(self, events: list[Event]) -> None:
         """Events outside any item: a worker's warnings, log records, suite properties."""
         for event in events:
@@ -107,7 +141,14 @@ class Replayer:
             self._hook_proxies[key] = item.ihook
         return self._hook_proxies[key]
 
-    def fail_item(
+    def fail_item(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        """Report ``item`` as failed (``report``, from :meth:`lost_report`) for a reason its
+        worker could not report itself; its duration is what ``--durations`` and the
+        durations store then see."""
+        self.replay_reports(item, [report])
+        self.durations.measure(item.nodeid, report.duration)
+
+    def lost_report(
         self,
         node: Any,
         item: pytest.Item,
@@ -116,9 +157,9 @@ class Replayer:
         seconds: float = 0.0,
         detail: str = "",
     ) -> pytest.TestReport:
-        """Report ``item`` as failed for a reason its worker could not report itself, after it
-        ran for ``seconds`` (what ``--durations`` and the durations store then see). The
-        ``detail`` is left out with ``--tb=line``, as pytest leaves out a failure's traceback."""
+        """A failed report of ``item``, which ran for ``seconds``, for a reason its worker
+        could not report. The ``detail`` is left out with ``--tb=line``, as pytest leaves out a
+        failure's traceback."""
         now = time.time()
         if self.config.option.tbstyle == "line":
             detail = ""
@@ -137,10 +178,6 @@ class Replayer:
         )
         if node is not None:
             xdist_compat.attach_node(report, node)
-        item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-        item.ihook.pytest_runtest_logreport(report=report)
-        item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
-        self.durations.measure(item.nodeid, seconds)
         return report
 
 

@@ -34,6 +34,7 @@ from pytest_procpar import (
     once,
     pytest_internals,
     resources,
+    retries,
     scheduling,
     worker_limits,
     workitems,
@@ -47,6 +48,7 @@ from pytest_procpar.output import BatchedTerminal
 from pytest_procpar.pool import Lifecycle, Worker, WorkerPool
 from pytest_procpar.remote import RemoteStartError
 from pytest_procpar.replay import Replayer
+from pytest_procpar.retries import FLAKY_MARKER, Retries, RetriesPlugin
 from pytest_procpar.runreport import RunReport
 from pytest_procpar.scheduler import Scheduler
 from pytest_procpar.timelimits import TimeLimits
@@ -107,6 +109,9 @@ class ParallelRun:
         self.terminal = BatchedTerminal(None)  # the real one while workers run
         self.survivors = gc_policy.SurvivorsAside()  # in force while the workers run
         self.gave_up: str | None = None
+        self.retries: Retries | None = None  # see _plan_retries
+        self.parked: list[Worker] = []  # asked for work while retries may still come
+        self.flaky_marked: bool | None = None  # whether a test has procpar_flaky (None: not known)
         self.run_fixtures: list[once.RunFixture] = []
 
     def _worker_count(self, settings: Settings) -> int:
@@ -133,6 +138,22 @@ class ParallelRun:
                     "--tx workers share no locks with them"
                 )
             gate.active.value = 1
+        self._plan_retries()
+
+    def _plan_retries(self) -> None:
+        """Retries are on with ``--procpar-retries`` or a ``procpar_flaky`` test (not with
+        ``--dist each``, which runs every test everywhere anyway)."""
+        default = self.settings.retries
+        marked = self.flaky_marked = any(
+            item.get_closest_marker(FLAKY_MARKER) for item in self.items
+        )
+        if self.dist == "each" or not (default or marked):
+            return
+        self.retries = Retries(default, self.settings.flaky_fail)
+        self.dispatcher.retries = self.losses.retries = self.retries
+        self.dispatcher.item_settled = self._wake_parked
+        plugin = RetriesPlugin(self.config, self.retries)
+        self.config.pluginmanager.register(plugin, "procpar_retries")
 
     def _make_scheduler(self) -> tuple[Scheduler, str]:
         return scheduling.make_scheduler(
@@ -170,6 +191,9 @@ class ParallelRun:
             "mainargv": list(sys.argv),
             **plugin_workerinput(self.config),
             worker_limits.WORKERINPUT_KEY: self.settings.recycling.workerinput(),
+            # the flaky marker is only looked up when a test may carry it: not known yet
+            # while workers collect, so looked up then
+            retries.WORKERINPUT_KEY: (self.settings.retries, self.flaky_marked is not False),
         }
         if self.start_method != "fork" or self.pool.launcher.is_remote(slot):
             # (forked workers inherit the values themselves)
@@ -228,6 +252,12 @@ class ParallelRun:
             gate = self.pool.launcher.shared.gate
             if gate is not None and gate.active.value:
                 self.report.waited_for_resources = sum(gate.waited)
+        if self.retries is not None:  # the run stopped before their next attempt ended
+            stopped = self.session.shouldfail  # as the first final failure said it
+            for index, last in self.retries.without_verdict():
+                self.replayer.replay_reports(self.items[index], last)
+                self.losses.reported.add(index)
+            self.session.shouldfail = stopped
         if self.dist != "each" and (self.gave_up or not self.pool.stopping):
             self.losses.never_ran(self.gave_up or NOT_RUN_BUG)
         if self.dispatcher.fatal is not None:
@@ -266,16 +296,30 @@ class ParallelRun:
             self.pool.unwatch(reader.fd)
 
     def _give_work(self, worker: Worker) -> None:
-        batch = [] if self.pool.stopping else self.scheduler.next_batch(worker.workerid)
-        batch = self.chains.expand(batch)
+        retries = None if self.pool.stopping else self.retries
+        batch = retries.batch_for(worker.workerid, self.pool.living()) if retries else []
+        if not batch and not self.pool.stopping:
+            batch = self.chains.expand(self.scheduler.next_batch(worker.workerid))
         if batch:
             if not self._takes(worker, batch):
                 return
             worker.assigned.extend(batch)
             worker.handle.send(messages.run(batch))
             self._scheduled(worker, batch)
+        elif retries is not None and retries.may_come(self.pool.living()):
+            if worker.assigned:
+                worker.handle.send(messages.run([]))  # none for now: it runs what it holds
+            else:
+                self.parked.append(worker)  # answered when a test fails for a retry, or at the end
         else:
             self.pool.tell_done(worker)
+
+    def _wake_parked(self) -> None:
+        """A test's attempt is over: workers waiting for work get a retry, or are done."""
+        parked, self.parked = self.parked, []
+        for worker in parked:
+            if worker.lifecycle is Lifecycle.RUNNING:
+                self._give_work(worker)
 
     def _takes(self, worker: Worker, batch: list[int]) -> bool:
         """Whether ``worker`` can run ``batch``: here it holds every item."""
@@ -314,6 +358,9 @@ class ParallelRun:
         if gate is not None and gate.active.value:
             gate.leave(worker.slot, wait=LOCK_WAIT_S)  # what a lost test held is free again
         error = self.losses.worker_gone(worker, ended)
+        if worker in self.parked:
+            self.parked.remove(worker)
+        self._wake_parked()  # what it was handed is back for the others
         if error is None:
             taking_over = worker.retired and ended is Lifecycle.FINISHED
             if taking_over and self.scheduler.has_pending() and not self.pool.stopping:

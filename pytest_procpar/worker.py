@@ -32,6 +32,7 @@ from pytest_procpar import (
     pytest_internals,
     reports,
     resources,
+    retries,
     worker_limits,
     xdist_compat,
 )
@@ -77,6 +78,7 @@ class EventRecorder:
         self.keyword_names = pytest_internals.ReportKeywords()
         self.keyword_changes = pytest_internals.KeywordChanges()  # watched once the loop runs
         self.live = False  # historic hook replays at registration are not this worker's news
+        self.retryable = False  # the running item may run again: its failure is not final
 
     def begin(self, item: pytest.Item | None) -> None:
         """Record for ``item`` from now (None: between items, the session's own start or end).
@@ -111,8 +113,8 @@ class EventRecorder:
         # settle the report's outcome there (pytest's subtests fail a test whose subtests
         # failed), and such a verdict is only known in the process that ran the test.
         self.config.hook.pytest_report_teststatus(report=report, config=self.config)
-        if report.failed and not hasattr(report, "wasxfail"):
-            self.shared.failures[self.slot] += 1
+        if report.failed and not hasattr(report, "wasxfail") and not self.retryable:
+            self.shared.failures[self.slot] += 1  # (a retried test's verdict is the controller's)
         if self.item is not None and self.shared.should_stop():
             # Like serial -x: the running item's teardown then takes everything down.
             session = self.item.session
@@ -170,6 +172,8 @@ class WorkerLoop:
             xdist_compat.workerinput(session.config) or {}
         )
         self.tests_run = 0
+        self.nothing_yet = False
+        self.retries = retries.WorkerRetries(xdist_compat.workerinput(session.config) or {})
         self.turns = (
             resources.Turns(shared.gate, slot, self.items, shared.should_stop)
             if shared.gate is not None
@@ -186,6 +190,7 @@ class WorkerLoop:
         for command in commands:
             match command:
                 case (messages.RUN, indexes):
+                    self.nothing_yet = not indexes  # none for now, but the run is not over
                     self.queue.extend(indexes)
                     self.low_water = max(1, len(indexes) // 2)
                     self.asked = False
@@ -208,14 +213,18 @@ class WorkerLoop:
             self.asked = True
 
     def _refill(self) -> None:
-        """Ask early for more work; wait for it only when the next item is needed."""
-        if not self.no_more and len(self.queue) <= self.low_water:
+        """Ask early for more work; wait for it only when the next item is needed (or, when
+        the controller had nothing for now, once the queue is empty: retries may follow)."""
+        if not self.no_more and len(self.queue) <= self.low_water and not self._held_off():
             self._ask()
         if self.asked:  # commands only ever answer a request (a stop comes as shared memory)
             self.take(self.reader.receive(block=False))
-        while not self.no_more and len(self.queue) < 2:
+        while not self.no_more and len(self.queue) < 2 and not self._held_off():
             self._ask()
             self.take(self.reader.receive(block=True))
+
+    def _held_off(self) -> bool:
+        return self.nothing_yet and bool(self.queue)
 
     def send_events(self, index: int | None, seconds: float = 0.0) -> None:
         """What was recorded since the last send: ``index``'s events, or the session's."""
@@ -240,6 +249,7 @@ class WorkerLoop:
                 break  # the run stopped while this worker waited for its next test to start
             nextitem = self.items[self.queue[0]] if self.queue else None
             self.recorder.begin(self.items[index])
+            self.recorder.retryable = self.retries.before(self.items[index], index)
             started = faults.now()
             self.shared.running_since[self.slot] = started
             self.shared.running[self.slot] = index

@@ -319,6 +319,17 @@ def test_reruns_flaky_test_like_serial(pytester: pytest.Pytester) -> None:
         assert marker.exists()
 
 
+def test_reruns_win_over_procpar_retries(pytester: pytest.Pytester) -> None:
+    """With ``--reruns`` pytest-rerunfailures reruns in the worker, and ``--procpar-retries``
+    stays out of its way: the same outcomes as with ``--reruns`` alone, nothing flaky."""
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(test_flaky=FLAKY)
+    alone = parallel(pytester, "--reruns", "2")
+    (pytester.path / "flaky-ran").unlink()
+    both = parallel(pytester, "--reruns", "2", "--procpar-retries", "3")
+    assert both.parseoutcomes() == alone.parseoutcomes() == {"passed": 2, "failed": 1, "rerun": 2}
+
+
 CRASHING_ONCE = """
 import os
 from pathlib import Path
