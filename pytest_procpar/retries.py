@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # the controller's; a worker imports this module too
     from pytest_procpar.pool import Worker
 
 FLAKY_MARKER = "procpar_flaky"
+# What pytest's short test summary lists for each -r character (a header only when it does)
+SUMMARISED = dict(f="failed", E="error", s="skipped", x="xfailed", X="xpassed", p="passed")
 WORKERINPUT_KEY = "procpar_retries"  # in workerinput: retries are on, failures are not final
 
 
@@ -165,9 +167,23 @@ class RetriesPlugin:
                         failed.toterminal(writer)
                     else:
                         terminalreporter.write_line(str(failed.longrepr))
-        for nodeid in self.retries.flaky:
-            passed_on = len(self.retries.earlier[nodeid]) + 1
-            terminalreporter.write_line(f"FLAKY {nodeid} - passed on attempt {passed_on}")
+
+    # around the terminal reporter's, which prints the short test summary last
+    @pytest.hookimpl(wrapper=True, tryfirst=True, specname="pytest_terminal_summary")
+    def pytest_terminal_summary_flaky_lines(  # (pytest reads hooks from pytest_* names only)
+        self, terminalreporter: pytest.TerminalReporter
+    ) -> Generator[None, object, object]:
+        """``FLAKY <nodeid>`` lines at the end of the short test summary (``-r``)."""
+        result = yield
+        reporter = terminalreporter
+        if self.retries.flaky and reporter.reportchars:
+            chars = [char for char in reporter.reportchars if char in SUMMARISED]
+            if not any(reporter.stats.get(SUMMARISED[char]) for char in chars):
+                reporter.write_sep("=", "short test summary info", cyan=True, bold=True)
+            for nodeid in self.retries.flaky:
+                passed_on = len(self.retries.earlier[nodeid]) + 1
+                reporter.write_line(f"FLAKY {nodeid} - passed on attempt {passed_on}")
+        return result
 
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, object, object]:

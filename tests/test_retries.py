@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import junit_suite, parallel
+from harness import junit_suite, parallel, run
 
 SUITE = """
     import os, pathlib
@@ -50,26 +50,33 @@ def cases(path: Path) -> dict[str | None, list[str]]:
     return {case.get("name"): [child.tag for child in case] for case in suite.iter("testcase")}
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_flaky_and_failed_verdicts(pytester: pytest.Pytester, method: str) -> None:
+@pytest.mark.parametrize(
+    "how",
+    [("-n", "2"), ("-n", "2", "--procpar-start", "spawn"), ("--tx", "2*popen")],
+    ids=["fork", "spawn", "--tx"],
+)
+def test_flaky_and_failed_verdicts(pytester: pytest.Pytester, how: tuple[str, ...]) -> None:
     pytester.makepyfile(test_suite=SUITE)
-    result = parallel(
-        pytester, "--procpar-retries", "2", "--junitxml=junit.xml", "-rA", method=method
-    )
+    result = run(pytester, *how, "--procpar-retries", "2", "--junitxml=junit.xml", "-rA")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert result.parseoutcomes() == {"failed": 1, "flaky": 2, "passed": 4}
     output = result.stdout.str()
-    flaky_section = output[output.index("= flaky tests =") :]
+    flaky_section = output[output.index("= flaky tests =") : output.index("short test summary")]
     for shown in (  # in the order they passed
         "test_suite.py::test_fails_once (attempt 1 of 2, gw",
         "AssertionError: first attempt fails",
         "test_suite.py::test_crashes_once (attempt 1 of 2, gw",
         "crashed while running test_suite.py::test_crashes_once",
+    ):
+        assert shown in flaky_section, output
+    short_summary = output[output.index("short test summary") :]
+    for shown in (
+        "FAILED test_suite.py::test_always - AssertionError: always",
         "FLAKY test_suite.py::test_fails_once - passed on attempt 2",
         "FLAKY test_suite.py::test_crashes_once - passed on attempt 2",
     ):
-        assert shown in flaky_section, output
-    result.stdout.fnmatch_lines(["FAILED test_suite.py::test_always - AssertionError: always"])
+        assert shown in short_summary, output
+    assert "PASSED test_suite.py::test_fails_once" not in output
     for name in ("fails_once", "crashes_once"):
         first, second = attempts(pytester, name)
         assert first != second  # the retry ran in another process
