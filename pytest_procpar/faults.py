@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -149,3 +150,19 @@ def now() -> float:
     would otherwise give a test a duration of decades, and the controller a deadline that
     ``select`` cannot wait for)."""
     return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+def interrupt_on_sigterm() -> Callable[[], None]:
+    """While workers run, SIGTERM to the controller ends the run like Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore

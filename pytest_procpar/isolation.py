@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,13 @@ def streams_broken() -> bool:
     """Whether a test closed the worker's standard streams (every later test would fail)."""
     streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
     return any(stream is not None and stream.closed for stream in streams)
+
+
+def controller_basetemp(config: pytest.Config) -> tuple[Path, Path | None]:
+    """Where workers' temp directories go: the session's basetemp, or (``-p no:tmpdir``) a
+    directory of the run's own, returned second so that the run removes it."""
+    factory = pytest_internals.tmp_path_factory(config)
+    if factory is not None:
+        return Path(factory.getbasetemp()), None
+    own = Path(tempfile.mkdtemp(prefix="procpar-"))
+    return own, own

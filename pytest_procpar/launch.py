@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import threading
 import warnings
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
@@ -340,3 +341,13 @@ class Launcher:
             "units": None if share is None else [unit.nodeid for unit in self.units],
             "share": share,
         }
+
+
+def header(workers: int, method: str, launcher: Launcher, items: int) -> str:
+    """``procpar: 2 workers (fork), 120 items``; remote ones by spec (``1 fork, 2*popen``)."""
+    remote = Counter(launcher.slot_specs)  # in slot order; None counts local ones
+    local = remote.pop(None, 0)
+    kinds = [f"{local} {method}" if remote else method] if local else []
+    kinds += [f"{count}*{spec}" for spec, count in remote.items()]
+    plural = "s" if workers != 1 else ""
+    return f"procpar: {workers} worker{plural} ({', '.join(kinds)}), {items} items"

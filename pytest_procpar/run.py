@@ -14,11 +14,7 @@ from __future__ import annotations
 import shutil
 import signal
 import sys
-import tempfile
-import threading
-from collections import Counter
 from collections.abc import Callable, Collection
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,12 +23,12 @@ from pytest_procpar import (
     coverage_support,
     faults,
     gc_policy,
+    isolation,
     junit,
     launch,
     logfile,
     messages,
     once,
-    pytest_internals,
     resources,
     retries,
     scheduling,
@@ -89,7 +85,7 @@ class ParallelRun:
             session, self.replayer, self.report, self._give_work, self._collected
         )
         self.time_limits = TimeLimits(settings.timeout, [])  # the items', once they are known
-        basetemp, self.own_basetemp = controller_basetemp(self.config)
+        basetemp, self.own_basetemp = isolation.controller_basetemp(self.config)
         local = [None] * (settings.workers - len(settings.remote))
         slot_specs = [*local, *settings.remote][: self.worker_count]
         launcher = launch.Launcher(
@@ -225,10 +221,10 @@ class ParallelRun:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             method = f"{self.start_method}{self.notice}"
-            line = header(self.worker_count, method, self.pool.launcher, len(self.items))
+            line = launch.header(self.worker_count, method, self.pool.launcher, len(self.items))
             reporter.write_line(f"{line}, {collected}" if collected else line)
             reporter.flush()
-        restore = _interrupt_on_sigterm()
+        restore = faults.interrupt_on_sigterm()
         self.terminal = BatchedTerminal(self.config.pluginmanager.get_plugin("terminalreporter"))
         try:
             self.run_fixtures = once.set_up_for(self.items, self.config)
@@ -413,39 +409,3 @@ def plugin_workerinput(config: pytest.Config) -> dict[str, Any]:
         logfile.LOG_FILE_KEY: logfile.log_file_configured(config),
         **junit.workerinput(config),
     }
-
-
-def header(workers: int, method: str, launcher: launch.Launcher, items: int) -> str:
-    """``procpar: 2 workers (fork), 120 items``; remote ones by spec (``1 fork, 2*popen``)."""
-    remote = Counter(launcher.slot_specs)  # in slot order; None counts local ones
-    local = remote.pop(None, 0)
-    kinds = [f"{local} {method}" if remote else method] if local else []
-    kinds += [f"{count}*{spec}" for spec, count in remote.items()]
-    plural = "s" if workers != 1 else ""
-    return f"procpar: {workers} worker{plural} ({', '.join(kinds)}), {items} items"
-
-
-def controller_basetemp(config: pytest.Config) -> tuple[Path, Path | None]:
-    """Where workers' temp directories go: the session's basetemp, or (``-p no:tmpdir``) a
-    directory of the run's own, returned second so that the run removes it."""
-    factory = pytest_internals.tmp_path_factory(config)
-    if factory is not None:
-        return Path(factory.getbasetemp()), None
-    own = Path(tempfile.mkdtemp(prefix="procpar-"))
-    return own, own
-
-
-def _interrupt_on_sigterm() -> Callable[[], None]:
-    """While workers run, SIGTERM to the controller ends the run like Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
-
-    return restore
