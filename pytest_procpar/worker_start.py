@@ -258,6 +258,9 @@ def run_spawned(start: SpawnStart) -> None:
     xdist_compat.export_identity(start.workerinput)  # before any plugin or conftest looks
     os.chdir(start.invocation_dir)
     config = pytest.Config.fromdictargs(start.option_dict, start.args)
+    # The command line's --basetemp is the controller's: a worker that shared it would wipe
+    # it (and race the others creating it); its own was chosen for it (None: a default one).
+    config.option.basetemp = start.option_dict.get("basetemp")
     xdist_compat.become_worker(config, start.workerinput)
     if config.option.log_file:  # opening it ("w") would truncate the controller's
         config.option.log_file = os.devnull

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from harness import runpytest
 
@@ -79,3 +81,33 @@ def test_side_by_side_with_xdist(pytester: pytest.Pytester) -> None:
     theirs.assert_outcomes(passed=2)
     assert "procpar:" not in theirs.stdout.str()
     theirs.stdout.fnmatch_lines(["*2 workers [[]2 items[]]*"])
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_spawned_workers_keep_their_own_basetemp(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    """``--basetemp`` on the command line is the controller's: each worker's ``tmp_path``
+    lives in a directory of its own under it (``popen-gwN``), as with forked workers."""
+    pytester.makepyfile(
+        """
+        import os
+        import pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_where(n, tmp_path, worker_id):
+            with open(os.path.join(os.environ["OUT"], f"{worker_id}-{n}.txt"), "w") as out:
+                out.write(str(tmp_path))
+        """
+    )
+    out = pytester.mkdir("out")
+    basetemp = pytester.path / "chosen"
+    monkeypatch.setenv("OUT", str(out))
+    result = runpytest(
+        pytester, "-p", "procpar", "-n", "2", "--procpar-start", method,
+        "--procpar-collect=controller", f"--basetemp={basetemp}",
+    )  # fmt: skip
+    result.assert_outcomes(passed=4)
+    for path in out.iterdir():
+        worker = path.name.split("-")[0]
+        assert Path(path.read_text()).is_relative_to(basetemp / f"popen-{worker}"), path
