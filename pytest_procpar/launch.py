@@ -331,6 +331,7 @@ class Launcher:
                 "invocation_dir": str(config.invocation_params.dir),
                 "nodeids": [item.nodeid for item in self.session.items],
                 "deselected": sorted(self.deselected),
+                "units": [unit.nodeid for unit in self.units],
             }
         same = self._same_for_all
         return {
@@ -338,7 +339,7 @@ class Launcher:
             "option_dict": dict(same["option_dict"], basetemp=basetemp),
             "workerinput": workerinput,
             "initial": list(initial),
-            "units": None if share is None else [unit.nodeid for unit in self.units],
+            "units": None if share is None else same["units"],
             "share": share,
         }
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from pytest_procpar import workitems
+
 SERIAL_MARKER = "procpar_serial"
 RESOURCE_MARKER = "procpar_resource"
 SLOTS_KEY = pytest.StashKey[dict[str, int]]()  # on a running item: the slot of each resource
@@ -63,7 +65,10 @@ def needs_of(item: pytest.Item) -> Needs | None:
 
 
 def any_gated(items: Iterable[pytest.Item]) -> bool:
-    return any(needs_of(item) is not None for item in items)
+    """Whether a test carries one of the markers (looked up once per parent: every run asks)."""
+    known: dict[int, pytest.Mark | None] = {}
+    names = (SERIAL_MARKER, RESOURCE_MARKER)
+    return any(workitems.closest_marker(item, names, known) for item in items)
 
 
 class Gate:

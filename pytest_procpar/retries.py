@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_procpar import messages, pytest_internals
+from pytest_procpar import messages, pytest_internals, workitems
 from pytest_procpar.messages import Event
 
 if TYPE_CHECKING:  # the controller's; a worker imports this module too
@@ -155,13 +155,13 @@ class RetriesPlugin:
         if not self.retries.flaky:
             return
         terminalreporter.write_sep("=", "flaky tests")
+        writer = pytest_internals.terminal_writer(terminalreporter)
         for nodeid in self.retries.flaky:
             attempts = self.retries.earlier[nodeid]
             for number, attempt in enumerate(attempts, 1):
                 terminalreporter.write_sep(
                     "_", f"{nodeid} (attempt {number} of {len(attempts) + 1}, {attempt.workerid})"
                 )
-                writer = pytest_internals.terminal_writer(terminalreporter)
                 for failed in (r for r in attempt.reports if r.failed):
                     if writer is not None:
                         failed.toterminal(writer)
@@ -208,6 +208,7 @@ class WorkerRetries:
     def __init__(self, workerinput: dict[str, Any]) -> None:
         self.default, self.marked = workerinput.get(WORKERINPUT_KEY, (0, False))
         self.ran: set[int] = set()
+        self.known: dict[int, pytest.Mark | None] = {}  # closest_marker's memo, by parent
 
     def before(self, item: pytest.Item, index: int) -> bool:
         """``item`` is about to run: whether it may run again after this."""
@@ -215,7 +216,7 @@ class WorkerRetries:
             pytest_internals.reset_for_rerun(item)
         self.ran.add(index)
         retryable = bool(self.default) or (
-            self.marked and item.get_closest_marker(FLAKY_MARKER) is not None
+            self.marked and workitems.closest_marker(item, (FLAKY_MARKER,), self.known) is not None
         )
         if retryable and item.config.option.maxfail:
             item.config.option.maxfail = 0  # the controller's session counts final failures

@@ -140,8 +140,9 @@ class ParallelRun:
         """Retries are on with ``--procpar-retries`` or a ``procpar_flaky`` test (not with
         ``--dist each``, which runs every test everywhere anyway)."""
         default = self.settings.retries
+        known: dict[int, pytest.Mark | None] = {}
         marked = self.flaky_marked = any(
-            item.get_closest_marker(FLAKY_MARKER) for item in self.items
+            workitems.closest_marker(item, (FLAKY_MARKER,), known) for item in self.items
         )
         if self.dist == "each" or not (default or marked):
             return

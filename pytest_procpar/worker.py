@@ -168,12 +168,11 @@ class WorkerLoop:
         self.pid = os.getpid()
         self.broken: int | None = None
         self.recorder = EventRecorder(session.config, shared, slot)
-        self.recycling = worker_limits.Recycling.from_workerinput(
-            xdist_compat.workerinput(session.config) or {}
-        )
+        given = xdist_compat.workerinput(session.config) or {}
+        self.recycling = worker_limits.Recycling.from_workerinput(given)
         self.tests_run = 0
         self.nothing_yet = False
-        self.retries = retries.WorkerRetries(xdist_compat.workerinput(session.config) or {})
+        self.retries = retries.WorkerRetries(given)
         self.turns = (
             resources.Turns(shared.gate, slot, self.items, shared.should_stop)
             if shared.gate is not None
