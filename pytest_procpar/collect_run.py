@@ -105,6 +105,11 @@ class CollectingRun(ParallelRun):
         else:
             self.waiting.append(worker)
 
+    def _more_may_come(self) -> bool:
+        """Work left that the scheduler did not find worth importing for a worker may become
+        so once more tests have finished (a suite's first tests say little about the rest)."""
+        return super()._more_may_come() or self.scheduler.has_pending()
+
     def _takes(self, worker: Worker, batch: list[int]) -> bool:
         """Have ``worker`` collect the files of ``batch`` it lacks, if it has run no test
         yet (a module built at import from state an earlier test left would differ). One that

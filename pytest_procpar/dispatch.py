@@ -98,8 +98,7 @@ class Dispatcher:
             retries.final(index, item.nodeid, passed=not failed)
         self.losses.item_reported(worker, index)
         self.replayer.replay_item(worker.node, index, events, seconds)
-        if retries is not None:
-            self.item_settled()
+        self.item_settled()
 
     def finished(self, worker: Worker, workeroutput: dict[str, Any]) -> None:
         worker.node.workeroutput = workeroutput

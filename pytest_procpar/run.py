@@ -106,9 +106,10 @@ class ParallelRun:
         self.survivors = gc_policy.SurvivorsAside()  # in force while the workers run
         self.gave_up: str | None = None
         self.retries: Retries | None = None  # see _plan_retries
-        self.parked: list[Worker] = []  # asked for work while retries may still come
+        self.parked: list[Worker] = []  # asked for work while more may still come
         self.flaky_marked: bool | None = None  # whether a test has procpar_flaky (None: not known)
         self.run_fixtures: list[once.RunFixture] = []
+        self.dispatcher.item_settled = self._wake_parked
 
     def _worker_count(self, settings: Settings) -> int:
         """Never more workers than items, except that "each" runs every item on every
@@ -148,7 +149,6 @@ class ParallelRun:
             return
         self.retries = Retries(default, self.settings.flaky_fail)
         self.dispatcher.retries = self.losses.retries = self.retries
-        self.dispatcher.item_settled = self._wake_parked
         plugin = RetriesPlugin(self.config, self.retries)
         self.config.pluginmanager.register(plugin, "procpar_retries")
 
@@ -303,16 +303,22 @@ class ParallelRun:
             worker.assigned.extend(batch)
             worker.handle.send(messages.run(batch))
             self._scheduled(worker, batch)
-        elif retries is not None and retries.may_come(self.pool.living()):
+        elif not self.pool.stopping and self._more_may_come():
             if worker.assigned:
                 worker.handle.send(messages.run([]))  # none for now: it runs what it holds
             else:
-                self.parked.append(worker)  # answered when a test fails for a retry, or at the end
+                self.parked.append(worker)  # asks again when a test is over, or at the end
         else:
             self.pool.tell_done(worker)
 
+    def _more_may_come(self) -> bool:
+        """Whether a worker given nothing now may get work later: a test may still fail and
+        be retried."""
+        return self.retries is not None and self.retries.may_come(self.pool.living())
+
     def _wake_parked(self) -> None:
-        """A test's attempt is over: workers waiting for work get a retry, or are done."""
+        """A test's attempt is over: workers waiting for work ask again (a retry, work the
+        scheduler now finds worth handing out), or are done."""
         parked, self.parked = self.parked, []
         for worker in parked:
             if worker.lifecycle is Lifecycle.RUNNING:

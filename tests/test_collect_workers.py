@@ -206,7 +206,9 @@ def test_work_moves_to_the_worker_whose_share_ran_out(pytester: pytest.Pytester)
     """One file holds all the slow tests: a worker whose share is done takes half of them
     over. Every test runs exactly once, on two processes, and every process imported the
     file before it ran any test (the worker that ran test_quick does not import it after;
-    a fresh one forked in its place does)."""
+    a fresh one forked in its place does). Importing the file costs more than its tests are
+    guessed to take before any has run, so the worker asking first gets nothing: it must ask
+    again once the first slow test has run, not finish."""
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(
         test_slow="""
@@ -220,6 +222,7 @@ def test_work_moves_to_the_worker_whose_share_ran_out(pytester: pytest.Pytester)
                     events.write(line + "\\n")
 
             log("import")
+            time.sleep(0.1)  # what importing it costs
 
             @pytest.mark.parametrize("n", range(8))
             def test_slow(n):

@@ -490,3 +490,30 @@ def test_worksteal_thief_takes_upper_half_of_busiest_queue_in_order(
         assert batch == [own.popleft() for _ in batch]
     assert worker.done
     assert not own and not any(remaining.values())
+
+
+def test_shares_work_not_worth_importing_yet_is_taken_once_tests_say_otherwise() -> None:
+    """A worker whose own file is done asks while nothing of the other file has run: eight
+    tests guessed at a few milliseconds do not pay for a 0.1 s import, so it gets nothing. Once
+    one of them took 0.25 s, it asks again and takes about half of the rest, from the tail."""
+
+    def item(index: int, file: str) -> WorkItem:
+        return WorkItem(index, f"{file}::t{index}", file, file, None, None, 0.0, False, False)
+
+    items = [item(0, "test_quick.py"), *(item(n, "test_slow.py") for n in range(1, 9))]
+    homes = {"gw0": {"test_quick.py"}, "gw1": {"test_slow.py"}}
+    measured: dict[str, float] = {}
+    imports = {"test_quick.py": 0.1, "test_slow.py": 0.1}
+    scheduler = ShareScheduler(items, 2, homes, imports, "load", measured)
+    assert scheduler.next_batch("gw0") == [0]
+    first = scheduler.next_batch("gw1")
+    assert first[0] == 1
+    measured["test_quick.py::t0"] = 0.001
+    assert scheduler.next_batch("gw0") == []
+    assert scheduler.has_pending()
+    assert scheduler.next_batch("gw0") == []  # asked again, nothing new known: the same
+    measured["test_slow.py::t1"] = 0.25
+    taken = scheduler.next_batch("gw0")
+    taken += [index for unit in scheduler.queues["gw0"].units for index in unit.indexes]
+    assert taken == list(range(9 - len(taken), 9)) and 2 <= len(taken) <= 4, taken
+    assert not set(taken) & set(first)

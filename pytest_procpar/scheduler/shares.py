@@ -102,6 +102,9 @@ class ShareScheduler:
         self.measured = measured if measured is not None else {}  # this run's, as it goes
         self._guess_s = FIRST_GUESS_S
         self._guessed_from = 0
+        # Why a worker got nothing last time it asked: (victim, guess). Asked again with both
+        # the same, the answer is the same (queues only shrink): no need to work it out again.
+        self._refused: dict[str, tuple[str, float]] = {}
         self.file_of = {item.index: item.file for item in items}
         owner = {file: worker for worker, files in homes.items() for file in files}
         mine: dict[str, list[WorkItem]] = {worker: [] for worker in homes}
@@ -164,7 +167,7 @@ class ShareScheduler:
         else:
             victim = max(others, default=(0.0, ORPHANED))[1]
         queue = self.queues[victim]
-        if not queue.units:
+        if not queue.units or self._refused.get(thief) == (victim, guess):
             return
         have = self.imported.setdefault(thief, set())
         by_file: dict[str, float] = {}
@@ -202,6 +205,8 @@ class ShareScheduler:
             (remaining if id(unit) in back else own).push(unit)
         self.queues[victim] = remaining
         have |= set(taken)
+        if not own.units:
+            self._refused[thief] = (victim, guess)
 
     def remove_worker(self, worker: str, unfinished: Sequence[int]) -> None:
         queue = self.queues.pop(worker, Queue())
