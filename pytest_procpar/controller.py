@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import collect_mode, collect_shares, gc_policy, launch
+from pytest_procpar import collect_mode, collect_shares, gc_policy, launch, run_record
 from pytest_procpar.collect_phase import FileWalk, SharePlan
 from pytest_procpar.collect_run import CollectingRun
 from pytest_procpar.collect_shares import CollectionCosts
@@ -157,6 +157,7 @@ class ControllerPlugin:
                 run.abandon()
             return True
         gc_policy.set_suite_aside()
+        run_record.start_recording(session.config, session.items, self.settings.run_records)
         if isinstance(run, CollectingRun):
             run.items_final()
             where = "workers"

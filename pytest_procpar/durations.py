@@ -17,6 +17,19 @@ import pytest
 CACHE_KEY = "procpar/durations"
 
 
+def from_json(data: object) -> dict[str, float]:
+    """The durations in a loaded file or cache value: entries that are no number are skipped,
+    as is anything but an object (an unreadable store is an empty one)."""
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): float(v) for k, v in data.items() if isinstance(v, (int, float))}
+
+
+def to_json(durations: dict[str, float]) -> str:
+    """A durations file's text: sorted, one entry a line, so that a committed file diffs well."""
+    return json.dumps(durations, indent=1, sort_keys=True) + "\n"
+
+
 class DurationStore:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
@@ -39,9 +52,7 @@ class DurationStore:
                 raise pytest.UsageError(f"--procpar-durations {self.path}: {exc}") from None
         elif self.cache is not None:
             data = self.cache.get(CACHE_KEY, None)
-        if not isinstance(data, dict):
-            return {}
-        return {str(k): float(v) for k, v in data.items() if isinstance(v, (int, float))}
+        return from_json(data)
 
     def measure(self, nodeid: str, seconds: float) -> None:
         """An item's protocol ended after ``seconds`` of setup, call and teardown: the
@@ -53,7 +64,7 @@ class DurationStore:
     def save(self) -> None:
         merged = {**self.known, **{k: round(v, 6) for k, v in self.measured.items()}}
         if self.path is not None:
-            self.path.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n", "utf-8")
+            self.path.write_text(to_json(merged), "utf-8")
         elif self.cache is not None:
             self.cache.set(CACHE_KEY, merged)
 

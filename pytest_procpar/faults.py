@@ -43,7 +43,10 @@ def prepare_worker_process(stack_path: Path, parent_pid: int | None) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if parent_pid is not None and os.getppid() != parent_pid:  # died before the line above
         os._exit(1)
-    stream = open(stack_path, "w", encoding="utf-8")  # noqa: SIM115 - kept for faulthandler
+    # Appending: the controller empties the file after reading a stack it asked for (see
+    # live.py), and the next stack must then start at its beginning.
+    stream = open(stack_path, "a", encoding="utf-8")  # noqa: SIM115 - kept for faulthandler
+    stream.truncate(0)
     _kept_open.append(stream)
     point_faulthandler_at_stack()
     faulthandler.register(STACK_SIGNAL, file=stream, all_threads=True, chain=False)

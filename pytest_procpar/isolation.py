@@ -28,6 +28,7 @@ CONTROLLER_ONLY_PLUGINS = (
     "procpar_controller",
     "procpar_shard",
     "procpar_retries",
+    "procpar_run_record",
 )
 
 

@@ -5,11 +5,13 @@ so in a worker ``record_testsuite_property`` would record nothing and the fixtur
 about the JUnit family would not warn. A worker gets a :class:`WorkerLogXML` instead: it knows
 the controller's family and turns each suite property into an event, which the controller adds
 to its own ``LogXML``. (xdist drops these properties.)
+
+Under ``bazel test``, Bazel's ``XML_OUTPUT_FILE`` is where the file goes by default.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -18,6 +20,16 @@ from pytest_procpar import messages, xdist_compat
 from pytest_procpar.pytest_internals import bin_xml_escape, check_record_param_type, xml_key
 
 FAMILY_KEY = "procpar_junit_family"  # in workerinput: the controller writes JUnit XML
+BAZEL_XML_OUTPUT = "XML_OUTPUT_FILE"
+
+
+def default_path_from_bazel(config: pytest.Config, environ: Mapping[str, str]) -> None:
+    """Bazel's ``XML_OUTPUT_FILE`` as the ``--junitxml`` path, unless one was given: Bazel
+    reads its test results there (without it, it makes a file holding only the log). Called
+    before pytest's junitxml plugin configures, which reads the path."""
+    path = environ.get(BAZEL_XML_OUTPUT)
+    if path and hasattr(config.option, "xmlpath") and config.option.xmlpath is None:
+        config.option.xmlpath = path
 
 
 def workerinput(config: pytest.Config) -> dict[str, Any]:

@@ -42,6 +42,9 @@ class WorkerHandle(Protocol):
 
     def send(self, message: ToWorker) -> None: ...
     def halt(self) -> None: ...  # stop before the next item (-x, a fatal error elsewhere)
+    @property
+    def pid(self) -> int: ...  # the worker process's (on its own machine), 0 if unknown
+
     def running(self) -> tuple[int, float]: ...  # (item index or -1, since when: faults.now())
     def request_stack(self) -> None: ...  # dump the Python stack where stack_path points
     def signal(self, signum: int) -> None: ...  # to the worker and what its tests started

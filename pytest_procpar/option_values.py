@@ -14,6 +14,7 @@ from pytest_procpar import collect_mode, remote, shard
 from pytest_procpar.scheduler import POLICIES, SERIAL_POLICY
 
 START_METHODS = ("fork", "forkserver", "spawn")
+LIVE_MODES = ("auto", "off")  # --procpar-live
 NumProcesses = int | str  # a count, or "auto" / "logical"
 
 
@@ -66,7 +67,7 @@ def parse_start_method(value: str) -> str:
 
 
 def parse_seconds(value: str) -> float:
-    """``--procpar-timeout`` value: seconds >= 0 (0: no limit)."""
+    """``--procpar-timeout`` or ``--procpar-slow`` value: seconds >= 0 (0: off)."""
     try:
         seconds = float(str(value).strip())
     except ValueError:
@@ -74,6 +75,11 @@ def parse_seconds(value: str) -> float:
     if not seconds >= 0:
         raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {value!r}")
     return seconds
+
+
+def parse_live(value: str) -> str:
+    """``--procpar-live`` value: one of :data:`LIVE_MODES`."""
+    return _one_of(value, LIVE_MODES)
 
 
 def parse_collect_mode(value: str) -> str:

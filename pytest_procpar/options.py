@@ -29,6 +29,7 @@ from pytest_procpar.option_values import (
     default_start_method,
     parse_collect_mode,
     parse_dist,
+    parse_live,
     parse_max_tests,
     parse_maxprocesses,
     parse_numprocesses,
@@ -41,6 +42,8 @@ from pytest_procpar.option_values import (
 )
 from pytest_procpar.scheduler import DEFAULT_POLICY, POLICIES, SERIAL_POLICY
 
+KEEP_RUN_RECORDS = 20  # the default of ini procpar_run_records
+SLOW_S = 60.0  # the default of --procpar-slow
 AUTO_ENV_VARS = ("PYTEST_PROCPAR_AUTO_NUM_WORKERS", "PYTEST_XDIST_AUTO_NUM_WORKERS")
 
 # Options that make no sense on workers: pytest runs them serially, as if -n were not given.
@@ -252,6 +255,84 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
     parser.addini(
         "procpar_max_tests_per_worker", "Default for --max-tests-per-worker.", default=None
     )
+    _add_record_options(group, parser)
+    _add_live_options(group, parser)
+
+
+def _add_live_options(group: pytest.OptionGroup, parser: pytest.Parser) -> None:
+    """Seeing what runs now (see live)."""
+    group.addoption(
+        "--procpar-live",
+        dest="procpar_live",
+        metavar="WHEN",
+        type=parse_live,
+        default=None,
+        help="Show each worker's test, and for how long it has run, on a line under the "
+        "progress: auto (default: on a terminal, not in CI, not with -qq) or off. "
+        "Ini: procpar_live.",
+    )
+    group.addoption(
+        "--procpar-slow",
+        dest="procpar_slow",
+        metavar="SECONDS",
+        type=parse_seconds,
+        default=None,
+        help=f"Print a SLOW line when a test has run SECONDS, and at each multiple (default "
+        f"{SLOW_S:g}; 0: never). Ini: procpar_slow.",
+    )
+    parser.addini("procpar_live", "Default for --procpar-live.", default=None)
+    parser.addini("procpar_slow", "Default for --procpar-slow.", default=None)
+
+
+def _add_record_options(group: pytest.OptionGroup, parser: pytest.Parser) -> None:
+    """Runs that start from a run record (see record_use and polluters)."""
+    group.addoption(
+        "--procpar-replay",
+        dest="procpar_replay",
+        nargs="?",
+        const="last",
+        default=None,
+        metavar="RUN",
+        help="Run what one worker of a recorded run (default: the last) ran, in its order, "
+        "in one process.",
+    )
+    group.addoption(
+        "--procpar-replay-worker",
+        dest="procpar_replay_worker",
+        default=None,
+        metavar="gwN",
+        help="With --procpar-replay: the worker (default: the one whose test failed first).",
+    )
+    group.addoption(
+        "--procpar-rerun",
+        dest="procpar_rerun",
+        nargs="?",
+        const="last",
+        default=None,
+        metavar="RUN",
+        help="Run the tests of a recorded run (default: the last) that did not pass, and "
+        "tests that did not exist then.",
+    )
+    group.addoption(
+        "--procpar-bisect",
+        dest="procpar_bisect",
+        default=None,
+        metavar="NODEID",
+        help="Find the tests that make NODEID fail when they run before it on its worker, "
+        "from the last recorded run in which it failed.",
+    )
+    group.addoption(
+        "--procpar-runs",
+        dest="procpar_runs",
+        action="store_true",
+        default=False,
+        help="List the run records and exit.",
+    )
+    parser.addini(
+        "procpar_run_records",
+        f"How many run records to keep in pytest's cache (0: none). Default {KEEP_RUN_RECORDS}.",
+        default=None,
+    )
 
 
 T = TypeVar("T")  # what an option's parser gives
@@ -276,6 +357,9 @@ class Settings:
     resources: dict[str, int] = field(default_factory=dict)  # name: how many may hold it at once
     retries: int = 0  # times a failed test runs again (see retries.py)
     flaky_fail: bool = False  # a flaky test fails the run
+    run_records: int = KEEP_RUN_RECORDS  # how many run records to keep (0: none)
+    live: str = "auto"  # --procpar-live: the status line on a terminal, or off
+    slow: float = SLOW_S  # seconds after which (and each multiple) a test is SLOW, 0: never
 
 
 def _from_ini(config: pytest.Config, name: str, parse: Callable[[str], T]) -> T | None:
@@ -300,6 +384,30 @@ def _retries(config: pytest.Config) -> int:
     if getattr(config.option, "reruns", 0):
         return 0
     return _option(config, "procpar_retries", "procpar_retries", parse_restarts) or 0
+
+
+RECORD_OPTIONS = (
+    "procpar_replay",
+    "procpar_replay_worker",
+    "procpar_rerun",
+    "procpar_bisect",
+    "procpar_runs",
+)
+
+
+def starts_from_record(config: pytest.Config) -> bool:
+    """Whether an option asks for a run record (see record_use)."""
+    return any(getattr(config.option, dest, None) for dest in RECORD_OPTIONS)
+
+
+def _slow(config: pytest.Config) -> float:
+    slow = _option(config, "procpar_slow", "procpar_slow", parse_seconds)
+    return SLOW_S if slow is None else slow  # (0 is off, not the default)
+
+
+def _run_records(config: pytest.Config) -> int:
+    kept = _from_ini(config, "procpar_run_records", lambda raw: whole_number(raw, 0))
+    return KEEP_RUN_RECORDS if kept is None else kept
 
 
 def auto_workers(config: pytest.Config) -> int:
@@ -328,10 +436,12 @@ def resolve_shard(config: pytest.Config) -> shard.ShardSpec | None:
     requested: shard.ShardSpec | str | None = getattr(config.option, "procpar_shard", None)
     if not isinstance(requested, str):
         return requested
-    found = shard.from_environment(os.environ)
+    try:
+        found = shard.from_environment(os.environ)
+    except shard.BadShardVariable as exc:
+        raise pytest.UsageError(f"--shard auto: {exc}") from None
     if found is None:
-        names = ", ".join(f"{index}/{count}" for index, count, _ in shard.CI_VARIABLES)
-        raise pytest.UsageError(f"--shard auto: none of these is set: {names}")
+        raise pytest.UsageError(f"--shard auto: none of these is set: {shard.variable_names()}")
     return found
 
 
@@ -368,6 +478,9 @@ def resolve(config: pytest.Config) -> Settings:
         resources=resources.parse_limits(config.getini("procpar_resources") or ""),
         retries=_retries(config),
         flaky_fail=bool(config.option.procpar_flaky_fail or config.getini("procpar_flaky_fail")),
+        run_records=_run_records(config),
+        live=_option(config, "procpar_live", "procpar_live", parse_live) or "auto",
+        slow=_slow(config),
     )
     if requested is None and not base.remote:
         return base

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import weakref
-from typing import Any
+from typing import Any, Protocol
 
 from pytest_procpar import faults, pytest_internals
 
@@ -57,18 +57,26 @@ class OutputRelay:
 
     def _print(self, raw: bytes) -> None:
         text = self.prefix + raw.decode(errors="replace").rstrip("\r")
-        writer = (
-            pytest_internals.terminal_writer(self.reporter) if self.stream == "stdout" else None
-        )
-        if writer is not None:
+        writer = pytest_internals.terminal_writer(self.reporter)
+        if writer is not None and self.stream == "stdout":
             if writer.width_of_current_line:  # the writer knows where its line stands
                 writer.line()  # leave the progress dots' line as it is
             writer.line(text)
             writer.flush()
         else:
+            terminal = pytest_internals.writer_file(writer) if writer is not None else None
+            if isinstance(terminal, BatchedTerminal):  # first what it holds, without overlay
+                terminal.release(overlay=False)
             target = sys.stdout if self.stream == "stdout" else sys.stderr
             target.write(text + "\n")
             target.flush()
+
+
+class Overlay(Protocol):
+    """What is drawn over the output while workers run (live.py's status line)."""
+
+    def erased(self) -> str: ...  # what takes it away, if it is shown
+    def drawn(self) -> str: ...  # what draws it again where the output stands now
 
 
 class BatchedTerminal:
@@ -86,6 +94,7 @@ class BatchedTerminal:
         self.file: Any = None
         self.parts: list[str] = []
         self.due_at = 0.0  # when what is held must be written
+        self.overlay: Overlay | None = None  # taken away before held output, drawn again after
         if self.writer is not None:
             self.file = pytest_internals.swap_writer_file(self.writer, self)
             # A forked worker prints through the same writer (live logs): not batched there,
@@ -112,12 +121,17 @@ class BatchedTerminal:
         if self.parts and faults.now() >= self.due_at:
             self.release()
 
-    def release(self) -> None:
-        """Write what is held."""
-        if not self.parts:
+    def release(self, *, overlay: bool = True) -> None:
+        """Write what is held (with an overlay: even if nothing is, to draw it again; not
+        drawn with ``overlay`` False, when something else writes to the terminal next)."""
+        if not self.parts and self.overlay is None:
             return
         text = "".join(self.parts)
         self.parts.clear()
+        if self.overlay is not None:
+            text = self.overlay.erased() + text + (self.overlay.drawn() if overlay else "")
+        if not text:
+            return
         try:
             self.file.write(text)
         except UnicodeEncodeError:  # escaped, as the terminal writer does
@@ -138,4 +152,5 @@ class BatchedTerminal:
 def _unbatch(terminal: BatchedTerminal | None) -> None:
     if terminal is not None and terminal.writer is not None:
         terminal.parts.clear()
+        terminal.overlay = None
         terminal.restore()

@@ -1,11 +1,14 @@
 """The ``procpar`` pytest plugin: options, validation, and the switch into controller mode.
 
 Nothing here runs tests. With ``-n`` absent or 0, procpar registers nothing beyond its options
-and pytest runs exactly as without it. In a worker (``config.workerinput`` is set) the worker
-modules are in charge and this plugin only provides the xdist fixtures.
+and pytest runs exactly as without it (but for ``--shard`` and Bazel's ``XML_OUTPUT_FILE``).
+In a worker (``config.workerinput`` is set) the worker modules are in charge and this plugin
+only provides the xdist fixtures.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -13,6 +16,7 @@ from pytest_procpar import (
     gc_policy,
     hookspecs,
     isolation,
+    junit,
     options,
     reconfigure,
     resources,
@@ -42,14 +46,22 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_cmdline_main(config: pytest.Config) -> None:
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
     """Validate every option before anything else happens: bad values are usage errors."""
     if xdist_compat.xdist_loaded(config.pluginmanager):
-        return
+        return None
     xdist_compat.disable_rerunfailures_xdist_mode()  # every plugin is imported by now
     if xdist_compat.workerinput(config) is not None:
-        return
+        return None
+    junit.default_path_from_bazel(config, os.environ)  # the controller writes JUnit XML
     settings = options.resolve(config)
+    if options.starts_from_record(config):
+        from pytest_procpar import record_use  # only then: it reads the run records
+
+        if config.option.procpar_runs:
+            record_use.list_records(config)
+            return 0
+        settings = record_use.configure(config, settings)
     config.stash[SETTINGS_KEY] = settings
     if settings.workers:
         isolation.set_for_workers(settings.thread_env)  # before test modules are imported
@@ -57,6 +69,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         # Before configuring: what the configure hooks register, forked workers withdraw.
         config.pluginmanager.register(reconfigure.ConfigureRecord(config), "procpar_record")
     xdist_compat.announce_distribution(config, settings.dist, settings.workers)
+    return None
 
 
 @pytest.hookimpl(trylast=True)  # after the terminal reporter exists

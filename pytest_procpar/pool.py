@@ -79,6 +79,7 @@ class WorkerPool:
         self.workers: list[Worker] = []
         self.started_count = 0
         self.restarts_left = restarts
+        self.wakeups: set[int] = set()  # fds that only wake the loop up (see watch_wakeup)
 
     @property
     def stopping(self) -> bool:
@@ -112,20 +113,27 @@ class WorkerPool:
     def _watch(self, fd: int, worker: Worker, source: Source) -> None:
         self.selector.register(fd, selectors.EVENT_READ, (worker, source))
 
+    def watch_wakeup(self, fd: int) -> None:
+        """Wake the loop up when ``fd`` is readable (a signal handler's pipe, see live.py):
+        no worker's, so not waited for, nor handed out by :meth:`wait`; its owner reads it."""
+        self.selector.register(fd, selectors.EVENT_READ, None)
+        self.wakeups.add(fd)
+
     def has_watched(self) -> bool:
-        return bool(self.selector.get_map())
+        return len(self.selector.get_map()) > len(self.wakeups)
 
     def wait(self, timeout: float | None) -> Iterator[tuple[Worker, Source]]:
         """What became readable within ``timeout``, one at a time: an fd that handling an
         earlier one closed is left out."""
         for key, _ in self.selector.select(timeout):
-            if self.selector.get_map().get(key.fd) is key:
+            if key.data is not None and self.selector.get_map().get(key.fd) is key:
                 worker, source = key.data
                 yield worker, source
 
     def unwatch(self, fd: int) -> None:
         if fd in self.selector.get_map():
             self.selector.unregister(fd)
+        self.wakeups.discard(fd)
 
     def take_restart(self) -> bool:
         """Whether a lost worker may be replaced (then the budget is one smaller)."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import pytest
+from _pytest import terminal as _pytest_terminal
 from _pytest._code.code import ReprFileLocation, TerminalRepr
 from _pytest._io import TerminalWriter
 from _pytest._io.saferepr import saferepr
@@ -57,6 +58,18 @@ def swap_writer_file(writer: TerminalWriter, file: object) -> Any:
     previous = writer._file
     writer._file = file
     return previous
+
+
+def writer_file(writer: TerminalWriter) -> Any:
+    """The file ``writer`` writes to now."""
+    return writer._file
+
+
+def running_on_ci() -> bool:
+    """Whether pytest takes the run for a CI job (``CI`` or ``BUILD_NUMBER`` set): the
+    terminal reporter's own test, which has moved between pytest's modules."""
+    on_ci: Callable[[], bool] = getattr(_pytest_terminal, "running_on_ci")  # noqa: B009
+    return bool(on_ci())
 
 
 def fixture_scopes(item: pytest.Item, known: dict[int, set[str]]) -> set[str] | None:

@@ -176,6 +176,11 @@ class RemoteWorker:
                 return faults.describe_exit(popen.wait(timeout=1.0))
         return self.lost or f"connection to {self.spec} closed"
 
+    @property
+    def pid(self) -> int:
+        """The remote process's id, as execnet reports it."""
+        return int(getattr(self.interpreter(), "pid", 0) or 0)
+
     def interpreter(self) -> Any:
         """execnet's facts about the remote interpreter (its version, platform, cwd)."""
         try:

@@ -38,6 +38,7 @@ from pytest_procpar import (
 )
 from pytest_procpar.dispatch import Dispatcher
 from pytest_procpar.durations import DurationStore
+from pytest_procpar.live import LiveView
 from pytest_procpar.losses import NOT_RUN_BUG, LossAccounting
 from pytest_procpar.options import Settings
 from pytest_procpar.output import BatchedTerminal
@@ -103,6 +104,7 @@ class ParallelRun:
         )
         self.testrunuid = new_testrunuid()
         self.terminal = BatchedTerminal(None)  # the real one while workers run
+        self.live = LiveView(self.config, settings, self.pool)  # the status line, SLOW, SIGUSR1
         self.survivors = gc_policy.SurvivorsAside()  # in force while the workers run
         self.gave_up: str | None = None
         self.retries: Retries | None = None  # see _plan_retries
@@ -207,6 +209,7 @@ class ParallelRun:
             worker = self.pool.start(workerid, node, slot, initial, share)
         except RemoteStartError as exc:
             raise self.session.Interrupted(str(exc)) from None
+        node.pid = worker.handle.pid
         self.config.hook.pytest_procpar_worker_started(node=node)
         if initial:
             self._scheduled(worker, initial)
@@ -227,6 +230,7 @@ class ParallelRun:
             reporter.flush()
         restore = faults.interrupt_on_sigterm()
         self.terminal = BatchedTerminal(self.config.pluginmanager.get_plugin("terminalreporter"))
+        self.live.start(self.terminal, self.items)
         try:
             self.run_fixtures = once.set_up_for(self.items, self.config)
             if not self.planned:
@@ -240,6 +244,7 @@ class ParallelRun:
             raise
         finally:
             restore()
+            self.live.stop()
             self.terminal.restore()
             self.pool.close()
             once.tear_down(self.run_fixtures)
@@ -266,6 +271,7 @@ class ParallelRun:
         while self.pool.has_watched() and not done():
             self.terminal.release_if_due()
             self.survivors.freeze_if_due()
+            self.live.tick()
             wait = self._wait_time()
             if until is not None:
                 wait = max(0.0, min(wait if wait is not None else until, until - faults.now()))
@@ -338,9 +344,11 @@ class ParallelRun:
         self.config.hook.pytest_procpar_items_scheduled(node=worker.node, nodeids=nodeids)
 
     def _wait_time(self) -> float | None:
+        now = faults.now()
         waits = [
             self.terminal.wait_time(),
-            self.time_limits.wait_time(self.pool.living(), faults.now()),
+            self.time_limits.wait_time(self.pool.living(), now),
+            self.live.wait_time(now),
         ]
         known = [wait for wait in waits if wait is not None]
         return min(known) if known else None

@@ -8,7 +8,9 @@ add up to the suite, given the same tests and the same durations file. Modes:
 - ``hash``: by a stable hash of the nodeid; adding a test moves no other test.
 - ``slice``: contiguous runs of the collection order.
 
-``--shard auto`` reads the job's index and count from the CI's environment.
+``--shard auto`` reads the job's index and count from the CI's environment, or from Bazel's
+(https://bazel.build/reference/test-encyclopedia), which also wants the runner to say it
+shards: it touches ``TEST_SHARD_STATUS_FILE``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import hashlib
 import heapq
 import statistics
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -31,12 +34,30 @@ CI_VARIABLES = (
     ("CIRCLE_NODE_INDEX", "CIRCLE_NODE_TOTAL", False),
     ("PYTEST_SHARD_INDEX", "PYTEST_SHARD_COUNT", True),  # set these yourself anywhere else
 )
+# Bazel's (0-based), read before the CI's: a Bazel test can run inside a sharded CI job.
+BAZEL_INDEX, BAZEL_COUNT, BAZEL_STATUS_FILE = (
+    "TEST_SHARD_INDEX",
+    "TEST_TOTAL_SHARDS",
+    "TEST_SHARD_STATUS_FILE",
+)
+
+
+class BadShardVariable(ValueError):
+    """A sharding variable Bazel set that is no valid shard: the message names it."""
 
 
 @dataclass(frozen=True)
 class ShardSpec:
     index: int  # 1-based
     count: int
+    # Bazel's TEST_SHARD_STATUS_FILE: touched once the run starts, to show Bazel we shard
+    status_file: Path | None = field(default=None, compare=False)
+
+
+def variable_names() -> str:
+    """The variable pairs ``--shard auto`` reads, for the error when none is set."""
+    pairs = [(BAZEL_INDEX, BAZEL_COUNT), *((i, c) for i, c, _ in CI_VARIABLES)]
+    return ", ".join(f"{index}/{count}" for index, count in pairs)
 
 
 def parse_shard(value: str) -> ShardSpec | str:
@@ -56,7 +77,39 @@ def parse_shard(value: str) -> ShardSpec | str:
     return spec
 
 
+def _whole_number(environ: Mapping[str, str], name: str) -> int:
+    raw = environ.get(name)
+    if raw is None:
+        raise BadShardVariable(f"{name} is not set, but {BAZEL_COUNT} is")
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadShardVariable(f"{name}: expected a whole number, got {raw!r}") from None
+
+
+def from_bazel(environ: Mapping[str, str]) -> ShardSpec | None:
+    """Bazel's shard, if it shards this test. Unlike a CI variable that makes no sense (and is
+    skipped), a bad value is an error: Bazel starts this runner once per shard, and each
+    running the whole suite would run every test ``count`` times."""
+    if BAZEL_COUNT not in environ:
+        return None
+    count = _whole_number(environ, BAZEL_COUNT)
+    index = _whole_number(environ, BAZEL_INDEX)
+    if count < 1:
+        raise BadShardVariable(f"{BAZEL_COUNT}: expected a whole number >= 1, got {count}")
+    if not 0 <= index < count:
+        raise BadShardVariable(
+            f"{BAZEL_INDEX}: expected 0 <= index < {BAZEL_COUNT} ({count}), got {index}"
+        )
+    status = environ.get(BAZEL_STATUS_FILE)
+    return ShardSpec(index + 1, count, Path(status) if status else None)
+
+
 def from_environment(environ: Mapping[str, str]) -> ShardSpec | None:
+    """The shard Bazel or the CI chose for this job; raises :class:`BadShardVariable`."""
+    bazel = from_bazel(environ)
+    if bazel is not None:
+        return bazel
     for index_name, count_name, one_based in CI_VARIABLES:
         if index_name in environ and count_name in environ:
             try:
@@ -103,6 +156,15 @@ class ShardPlugin:
         self.mode = mode or ("duration" if durations else "hash")
         self.notice = "" if mode or durations else "; no stored durations yet"
         self.summary = ""
+
+    def pytest_sessionstart(self) -> None:
+        """Bazel fails a sharded test whose runner leaves the status file untouched."""
+        if self.spec.status_file is None:
+            return
+        try:
+            self.spec.status_file.touch()
+        except OSError as exc:
+            raise pytest.UsageError(f"{BAZEL_STATUS_FILE}: {exc}") from None
 
     # After every other plugin chose and ordered the items; a wrapper, so that it also sees
     # the whole suite when workers collected it (their items arrive as the wrappers resume).

@@ -209,6 +209,7 @@ class WorkerNode:
         self.remote_interpreter: Any = None  # execnet's facts about a --tx worker's Python
         self.gateway = SimpleNamespace(id=workerinput["workerid"], _rinfo=self._rinfo)
         self.nodemanager = SimpleNamespace(roots=[])  # pytest-cov: no rsync roots, same files
+        self.pid: int | None = None  # its process's, once started
 
     def _rinfo(self) -> SimpleNamespace:
         """What execnet's ``gateway._rinfo()`` returns."""

@@ -31,6 +31,9 @@ TIMEOUT_S = 120  # an inner run taking longer is killed: nothing here may hang t
 IDENTITY_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
 AUTO_COUNT_ENV = ("PYTEST_PROCPAR_AUTO_NUM_WORKERS", "PYTEST_XDIST_AUTO_NUM_WORKERS")  # -n auto
 CI_ENV = ("CI", "BUILD_NUMBER")  # what pytest reads to tell it runs in CI
+# What ``bazel test`` sets, which procpar reads: an inner run must not shard, nor write the
+# outer run's JUnit XML.
+BAZEL_ENV = ("TEST_TOTAL_SHARDS", "TEST_SHARD_INDEX", "TEST_SHARD_STATUS_FILE", "XML_OUTPUT_FILE")
 AUTOLOAD_ENV = "PYTEST_DISABLE_PLUGIN_AUTOLOAD"
 # What procpar sets for its workers' thread pools (worker_limits.THREAD_VARIABLES)
 THREAD_ENV = (
@@ -48,8 +51,8 @@ def clean_environment(
     """Prepare the environment inner runs inherit.
 
     Always: they do not see the outer run's worker identity, its ``-n auto`` overrides, the
-    thread counts it set for its workers, nor its ``PYTEST_ADDOPTS`` (pytester drops that
-    one too, once it is set up).
+    thread counts it set for its workers, Bazel's test variables, nor its ``PYTEST_ADDOPTS``
+    (pytester drops that one too, once it is set up).
 
     ``autoload_plugins``: whether the installed plugins load (entry points), as in a user's
     run; ``False`` sets ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``, and inner runs load only what
@@ -59,7 +62,7 @@ def clean_environment(
     ``ci``: ``None`` leaves the outer run's CI variables; ``False`` removes them (pytest then
     prints each failure's whole message in the short summary: object addresses, a plugin's
     many lines); ``True`` tells inner runs they run in CI."""
-    for name in (*IDENTITY_ENV, *AUTO_COUNT_ENV, *THREAD_ENV, "PYTEST_ADDOPTS"):
+    for name in (*IDENTITY_ENV, *AUTO_COUNT_ENV, *THREAD_ENV, *BAZEL_ENV, "PYTEST_ADDOPTS"):
         monkeypatch.delenv(name, raising=False)
     if autoload_plugins:
         monkeypatch.delenv(AUTOLOAD_ENV, raising=False)

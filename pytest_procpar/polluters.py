@@ -1,0 +1,244 @@
+"""``--procpar-bisect NODEID``: find the tests that make NODEID fail by running before it.
+
+From the newest run record in which NODEID did not pass, take what ran before it on its
+worker, check that NODEID passes alone and fails after all of them, then narrow them down
+(delta debugging: halves while one half still makes it fail, then leaving out one test at a
+time) to a set that makes it fail and of which no test can be left out. Every candidate runs
+in a fresh process forked from the collected suite, so a probe costs what its tests take, not
+a collection. The probe runs pytest's whole protocol for each test (every plugin's hooks), with
+its output thrown away; it tells the controller each finished test's outcome through a pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable, Generator, Sequence
+from typing import TypeVar
+
+import pytest
+
+from pytest_procpar import isolation
+from pytest_procpar.run_record import (
+    NOT_PASSED,
+    RecordStore,
+    RunRecord,
+    apply_seeds,
+    outcome_of,
+)
+
+T = TypeVar("T")
+PROBE_SLACK_S = 60.0  # a probe may take this much longer than its tests took when recorded
+PROBE_SLOWDOWN = 5.0  # ... and this many times as long
+
+
+def smallest_cause(before: Sequence[T], fails: Callable[[list[T]], bool]) -> list[T]:
+    """A subsequence of ``before`` (``fails(before)`` is true) for which ``fails`` is still
+    true and no element can be left out: halving while one half alone is enough, then one
+    element at a time."""
+    cause = list(before)
+    while len(cause) > 1:
+        half = len(cause) // 2
+        later, earlier = cause[half:], cause[:half]
+        if fails(later):  # those just before the test first: the likelier culprits
+            cause = later
+        elif fails(earlier):
+            cause = earlier
+        else:
+            break  # it takes tests from both halves
+    position = 0
+    while len(cause) > 1 and position < len(cause):
+        without = cause[:position] + cause[position + 1 :]
+        if fails(without):
+            cause = without
+        else:
+            position += 1
+    return cause
+
+
+def failing_record(config: pytest.Config, nodeid: str) -> RunRecord:
+    """The newest record in which ``nodeid`` did not pass on a worker."""
+    looked = 0
+    for record in RecordStore(config).newest_first():
+        looked += 1
+        for entry in record.tests:
+            if entry.nodeid == nodeid and entry.outcome in NOT_PASSED and entry.worker:
+                return record
+    raise pytest.UsageError(
+        f"--procpar-bisect: {nodeid} did not fail on a worker in any of the {looked} recorded runs"
+    )
+
+
+class Probe:
+    """Runs a sequence of items in a process forked from this one, and says how the last
+    one ended (or why it did not)."""
+
+    def __init__(self, recorded_seconds: dict[str, float]) -> None:
+        self.recorded_seconds = recorded_seconds
+        self.count = 0
+
+    def outcome(self, sequence: Sequence[pytest.Item]) -> str:
+        """The last item's outcome; ``crashed``/``timeout`` if the process died or hung while
+        running it; ``broken`` if it never got there (an earlier test took the process down)."""
+        self.count += 1
+        expected = sum(self.recorded_seconds.get(item.nodeid, 0.0) for item in sequence)
+        deadline = time.monotonic() + PROBE_SLACK_S + PROBE_SLOWDOWN * expected
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (the child: measured by what it writes)
+            os.close(read_fd)
+            _run_in_child(sequence, write_fd)
+        os.close(write_fd)
+        finished, timed_out = self._read_until(read_fd, pid, deadline)
+        if len(finished) == len(sequence):
+            return finished[-1]
+        if len(finished) < len(sequence) - 1:
+            return "broken"
+        return "timeout" if timed_out else "crashed"
+
+    @staticmethod
+    def _read_until(read_fd: int, pid: int, deadline: float) -> tuple[list[str], bool]:
+        data = b""
+        timed_out = False
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    timed_out = True
+                    os.kill(pid, signal.SIGKILL)
+                    break
+                ready, _, _ = select.select([read_fd], [], [], left)
+                if not ready:
+                    continue
+                chunk = os.read(read_fd, 65536)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(read_fd)
+            os.waitpid(pid, 0)
+        return data.decode().split(), timed_out
+
+
+def _run_in_child(sequence: Sequence[pytest.Item], write_fd: int) -> None:
+    """Run ``sequence`` with pytest's protocol, writing each outcome; never returns."""
+    code = 1
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        made: list[pytest.TestReport] = []
+
+        class Outcomes:
+            def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+                made.append(report)
+
+        config = sequence[-1].config
+        isolation.silence_terminal(config)  # what its tests do is told through the pipe
+        isolation.withdraw_controller_plugins(config)
+        config.pluginmanager.register(Outcomes(), "procpar_probe")
+        for position, item in enumerate(sequence):
+            following = sequence[position + 1] if position + 1 < len(sequence) else None
+            made.clear()
+            item.ihook.pytest_runtest_protocol(item=item, nextitem=following)
+            os.write(write_fd, f"{outcome_of(made)}\n".encode())
+        code = 0
+    finally:
+        os._exit(code)
+
+
+class BisectPlugin:
+    """Keeps the target's worker's sequence, then bisects it in place of the run loop."""
+
+    def __init__(self, config: pytest.Config, nodeid: str) -> None:
+        self.nodeid = nodeid
+        self.record = failing_record(config, nodeid)
+        self.seeds = apply_seeds(config, self.record)
+        entry = next(e for e in self.record.tests if e.nodeid == nodeid and e.worker)
+        self.worker = entry.worker
+        self.recorded_outcome = entry.outcome
+        self.sequence = [e.nodeid for e in self.record.sequence(entry.worker or "")]
+        self.sequence = self.sequence[: self.sequence.index(nodeid) + 1]
+        self.recorded_seconds = {e.nodeid: e.end - e.start for e in self.record.tests}
+        self.missing: list[str] = []
+
+    def pytest_procpar_needs_whole_suite(self, config: pytest.Config) -> str:
+        return "--procpar-bisect runs recorded sequences"
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> Generator[None, None, None]:
+        yield
+        by_nodeid = {item.nodeid: item for item in items}
+        if self.nodeid not in by_nodeid:
+            raise pytest.UsageError(
+                f"--procpar-bisect: {self.nodeid} is not collected (give the paths the "
+                "recorded run collected, or none)"
+            )
+        kept = [by_nodeid[nodeid] for nodeid in self.sequence if nodeid in by_nodeid]
+        self.missing = [nodeid for nodeid in self.sequence if nodeid not in by_nodeid]
+        chosen = {id(item) for item in kept}
+        dropped = [item for item in items if id(item) not in chosen]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        if session.config.option.collectonly:
+            return False
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+
+        def say(line: str) -> None:
+            if reporter is not None:
+                reporter.ensure_newline()
+                reporter.write_line(f"procpar bisect: {line}")
+                reporter.flush()
+
+        *before, target = session.items
+        seeds = f", with {', '.join(self.seeds)}" if self.seeds else ""
+        say(
+            f"{self.nodeid} ended {self.recorded_outcome} in run {self.record.name} on "
+            f"{self.worker}, after {_tests(len(before))} there{seeds}"
+        )
+        if self.missing:
+            say(f"{len(self.missing)} of them are not collected now, left out")
+        probe = Probe(self.recorded_seconds)
+        started = time.monotonic()
+
+        def fails(chosen: list[pytest.Item]) -> bool:
+            outcome = probe.outcome([*chosen, target])
+            after = f"after {_tests(len(chosen))}" if chosen else "alone"
+            if outcome == "broken":
+                say(f"  {after}: one of those ended the process before it ran")
+                return False
+            say(f"  {after}: {outcome}")
+            return outcome in NOT_PASSED
+
+        if fails([]):
+            say(f"{self.nodeid} fails when it runs alone: no other test is needed")
+            session.testsfailed = 1
+        elif not before or not fails(before):
+            say(
+                f"{self.nodeid} passes after the {_tests(len(before))} that ran before it: "
+                "the failure does not come back in this order (it may depend on timing, on "
+                "other processes, or on tests of other workers)"
+            )
+        else:
+            cause = smallest_cause(before, fails)
+            elapsed = time.monotonic() - started
+            say(f"found in {probe.count} runs ({elapsed:.1f}s); {self.nodeid} fails after:")
+            for item in cause:
+                say(f"  {item.nodeid}")
+            session.testsfailed = 1
+        return True
+
+
+def _tests(count: int) -> str:
+    return f"{count} test{'s' if count != 1 else ''}"
