@@ -17,10 +17,10 @@ import pytest
 from pytest_procpar import faults, messages, scheduling
 from pytest_procpar.collect_phase import CollectedShares, Numbering, SharePlan
 from pytest_procpar.durations import DurationStore
-from pytest_procpar.options import Settings
 from pytest_procpar.pool import Lifecycle, Worker
 from pytest_procpar.run import ParallelRun, end_as_worker_did
 from pytest_procpar.scheduler import Scheduler
+from pytest_procpar.settings import Settings
 
 
 class CollectingRun(ParallelRun):

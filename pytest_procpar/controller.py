@@ -21,8 +21,8 @@ from pytest_procpar.collect_phase import FileWalk, SharePlan
 from pytest_procpar.collect_run import CollectingRun
 from pytest_procpar.collect_shares import CollectionCosts
 from pytest_procpar.durations import DurationStore
-from pytest_procpar.options import Settings
 from pytest_procpar.run import ParallelRun
+from pytest_procpar.settings import Settings
 
 
 class ShownRepr:

@@ -31,8 +31,8 @@ from pytest_procpar import faults, pytest_internals
 from pytest_procpar.output import BatchedTerminal
 
 if TYPE_CHECKING:
-    from pytest_procpar.options import Settings
     from pytest_procpar.pool import Worker, WorkerPool
+    from pytest_procpar.settings import Settings
 
 REFRESH_S = 0.25  # how often the status line is drawn again
 STACK_WAIT_S = 1.0  # how long a dump waits for the workers' stacks

@@ -1,6 +1,6 @@
 """How each value a user can give procpar is read: one function per kind of value, called by
 argparse for the command line (a bad value is then a usage error naming the option) and by
-:func:`pytest_procpar.options.resolve` for the ini file.
+:func:`pytest_procpar.settings.resolve` for the ini file.
 """
 
 from __future__ import annotations

@@ -24,11 +24,13 @@ from pytest_procpar import (
     xdist_compat,
 )
 from pytest_procpar.durations import DurationStore
+from pytest_procpar.settings import Settings, starts_from_record
+from pytest_procpar.settings import resolve as resolve_settings
 from pytest_procpar.xdist_compat import testrun_uid, worker_id
 
 __all__ = ["testrun_uid", "worker_id"]
 
-SETTINGS_KEY = pytest.StashKey[options.Settings]()
+SETTINGS_KEY = pytest.StashKey[Settings]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -54,8 +56,8 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if xdist_compat.workerinput(config) is not None:
         return None
     junit.default_path_from_bazel(config, os.environ)  # the controller writes JUnit XML
-    settings = options.resolve(config)
-    if options.starts_from_record(config):
+    settings = resolve_settings(config)
+    if starts_from_record(config):
         from pytest_procpar import record_use  # only then: it reads the run records
 
         if config.option.procpar_runs:

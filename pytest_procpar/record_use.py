@@ -19,9 +19,9 @@ from collections.abc import Generator
 
 import pytest
 
-from pytest_procpar.options import Settings
 from pytest_procpar.polluters import BisectPlugin
 from pytest_procpar.run_record import NOT_PASSED, RecordStore, RunRecord, apply_seeds
+from pytest_procpar.settings import Settings
 
 
 def replay_worker(record: RunRecord, asked: str | None) -> str:

@@ -40,7 +40,6 @@ from pytest_procpar.dispatch import Dispatcher
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.live import LiveView
 from pytest_procpar.losses import NOT_RUN_BUG, LossAccounting
-from pytest_procpar.options import Settings
 from pytest_procpar.output import BatchedTerminal
 from pytest_procpar.pool import Lifecycle, Worker, WorkerPool
 from pytest_procpar.remote import RemoteStartError
@@ -48,6 +47,7 @@ from pytest_procpar.replay import Replayer
 from pytest_procpar.retries import FLAKY_MARKER, Retries, RetriesPlugin
 from pytest_procpar.runreport import RunReport
 from pytest_procpar.scheduler import Scheduler
+from pytest_procpar.settings import Settings
 from pytest_procpar.timelimits import TimeLimits
 from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid
 
