@@ -27,6 +27,7 @@ from pytest_procpar.run_record import (
     RecordStore,
     RunRecord,
     apply_seeds,
+    keep_sequence,
     outcome_of,
 )
 
@@ -175,19 +176,12 @@ class BisectPlugin:
         self, config: pytest.Config, items: list[pytest.Item]
     ) -> Generator[None, None, None]:
         yield
-        by_nodeid = {item.nodeid: item for item in items}
-        if self.nodeid not in by_nodeid:
+        self.missing = keep_sequence(config, items, self.sequence)
+        if self.nodeid in self.missing:
             raise pytest.UsageError(
                 f"--procpar-bisect: {self.nodeid} is not collected (give the paths the "
                 "recorded run collected, or none)"
             )
-        kept = [by_nodeid[nodeid] for nodeid in self.sequence if nodeid in by_nodeid]
-        self.missing = [nodeid for nodeid in self.sequence if nodeid not in by_nodeid]
-        chosen = {id(item) for item in kept}
-        dropped = [item for item in items if id(item) not in chosen]
-        if dropped:
-            config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:

@@ -20,7 +20,13 @@ from collections.abc import Generator
 import pytest
 
 from pytest_procpar.polluters import BisectPlugin
-from pytest_procpar.run_record import NOT_PASSED, RecordStore, RunRecord, apply_seeds
+from pytest_procpar.run_record import (
+    NOT_PASSED,
+    RecordStore,
+    RunRecord,
+    apply_seeds,
+    keep_sequence,
+)
 from pytest_procpar.settings import Settings
 
 
@@ -66,19 +72,12 @@ class ReplayPlugin:
         self, config: pytest.Config, items: list[pytest.Item]
     ) -> Generator[None, None, None]:
         yield
-        by_nodeid = {item.nodeid: item for item in items}
         sequence = [entry.nodeid for entry in self.record.sequence(self.worker)]
-        kept = [by_nodeid[nodeid] for nodeid in sequence if nodeid in by_nodeid]
-        missing = [nodeid for nodeid in sequence if nodeid not in by_nodeid]
-        chosen = {id(item) for item in kept}
-        dropped = [item for item in items if id(item) not in chosen]
-        if dropped:
-            config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
+        missing = keep_sequence(config, items, sequence)
         seeds = f", with {', '.join(self.seeds)}" if self.seeds else ""
         self.summary = (
             f"procpar: replaying {self.worker} of run {self.record.name}: "
-            f"{len(kept)} tests in its order{seeds}"
+            f"{len(items)} tests in its order{seeds}"
         )
         if missing:
             shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")

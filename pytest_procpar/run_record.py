@@ -223,8 +223,9 @@ class RecordStore:
             oldest = paths.pop(0)
             oldest.unlink(missing_ok=True)
             sizes.pop(oldest)
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
-        return self.directory / f"{stamp}-{os.getpid()}.jsonl"
+        now = time.time()
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))  # names sort by time
+        return self.directory / f"{stamp}.{int(now * 1000) % 1000:03d}-{os.getpid()}.jsonl"
 
 
 def records_directory(config: pytest.Config) -> Path | None:
@@ -326,6 +327,21 @@ class RunRecorder:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def keep_sequence(
+    config: pytest.Config, items: list[pytest.Item], nodeids: Sequence[str]
+) -> list[str]:
+    """Make ``items`` the collected items of ``nodeids``, in that order, the others deselected
+    (as ``-k`` deselects); the nodeids no item has now."""
+    by_nodeid = {item.nodeid: item for item in items}
+    kept = [by_nodeid[nodeid] for nodeid in nodeids if nodeid in by_nodeid]
+    chosen = {id(item) for item in kept}
+    dropped = [item for item in items if id(item) not in chosen]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
+    return [nodeid for nodeid in nodeids if nodeid not in by_nodeid]
 
 
 def start_recording(config: pytest.Config, items: Sequence[pytest.Item], keep: int) -> None:

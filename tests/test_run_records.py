@@ -107,7 +107,7 @@ def test_record_has_every_test_once_with_its_worker_pid_and_outcome(
     assert lines[-1]["kind"] == "end" and lines[-1]["exitstatus"] == 1
     listed = run(pytester, "--procpar-runs")
     assert listed.ret == 0
-    listed.stdout.fnmatch_lines([f"  {path.stem}  13 tests, 4 not passed, 4 workers  *"])
+    listed.stdout.fnmatch_lines([f"  {path.stem}  13 tests, 4 not passed, * workers  *"])
 
 
 def test_a_killed_run_leaves_its_record_and_rerun_takes_what_did_not_pass(
@@ -195,7 +195,7 @@ def test_replay_runs_the_failing_workers_sequence_in_its_order_with_its_seeds(
         ]
     )
     assert ran_verbosely(replay) == order
-    serially = run(pytester, "--procpar-replay", path.stem[:15], "-v", "-rN")
+    serially = run(pytester, "--procpar-replay", path.stem, "-v", "-rN")
     assert ran_verbosely(serially) == order
 
 
@@ -253,6 +253,7 @@ def test_record_options_errors_and_limits(pytester: pytest.Pytester) -> None:
         ("--procpar-replay", "--procpar-replay-worker", "gw7"): "*run * had no such worker*",
         ("--procpar-replay-worker", "gw0"): "*--procpar-replay-worker goes with --procpar-replay",
         ("--procpar-replay", "nosuchrun"): "*no run record is named 'nosuchrun' (recent: *",
+        ("--procpar-replay", "2"): "*more than one run record starts '2' (recent: *",
         ("--procpar-rerun", "--procpar-bisect", "x"): "*--procpar-rerun and --procpar-bisect do*",
         ("--procpar-bisect", "test_one.py::test_one"): "*did not fail on a worker in any of the 2*",
         ("-o", "procpar_run_records=many"): "*procpar_run_records: expected a whole number >= 0*",
