@@ -157,7 +157,10 @@ class ControllerPlugin:
                 run.abandon()
             return True
         gc_policy.set_suite_aside()
-        run_record.start_recording(session.config, session.items, self.settings.run_records)
+        settings = self.settings
+        run_record.start_recording(
+            session.config, session.items, settings.run_records, settings.workers
+        )
         if isinstance(run, CollectingRun):
             run.items_final()
             where = "workers"

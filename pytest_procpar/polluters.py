@@ -4,24 +4,28 @@ From the newest run record in which NODEID did not pass, take what ran before it
 worker, check that NODEID passes alone and fails after all of them, then narrow them down
 (delta debugging: halves while one half still makes it fail, then leaving out one test at a
 time) to a set that makes it fail and of which no test can be left out. Every candidate runs
-in a fresh process forked from the collected suite, so a probe costs what its tests take, not
-a collection. The probe runs pytest's whole protocol for each test (every plugin's hooks), with
-its output thrown away; it tells the controller each finished test's outcome through a pipe.
+in a fresh worker forked from the collected suite, so a probe costs what its tests take, not
+a collection: configured again as the recorded worker (as a forked worker of a run is), it runs
+pytest's whole protocol for each test (every plugin's hooks), with its output thrown away, and
+tells the controller each finished test's outcome through a pipe.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import sys
 import time
 from collections.abc import Callable, Generator, Sequence
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
-from pytest_procpar import isolation
+from pytest_procpar import isolation, reconfigure, worker_start
+from pytest_procpar.run import plugin_workerinput
 from pytest_procpar.run_record import (
     NOT_PASSED,
     RecordStore,
@@ -30,6 +34,7 @@ from pytest_procpar.run_record import (
     keep_sequence,
     outcome_of,
 )
+from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid
 
 T = TypeVar("T")
 PROBE_SLACK_S = 60.0  # a probe may take this much longer than its tests took when recorded
@@ -77,8 +82,12 @@ class Probe:
     """Runs a sequence of items in a process forked from this one, and says how the last
     one ended (or why it did not)."""
 
-    def __init__(self, recorded_seconds: dict[str, float]) -> None:
+    def __init__(
+        self, recorded_seconds: dict[str, float], workerinput: dict[str, Any], basetemp: Path
+    ) -> None:
         self.recorded_seconds = recorded_seconds
+        self.workerinput = workerinput  # every probe is the same worker, fresh
+        self.basetemp = basetemp
         self.count = 0
 
     def outcome(self, sequence: Sequence[pytest.Item]) -> str:
@@ -93,7 +102,7 @@ class Probe:
         pid = os.fork()
         if pid == 0:  # pragma: no cover (the child: measured by what it writes)
             os.close(read_fd)
-            _run_in_child(sequence, write_fd)
+            _run_in_child(sequence, write_fd, self.workerinput, self.basetemp)
         os.close(write_fd)
         finished, timed_out = self._read_until(read_fd, pid, deadline)
         if len(finished) == len(sequence):
@@ -126,22 +135,31 @@ class Probe:
         return data.decode().split(), timed_out
 
 
-def _run_in_child(sequence: Sequence[pytest.Item], write_fd: int) -> None:
-    """Run ``sequence`` with pytest's protocol, writing each outcome; never returns."""
+def _run_in_child(
+    sequence: Sequence[pytest.Item], write_fd: int, workerinput: dict[str, Any], basetemp: Path
+) -> None:
+    """Become the worker ``workerinput`` describes (configured as a forked worker is), run
+    ``sequence`` with pytest's protocol, writing each outcome; never returns."""
     code = 1
     try:
+        session = sequence[-1].session
+        config = session.config
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
+
+        def discard_output() -> None:  # what tests print is not what a probe tells
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+
+        discard_output()
+        stack = basetemp / f"procpar-probe-{workerinput['workerid']}.stack"
+        worker_start.configure_as_worker(config, workerinput, discard_output, stack, basetemp)
+        reconfigure.start_sessions(session)
         made: list[pytest.TestReport] = []
 
         class Outcomes:
             def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
                 made.append(report)
 
-        config = sequence[-1].config
-        isolation.silence_terminal(config)  # what its tests do is told through the pipe
-        isolation.withdraw_controller_plugins(config)
         config.pluginmanager.register(Outcomes(), "procpar_probe")
         for position, item in enumerate(sequence):
             following = sequence[position + 1] if position + 1 < len(sequence) else None
@@ -167,9 +185,28 @@ class BisectPlugin:
         self.sequence = self.sequence[: self.sequence.index(nodeid) + 1]
         self.recorded_seconds = {e.nodeid: e.end - e.start for e in self.record.tests}
         self.missing: list[str] = []
+        self.own_basetemp: Path | None = None  # made for the probes, removed at the end
 
     def pytest_procpar_needs_whole_suite(self, config: pytest.Config) -> str:
         return "--procpar-bisect runs recorded sequences"
+
+    def _workerinput(self, config: pytest.Config) -> dict[str, Any]:
+        """The recorded worker's identity, for every probe, told to plugins as a worker's
+        (``pytest_configure_node``: pytest-randomly puts its seed there)."""
+        workerinput = {
+            "workerid": self.worker,
+            "workercount": int(self.record.run.get("workers") or len(self.record.workers())),
+            "testrunuid": new_testrunuid(),
+            "mainargv": list(sys.argv),
+            **plugin_workerinput(config),
+        }
+        config.hook.pytest_procpar_worker_starting(node=WorkerNode(config, workerinput))
+        return workerinput
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self) -> None:
+        if self.own_basetemp is not None:
+            shutil.rmtree(self.own_basetemp, ignore_errors=True)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_collection_modifyitems(
@@ -203,7 +240,8 @@ class BisectPlugin:
         )
         if self.missing:
             say(f"{len(self.missing)} of them are not collected now, left out")
-        probe = Probe(self.recorded_seconds)
+        basetemp, self.own_basetemp = isolation.controller_basetemp(session.config)
+        probe = Probe(self.recorded_seconds, self._workerinput(session.config), basetemp)
         started = time.monotonic()
 
         def fails(chosen: list[pytest.Item]) -> bool:

@@ -19,6 +19,7 @@ from collections.abc import Generator
 
 import pytest
 
+from pytest_procpar import reconfigure, xdist_compat
 from pytest_procpar.polluters import BisectPlugin
 from pytest_procpar.run_record import (
     NOT_PASSED,
@@ -157,6 +158,9 @@ def configure(config: pytest.Config, settings: Settings) -> Settings:
         plugins.register(RerunPlugin(store.find(option.procpar_rerun)), "procpar_rerun")
     if option.procpar_bisect is not None:
         plugins.register(BisectPlugin(config, option.procpar_bisect), "procpar_bisect")
+        # Its probes are forked workers: configured again as such, told to plugins as such.
+        plugins.register(reconfigure.ConfigureRecord(config), "procpar_record")
+        plugins.register(xdist_compat.HookBridge(config), "procpar_xdist_hooks")
         if settings.workers:
             reason = "--procpar-bisect starts its own processes"
             return dataclasses.replace(settings, workers=0, remote=(), serial_reason=reason)

@@ -253,7 +253,9 @@ class RunRecorder:
     :data:`FLUSH_EVERY_S`: a forked worker inherits that list and the descriptor, and as
     neither flushes anything by itself, a worker can never write the controller's lines."""
 
-    def __init__(self, config: pytest.Config, path: Path, items: Sequence[pytest.Item]) -> None:
+    def __init__(
+        self, config: pytest.Config, path: Path, items: Sequence[pytest.Item], workers: int
+    ) -> None:
         self.path = path
         self.started = time.time()
         self.fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -273,6 +275,7 @@ class RunRecorder:
                 "pytest": pytest.__version__,
                 "python": sys.version.split()[0],
                 "seeds": seeds_of(config),
+                "workers": workers,
                 "items": [item.nodeid for item in items],
             }
         )
@@ -344,9 +347,12 @@ def keep_sequence(
     return [nodeid for nodeid in nodeids if nodeid not in by_nodeid]
 
 
-def start_recording(config: pytest.Config, items: Sequence[pytest.Item], keep: int) -> None:
-    """Keep a record of this run, among ``keep`` at most, unless there is no cache to keep
-    it in (``-p no:cacheprovider``)."""
+def start_recording(
+    config: pytest.Config, items: Sequence[pytest.Item], keep: int, workers: int
+) -> None:
+    """Keep a record of this run on ``workers``, among ``keep`` records at most, unless there
+    is no cache to keep it in (``-p no:cacheprovider``)."""
     path = RecordStore(config).new_path(keep)
     if path is not None:
-        config.pluginmanager.register(RunRecorder(config, path, items), "procpar_run_record")
+        recorder = RunRecorder(config, path, items, workers)
+        config.pluginmanager.register(recorder, "procpar_run_record")

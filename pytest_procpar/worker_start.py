@@ -16,7 +16,7 @@ import signal
 import sys
 import tempfile
 import traceback
-from collections.abc import Collection, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,16 +114,31 @@ def run_forked(start: ForkStart) -> None:
 
 
 def become_forked_worker(start: ForkStart) -> None:
-    """Turn the copy of the controller into a worker, in the state an xdist worker's plugins
-    would have configured: see :mod:`pytest_procpar.reconfigure`."""
-    config = start.session.config
-    xdist_compat.become_worker(config, start.workerinput)
-    isolation.withdraw_controller_plugins(config)
-    isolation.restart_capture(config, start.ends.redirect_output)
-    isolation.capture_files_visible(config, start.stack_path)
-    isolation.use_basetemp(
-        config, xdist_compat.worker_basetemp(start.basetemp, start.workerinput["workerid"])
+    configure_as_worker(
+        start.session.config,
+        start.workerinput,
+        start.ends.redirect_output,
+        start.stack_path,
+        start.basetemp,
     )
+
+
+def configure_as_worker(
+    config: pytest.Config,
+    workerinput: dict[str, Any],
+    redirect_output: Callable[[], None],
+    stack_path: Path,
+    basetemp: Path,
+) -> None:
+    """Turn this copy of the controller into a worker, in the state an xdist worker's plugins
+    would have configured (see :mod:`pytest_procpar.reconfigure`): a forked worker, and the
+    probes of ``--procpar-bisect``. ``redirect_output`` points file descriptors 1 and 2 where
+    what escapes capture goes."""
+    xdist_compat.become_worker(config, workerinput)
+    isolation.withdraw_controller_plugins(config)
+    isolation.restart_capture(config, redirect_output)
+    isolation.capture_files_visible(config, stack_path)
+    isolation.use_basetemp(config, xdist_compat.worker_basetemp(basetemp, workerinput["workerid"]))
     reconfigure.withdraw_controller_role(config)
     isolation.quiet_terminal(config)
     reconfigure.configure_again(config)

@@ -201,13 +201,30 @@ def test_replay_runs_the_failing_workers_sequence_in_its_order_with_its_seeds(
 
 def test_bisect_finds_the_polluting_tests(pytester: pytest.Pytester) -> None:
     """One polluter, then two that only together make a test fail; a test failing alone and
-    one failing only beside another worker are told apart."""
+    one failing only beside another worker are told apart. Every probe is configured as the
+    recorded worker (plugins see its ``workerinput`` and xdist's environment variables)."""
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_polluted=POLLUTED)
+    pytester.makeconftest(
+        """
+        import os
+
+        def pytest_configure(config):
+            given = getattr(config, "workerinput", None)
+            role = "controller" if given is None else given["workerid"]
+            with open(f"role-{os.getpid()}.txt", "w") as out:
+                out.write(f"{role} {os.environ.get('PYTEST_XDIST_WORKER')}")
+        """
+    )
     recorded = parallel(pytester, workers=1)
     assert recorded.ret == pytest.ExitCode.TESTS_FAILED
+    for path in pytester.path.glob("role-*.txt"):
+        path.unlink()
     one = run(pytester, "--procpar-bisect", "test_polluted.py::test_victim", "-n", "2")
     assert one.ret == pytest.ExitCode.TESTS_FAILED
+    roles = sorted(path.read_text() for path in pytester.path.glob("role-*.txt"))
+    assert roles[0] == "controller None" and len(roles) > 3
+    assert set(roles[1:]) == {"gw0 gw0"}  # each probe: the worker the test failed on
     one.stdout.fnmatch_lines(
         [
             "procpar bisect: test_polluted.py::test_victim ended failed in run * on gw0, "
