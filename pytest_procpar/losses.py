@@ -16,7 +16,7 @@ import pytest
 
 from pytest_procpar import faults, isolation, messages
 from pytest_procpar.pool import Lifecycle, Worker
-from pytest_procpar.replay import Replayer
+from pytest_procpar.replay import LostKind, Replayer
 from pytest_procpar.retries import Retries
 from pytest_procpar.scheduler import Scheduler
 from pytest_procpar.workitems import Chains
@@ -60,19 +60,29 @@ class LossAccounting:
         stack = faults.read_stack(worker.crash_files)
         if worker.overdue.test is not None:
             index, limit = worker.overdue.test
-            return self._lost(worker, index, f"Timeout after {limit:g}s", stack)
+            return self._lost(worker, index, f"Timeout after {limit:g}s", stack, kind="timeout")
         if worker.unusable is not None:
             index, trace = worker.unusable
-            return self._lost(worker, index, "the test left its worker unusable", trace)
+            return self._lost(
+                worker, index, "the test left its worker unusable", trace, kind="crashed"
+            )
         if ended in (Lifecycle.FINISHED, Lifecycle.FAILED):
             return None
         printed = isolation.printed_before_crash(worker.crash_files)
         detail = "\n\n".join(part for part in (stack, printed) if part)
         how = worker.handle.describe_exit()
-        return self._lost(worker, worker.running, f"worker {worker.workerid} crashed", detail, how)
+        what = f"worker {worker.workerid} crashed"
+        return self._lost(worker, worker.running, what, detail, how, kind="crashed")
 
     def _lost(
-        self, worker: Worker, index: int | None, what: str, detail: str, how: str = ""
+        self,
+        worker: Worker,
+        index: int | None,
+        what: str,
+        detail: str,
+        how: str = "",
+        *,
+        kind: LostKind,
     ) -> str:
         where = f" while running {self.items[index].nodeid}" if index is not None else ""
         message = f"{what}{where}" + (f": {how}" if how else "")
@@ -82,7 +92,9 @@ class LossAccounting:
             when: messages.When = "teardown" if index in self.reported else "call"
             running, since = worker.handle.running()
             seconds = faults.now() - since if running == index else 0.0  # as far as it got
-            report = self.replayer.lost_report(worker.node, item, message, when, seconds, detail)
+            report = self.replayer.lost_report(
+                worker.node, item, message, when, seconds, detail, kind=kind
+            )
             retries = self.retries
             if when == "call" and retries is not None and retries.has_retry(item):
                 retries.retry(item, index, worker.workerid, [report])
@@ -107,6 +119,7 @@ class LossAccounting:
         """Fail every item nobody reported: ``not run: <reason>``."""
         for index, item in enumerate(self.items):
             if index not in self.reported:
-                report = self.replayer.lost_report(None, item, f"not run: {reason}", "call")
+                message = f"not run: {reason}"
+                report = self.replayer.lost_report(None, item, message, "call", kind="notrun")
                 self.replayer.fail_item(item, report)
                 self.reported.add(index)

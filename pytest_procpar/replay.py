@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import pytest
 
@@ -20,6 +20,9 @@ from pytest_procpar.pytest_internals import ReprFileLocation
 from pytest_procpar.xdist_compat import WorkerNode
 
 _ITEM_EVENTS = (messages.PLAIN_REPORT, messages.REPORT, messages.LOGSTART, messages.LOGFINISH)
+
+# Why the controller reports a test its worker could not: the words of the run record.
+LostKind: TypeAlias = Literal["crashed", "timeout", "notrun"]
 
 
 class Replayer:
@@ -156,10 +159,12 @@ class Replayer:
         when: messages.When,
         seconds: float = 0.0,
         detail: str = "",
+        *,
+        kind: LostKind,
     ) -> pytest.TestReport:
         """A failed report of ``item``, which ran for ``seconds``, for a reason its worker
-        could not report. The ``detail`` is left out with ``--tb=line``, as pytest leaves out a
-        failure's traceback."""
+        could not report (of ``kind``). The ``detail`` is left out with ``--tb=line``, as pytest
+        leaves out a failure's traceback."""
         now = time.time()
         if self.config.option.tbstyle == "line":
             detail = ""
@@ -168,7 +173,7 @@ class Replayer:
             location=item.location,
             keywords=self.keywords.of(item),
             outcome="failed",
-            longrepr=LostTestRepr(item, message, detail),
+            longrepr=LostTestRepr(item, message, detail, kind),
             when=when,
             sections=[],
             duration=seconds,
@@ -184,10 +189,12 @@ class Replayer:
 class LostTestRepr(reports.TextRepr):
     """Why the controller failed a test for its worker: ``message`` is the one line the short
     summary, ``--tb=line`` and JUnit XML show (in CI pytest does not trim it to the terminal's
-    width, so a crash's stack must not be part of it); ``detail`` follows it in the report."""
+    width, so a crash's stack must not be part of it); ``detail`` follows it in the report;
+    ``kind`` says what happened, for the run record."""
 
-    def __init__(self, item: pytest.Item, message: str, detail: str) -> None:
+    def __init__(self, item: pytest.Item, message: str, detail: str, kind: LostKind) -> None:
         super().__init__(message + (f"\n\n{detail}" if detail else ""))
+        self.kind = kind
         lineno = item.location[1]
         self.reprcrash = ReprFileLocation(
             str(item.path), lineno + 1 if lineno is not None else 0, message

@@ -49,7 +49,7 @@ def outcome_of(reports: Sequence[pytest.TestReport]) -> str:
         result = report.outcome
         if result == "failed":
             if isinstance(report.longrepr, LostTestRepr):
-                return _lost_kind(report.longrepr)
+                return report.longrepr.kind
             if report.when == "call":
                 outcome = "failed"
             elif outcome != "failed":
@@ -60,15 +60,6 @@ def outcome_of(reports: Sequence[pytest.TestReport]) -> str:
             elif result == "skipped":
                 outcome = "skipped"
     return outcome
-
-
-def _lost_kind(longrepr: LostTestRepr) -> str:
-    message = longrepr.reprcrash.message
-    if message.startswith("not run"):
-        return "notrun"
-    if message.startswith("Timeout after"):
-        return "timeout"
-    return "crashed"
 
 
 def seeds_of(config: pytest.Config) -> dict[str, Any]:
