@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -17,6 +18,7 @@ from _pytest import terminal as _pytest_terminal
 from _pytest._code.code import ReprFileLocation, TerminalRepr
 from _pytest._io import TerminalWriter
 from _pytest._io.saferepr import saferepr
+from _pytest.cacheprovider import Cache
 from _pytest.junitxml import _check_record_param_type, bin_xml_escape, xml_key
 from _pytest.nodes import Node
 from _pytest.tmpdir import TempPathFactory
@@ -58,6 +60,13 @@ def swap_writer_file(writer: TerminalWriter, file: object) -> Any:
     previous = writer._file
     writer._file = file
     return previous
+
+
+def cache_subdir(config: pytest.Config, name: str) -> Path:
+    """What ``config.cache.mkdir(name)`` makes, known before the cache plugin is configured
+    (ini ``cache_dir`` resolved as pytest resolves it)."""
+    cache_dir: Path = Cache.cache_dir_from_config(config, _ispytest=True)
+    return cache_dir / Cache._CACHE_PREFIX_DIRS / name
 
 
 def writer_file(writer: TerminalWriter) -> Any:

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 import pytest_procpar
+from pytest_procpar import pytest_internals
 from pytest_procpar.replay import LostTestRepr
 
 FORMAT = "procpar-run-record"
@@ -202,12 +203,10 @@ class RecordStore:
     def new_path(self, keep: int) -> Path | None:
         """Where this run's record goes, after making room: at most ``keep`` records (this
         one included) and :data:`MAX_TOTAL_BYTES` in all. None when there is no cache."""
-        if self.directory is None or keep <= 0:
-            return None
         cache: pytest.Cache | None = getattr(self.config, "cache", None)
-        if cache is not None:
-            cache.mkdir(CACHE_DIR)  # as pytest makes its cache (with its .gitignore)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.directory is None or cache is None or keep <= 0:
+            return None
+        cache.mkdir(CACHE_DIR)  # as pytest makes its cache (with its .gitignore)
         paths = self.paths()
         sizes = {path: _size(path) for path in paths}
         while paths and (len(paths) >= keep or sum(sizes.values()) > MAX_TOTAL_BYTES):
@@ -220,14 +219,12 @@ class RecordStore:
 
 
 def records_directory(config: pytest.Config) -> Path | None:
-    """Where the records are: pytest's cache directory (ini ``cache_dir``, found as pytest
-    finds it), known before the cache plugin is configured, which is too late for what
-    replaying a record sets (the seeds plugins read while they are configured). None with
-    ``-p no:cacheprovider``."""
+    """Where the records are in pytest's cache, known before the cache plugin is configured,
+    which is too late for what replaying a record sets (the seeds plugins read while they are
+    configured). None with ``-p no:cacheprovider``."""
     if not config.pluginmanager.has_plugin("cacheprovider"):
         return None
-    configured = os.path.expandvars(os.path.expanduser(str(config.getini("cache_dir"))))
-    return config.rootpath / configured / "d" / CACHE_DIR
+    return pytest_internals.cache_subdir(config, CACHE_DIR)
 
 
 def _size(path: Path) -> int:
