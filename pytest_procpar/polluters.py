@@ -25,11 +25,12 @@ from typing import Any, TypeVar
 import pytest
 
 from pytest_procpar import isolation, reconfigure, worker_start
-from pytest_procpar.run import plugin_workerinput
+from pytest_procpar.run import worker_identity
 from pytest_procpar.run_record import (
     NOT_PASSED,
     RecordStore,
     RunRecord,
+    TestEntry,
     apply_seeds,
     keep_sequence,
     outcome_of,
@@ -65,14 +66,14 @@ def smallest_cause(before: Sequence[T], fails: Callable[[list[T]], bool]) -> lis
     return cause
 
 
-def failing_record(config: pytest.Config, nodeid: str) -> RunRecord:
-    """The newest record in which ``nodeid`` did not pass on a worker."""
+def failing_record(config: pytest.Config, nodeid: str) -> tuple[RunRecord, TestEntry]:
+    """The newest record in which ``nodeid`` did not pass on a worker, and that test's line."""
     looked = 0
     for record in RecordStore(config).newest_first():
         looked += 1
         for entry in record.tests:
             if entry.nodeid == nodeid and entry.outcome in NOT_PASSED and entry.worker:
-                return record
+                return record, entry
     raise pytest.UsageError(
         f"--procpar-bisect: {nodeid} did not fail on a worker in any of the {looked} recorded runs"
     )
@@ -176,12 +177,12 @@ class BisectPlugin:
 
     def __init__(self, config: pytest.Config, nodeid: str) -> None:
         self.nodeid = nodeid
-        self.record = failing_record(config, nodeid)
+        self.record, entry = failing_record(config, nodeid)
         self.seeds = apply_seeds(config, self.record)
-        entry = next(e for e in self.record.tests if e.nodeid == nodeid and e.worker)
+        assert entry.worker is not None  # as failing_record found it
         self.worker = entry.worker
         self.recorded_outcome = entry.outcome
-        self.sequence = [e.nodeid for e in self.record.sequence(entry.worker or "")]
+        self.sequence = [e.nodeid for e in self.record.sequence(self.worker)]
         self.sequence = self.sequence[: self.sequence.index(nodeid) + 1]
         self.recorded_seconds = {e.nodeid: e.end - e.start for e in self.record.tests}
         self.missing: list[str] = []
@@ -193,13 +194,8 @@ class BisectPlugin:
     def _workerinput(self, config: pytest.Config) -> dict[str, Any]:
         """The recorded worker's identity, for every probe, told to plugins as a worker's
         (``pytest_configure_node``: pytest-randomly puts its seed there)."""
-        workerinput = {
-            "workerid": self.worker,
-            "workercount": int(self.record.run.get("workers") or len(self.record.workers())),
-            "testrunuid": new_testrunuid(),
-            "mainargv": list(sys.argv),
-            **plugin_workerinput(config),
-        }
+        count = int(self.record.run.get("workers") or len(self.record.workers()))
+        workerinput = worker_identity(config, self.worker, count, new_testrunuid())
         config.hook.pytest_procpar_worker_starting(node=WorkerNode(config, workerinput))
         return workerinput
 

@@ -184,11 +184,7 @@ class ParallelRun:
         ``share`` of the files it collects)."""
         workerid = f"gw{self.pool.started_count}"
         workerinput = {
-            "workerid": workerid,
-            "workercount": self.worker_count,
-            "testrunuid": self.testrunuid,
-            "mainargv": list(sys.argv),
-            **plugin_workerinput(self.config),
+            **worker_identity(self.config, workerid, self.worker_count, self.testrunuid),
             worker_limits.WORKERINPUT_KEY: self.settings.recycling.workerinput(),
             # the flaky marker is only looked up when a test may carry it: not known yet
             # while workers collect, so looked up then
@@ -415,9 +411,16 @@ def end_as_worker_did(session: pytest.Session, worker: Worker, message: messages
             raise messages.ProtocolError(message)
 
 
-def plugin_workerinput(config: pytest.Config) -> dict[str, Any]:
-    """What procpar's own parts tell every worker through ``workerinput``."""
+def worker_identity(
+    config: pytest.Config, workerid: str, workercount: int, testrunuid: str
+) -> dict[str, Any]:
+    """What any worker's ``workerinput`` holds: xdist's keys, and what procpar's own parts
+    (coverage, ``--log-file``, JUnit XML) tell every worker."""
     return {
+        "workerid": workerid,
+        "workercount": workercount,
+        "testrunuid": testrunuid,
+        "mainargv": list(sys.argv),
         coverage_support.SETTINGS_KEY: coverage_support.settings_for_workers(
             config.pluginmanager.has_plugin("_cov")
         ),
