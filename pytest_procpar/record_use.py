@@ -26,6 +26,7 @@ from pytest_procpar.run_record import (
     RecordStore,
     RunRecord,
     apply_seeds,
+    keep_only,
     keep_sequence,
 )
 from pytest_procpar.settings import Settings
@@ -106,7 +107,7 @@ class RerunPlugin:
         outcomes = self.record.outcomes()
         recorded = set(self.record.run.get("items", ())) | set(outcomes)
         why: dict[str, int] = {}
-        kept, dropped = [], []
+        kept = []
         for item in items:
             outcome = outcomes.get(item.nodeid)
             if item.nodeid not in recorded:
@@ -116,13 +117,10 @@ class RerunPlugin:
             elif outcome in NOT_PASSED:
                 reason = outcome
             else:
-                dropped.append(item)
                 continue
             kept.append(item)
             why[reason] = why.get(reason, 0) + 1
-        if dropped:
-            config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
+        keep_only(config, items, kept)
         counts = ", ".join(f"{count} {reason.replace('notrun', 'not run')}"
                            for reason, count in sorted(why.items()))  # fmt: skip
         self.summary = f"procpar: rerun of run {self.record.name}: {counts or 'nothing to run'}"

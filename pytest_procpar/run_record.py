@@ -323,16 +323,20 @@ class RunRecorder:
 def keep_sequence(
     config: pytest.Config, items: list[pytest.Item], nodeids: Sequence[str]
 ) -> list[str]:
-    """Make ``items`` the collected items of ``nodeids``, in that order, the others deselected
-    (as ``-k`` deselects); the nodeids no item has now."""
+    """Make ``items`` the collected items of ``nodeids``, in that order; the nodeids no item
+    has now."""
     by_nodeid = {item.nodeid: item for item in items}
-    kept = [by_nodeid[nodeid] for nodeid in nodeids if nodeid in by_nodeid]
+    keep_only(config, items, [by_nodeid[nodeid] for nodeid in nodeids if nodeid in by_nodeid])
+    return [nodeid for nodeid in nodeids if nodeid not in by_nodeid]
+
+
+def keep_only(config: pytest.Config, items: list[pytest.Item], kept: list[pytest.Item]) -> None:
+    """Make ``items`` ``kept``, the others deselected (as ``-k`` deselects)."""
     chosen = {id(item) for item in kept}
     dropped = [item for item in items if id(item) not in chosen]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     items[:] = kept
-    return [nodeid for nodeid in nodeids if nodeid not in by_nodeid]
 
 
 def start_recording(
