@@ -117,6 +117,17 @@ def _release_forkserver() -> None:
             setattr(server, "_forkserver_alive_fd", None)  # noqa: B010 - not in typeshed
 
 
+STACK_POLL_S = 0.02  # how often to look whether a stack asked for is written yet
+
+
+def stack_size(stack_path: Path) -> int:
+    """How much of a stack the worker has written (0: none, or no file)."""
+    try:
+        return stack_path.stat().st_size
+    except OSError:
+        return 0
+
+
 def read_stack(stack_path: Path) -> str:
     try:
         return stack_path.read_text(encoding="utf-8", errors="replace").strip()

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 REFRESH_S = 0.25  # how often the status line is drawn again
 STACK_WAIT_S = 1.0  # how long a dump waits for the workers' stacks
-STACK_POLL_S = 0.02  # how often it looks whether they are written
 PAST_S = 0.01  # a slow test is looked at just past a multiple of the threshold, not on it
 ERASE = "\x1b[J"  # from the cursor to the end of the screen: the status line under it
 UP = "\x1b[A"
@@ -278,9 +277,9 @@ def collect_stacks(workers: Sequence[Worker]) -> dict[str, str]:
     sizes: dict[str, int] = {}
     deadline = faults.now() + STACK_WAIT_S
     while pending and faults.now() < deadline:
-        time.sleep(STACK_POLL_S)
+        time.sleep(faults.STACK_POLL_S)
         for worker in workers:
-            size = _size(worker)
+            size = faults.stack_size(worker.crash_files)
             if size and size == sizes.get(worker.workerid):  # written, and no longer growing
                 pending.discard(worker.workerid)
             sizes[worker.workerid] = size
@@ -293,10 +292,3 @@ def collect_stacks(workers: Sequence[Worker]) -> dict[str, str]:
             with contextlib.suppress(OSError):
                 os.truncate(worker.crash_files, 0)
     return stacks
-
-
-def _size(worker: Worker) -> int:
-    try:
-        return worker.crash_files.stat().st_size
-    except OSError:
-        return 0

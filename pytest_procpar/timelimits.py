@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
+from pytest_procpar import faults
 from pytest_procpar.workitems import closest_marker
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 TIMEOUT_MARKER = "procpar_timeout"
 STACK_WAIT_S = 1.0  # how long a hung worker gets to write its stack
-STACK_POLL_S = 0.02  # how often to look whether it has
 SHUTDOWN_GRACE_S = 2.0  # from SIGTERM to SIGKILL
 DEADLINE_POLL_S = 0.25  # a worker may start a limited test at any time: look again this soon
 
@@ -85,7 +85,7 @@ class TimeLimits:
         """How long the controller may block before one of the steps is due."""
         waits = [worker.overdue.kill_at - now for worker in workers if worker.overdue.kill_at]
         if any(worker.overdue.term_at for worker in workers):
-            waits.append(STACK_POLL_S)
+            waits.append(faults.STACK_POLL_S)
         if self.enabled:
             overdue_in = [
                 started + self.limits[index] - now
@@ -99,7 +99,8 @@ class TimeLimits:
         """Take the steps that are due: ask for a stack, TERM, KILL."""
         for worker in workers:
             overdue, handle = worker.overdue, worker.handle
-            if overdue.term_at and (now >= overdue.term_at or _written(worker.crash_files)):
+            written = overdue.term_at and faults.stack_size(worker.crash_files)
+            if overdue.term_at and (now >= overdue.term_at or written):
                 overdue.term_at = 0.0
                 handle.signal(signal.SIGTERM)
                 overdue.kill_at = now + SHUTDOWN_GRACE_S
@@ -113,10 +114,3 @@ class TimeLimits:
                 overdue.test = (index, limit)
                 handle.request_stack()  # faulthandler: dump the hung stack
                 overdue.term_at = now + STACK_WAIT_S
-
-
-def _written(path: Path) -> bool:
-    try:
-        return path.stat().st_size > 0
-    except OSError:
-        return False
