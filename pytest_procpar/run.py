@@ -320,7 +320,9 @@ class ParallelRun:
 
     def _wake_parked(self) -> None:
         """A test's attempt is over: workers waiting for work ask again (a retry, work the
-        scheduler now finds worth handing out), or are done."""
+        scheduler now finds worth handing out), or are done. (Called after every test.)"""
+        if not self.parked:
+            return
         parked, self.parked = self.parked, []
         for worker in parked:
             if worker.lifecycle is Lifecycle.RUNNING:
