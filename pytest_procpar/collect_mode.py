@@ -18,10 +18,6 @@ from pytest_procpar import once, xdist_compat
 from pytest_procpar.scheduler.shares import SHARE_POLICIES
 
 MODES = ("auto", "controller", "workers")
-# auto collects in workers when the last run's collection took at least this long: below it
-# the time saved is smaller than what a user would notice, and collect-once is the tried path
-# (5000 tiny tests collect in 0.7 s, and end 0.2 s sooner collecting in workers)
-AUTO_MIN_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -39,7 +35,6 @@ def before_walk(
     workers: int,
     remote: bool,
     dist: str,
-    last_seconds: float | None,
 ) -> Decision:
     """Whether to walk the directories only and let the workers collect the files."""
     asked = f"--procpar-collect={mode}"
@@ -50,20 +45,15 @@ def before_walk(
         return Decision(False, why_not)
     if mode == "workers":
         return Decision(True, asked)
-    if workers < 2:
-        return Decision(False, "auto: one worker")
     if dist not in SHARE_POLICIES:
         return Decision(False, f"auto: --dist {dist} hands out tests from the whole suite")
     if config.hook.pytest_procpar_make_scheduler.get_hookimpls():
         return Decision(False, "auto: a plugin's scheduler hands out tests from the whole suite")
-    if remote or start_method != "fork":  # collecting once, they would collect it all again
-        kind = "--tx" if remote else start_method
-        reason = f"auto: {kind} workers collect by themselves"
-        return Decision(True, reason, weigh=True, collected_again=True)
-    if last_seconds is None:
-        return Decision(False, "auto: no collection measured yet")
-    measured = f"collection took {last_seconds:.1f}s last time"
-    return Decision(last_seconds >= AUTO_MIN_SECONDS, f"auto: {measured}", weigh=True)
+    # Every worker configures pytest and collects by itself (forked from the template,
+    # spawned, or remote): collecting once here as well would collect the suite twice.
+    kind = "--tx" if remote else start_method
+    reason = f"auto: {kind} workers collect by themselves"
+    return Decision(True, reason, weigh=True, collected_again=True)
 
 
 def _unsafe(config: pytest.Config, dist: str) -> str | None:

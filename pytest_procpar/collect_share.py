@@ -1,18 +1,15 @@
 """Collecting in workers, the worker's side: its share of the suite's files is its session's
 collection, and files it takes over later are imported on demand.
 
-The controller walked the directories and forked; every worker holds the same uncollected file
-nodes (the *units*). A worker's ``pytest_collection`` collects its share of them with pytest's
-own ``genitems``, runs ``pytest_collection_modifyitems`` over what it found (``-k``, ``-m``,
-``--deselect`` and plugins act per item) and tells the controller what it collected, what it
-kept and what collection reported, so that the controller can show and decide what a serial
-run shows and decides. Items are then named by the run's indexes, which the controller sends
-(``numbered``); a file taken over from another worker is collected again here (``import``).
-
-A spawned, forkserver or remote worker inherits no units: its own session walks the
-directories as the controller's did (:meth:`ShareCollection.walking`), checks it found the
-same files, and collects its share where pytest's collection modifies the items, so that every
-plugin's ``pytest_collection_modifyitems`` sees the share, as in a forked worker.
+The controller walked the directories to the test files (the *units*) without importing one.
+A worker's own session walks them the same way, checks it found the controller's files, and
+collects its share of them with pytest's own ``genitems`` where pytest's collection modifies
+the items, so that every plugin's ``pytest_collection_modifyitems`` sees the share (``-k``,
+``-m``, ``--deselect`` and plugins act per item). It then tells the controller what it
+collected, what it kept and what collection reported, so that the controller can show and
+decide what a serial run shows and decides. Items are then named by the run's indexes, which
+the controller sends (``numbered``); a file taken over from another worker is collected again
+here (``import``).
 """
 
 from __future__ import annotations
@@ -29,10 +26,14 @@ from pytest_procpar.messages import Event
 
 
 class ShareCollection:
-    """Registered in a worker that collects: its session collects its share of the units."""
+    """Registered in a worker that collects: its session's collection walks to the files (it
+    must find the controller's ``expected`` nodeids) and collects ``share`` of them."""
 
-    def __init__(self, units: Sequence[pytest.Collector], share: Sequence[int]) -> None:
-        self.units = units
+    def __init__(
+        self, session: pytest.Session, expected: Sequence[str], share: Sequence[int]
+    ) -> None:
+        self.units: list[pytest.Collector] = []
+        self.expected = expected
         self.share = share
         self.collected: list[pytest.Item] = []
         self.unit_of: list[int] = []  # the unit each collected item came from
@@ -40,37 +41,9 @@ class ShareCollection:
         self.deselected: list[list[pytest.Item]] = []  # one list per pytest_deselected call
         self.seconds: dict[int, float] = {}
         self.unit: int | None = None  # the unit being collected: its reports are news
-        self.expected: Sequence[str] | None = None  # walking here: the controller's units
-        self._end_walk: Callable[[], None] | None = None
-
-    @classmethod
-    def walking(
-        cls, session: pytest.Session, nodeids: Sequence[str], share: Sequence[int]
-    ) -> ShareCollection:
-        """A worker that inherited no units: the session's own collection walks to the files
-        (it must find the controller's ``nodeids``), and collects ``share`` of them."""
-        units: list[pytest.Collector] = []
-        collection = cls(units, share)
-        collection.expected = nodeids
-        collection._end_walk = pytest_internals.walk_to_files(session, units.append)
-        return collection
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_collection(self, session: pytest.Session) -> bool | None:
-        """Serial pytest's collection steps, over this worker's share (walking here: pytest's
-        own, see :meth:`pytest_collection_modifyitems`)."""
-        if self.expected is not None:
-            return None
-        config = session.config
-        session.items = kept = []
-        try:
-            self._collect_share(session)
-            kept.extend(self.collected)
-            config.hook.pytest_collection_modifyitems(session=session, config=config, items=kept)
-        finally:
-            config.hook.pytest_collection_finish(session=session)
-        session.testscollected = len(kept)
-        return True
+        self._end_walk: Callable[[], None] | None = pytest_internals.walk_to_files(
+            session, self.units.append
+        )
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_collection_modifyitems(
@@ -84,7 +57,7 @@ class ShareCollection:
             found = [unit.nodeid for unit in self.units]
             if found != self.expected:
                 raise WorkerCollectionMismatch(
-                    describe_difference("test files", found, self.expected or [])
+                    describe_difference("test files", found, self.expected)
                 )
             self._collect_share(session)
             items.extend(self.collected)

@@ -66,11 +66,10 @@ class ControllerPlugin:
         self.where = collect_mode.before_walk(
             config,
             settings.collect,
-            launch.safe_start_method(settings.start_method)[0],
+            launch.local_start(config, settings.start_method, settings.workers).method,
             settings.workers,
             bool(settings.remote),
             settings.dist,
-            costs.last_seconds,
         )
         if self.where.in_workers:
             self.walk = FileWalk(session)

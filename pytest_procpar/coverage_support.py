@@ -1,11 +1,11 @@
 """``coverage run -m pytest -p procpar -n N`` measures what the workers run, too.
 
-Under ``coverage run`` only the controller is measured by coverage itself: forked workers
-inherit the running measurement but would never save it (they do not run the controller's
-exit handlers) and must not write to its data file, spawned workers are not measured at all.
-So every worker stops what it inherited and measures afresh, in memory, with the controller's
-settings, and sends its data back in ``workeroutput``; the controller merges it into its own
-before coverage saves at exit.
+Under ``coverage run`` only the controller is measured by coverage itself: workers forked
+from the template inherit the running measurement, which is the controller's to save (its exit
+handler would write the controller's data file), and spawned workers are not measured at all.
+So every worker stops what it inherited (:func:`forget_inherited`) and measures afresh, in
+memory, with the controller's settings, and sends its data back in ``workeroutput``; the
+controller merges it into its own before coverage saves at exit.
 
 pytest-cov is not handled here: it speaks xdist's protocol, which procpar provides. When it
 is active it replaces the measurement in workers, and this module steps aside.
@@ -13,6 +13,7 @@ is active it replaces the measurement in workers, and this module steps aside.
 
 from __future__ import annotations
 
+import atexit
 import sys
 from typing import Any
 
@@ -45,6 +46,21 @@ def settings_for_workers(pytest_cov_active: bool) -> dict[str, Any] | None:
     }
 
 
+def forget_inherited() -> None:
+    """In a process forked from the template: a measurement running now was started by the
+    controller before the fork (``coverage run``; pytest-cov's controller side, which it
+    starts while the initial conftests load) and is the controller's. Here it stops, and its
+    exit handler, which would stop it again and may save it to the controller's data file,
+    is withdrawn."""
+    if "coverage" not in sys.modules:
+        return
+    import coverage
+
+    while (cov := coverage.Coverage.current()) is not None:
+        cov.stop()
+        atexit.unregister(cov._atexit)
+
+
 class WorkerCoverage:
     """A worker's part: measure in memory, hand the data back at the end."""
 
@@ -54,9 +70,6 @@ class WorkerCoverage:
         if settings is not None:
             import coverage
 
-            inherited = current()
-            if inherited is not None:
-                inherited.stop()  # the controller's: it saves to the controller's data file
             self.cov = coverage.Coverage(**settings)
             self.cov.start()
 

@@ -80,12 +80,6 @@ def release_suite(config: pytest.Config) -> None:
     config.add_cleanup(gc.unfreeze)
 
 
-def freeze_for_fork() -> None:
-    """Right before a worker is forked: everything the controller has is the worker's
-    inheritance, which the worker's collector must not write to (and so copy)."""
-    gc.freeze()
-
-
 @functools.cache
 def freeze_at_exit() -> None:
     """When the interpreter exits, spare it the last garbage collections over the collected

@@ -49,24 +49,6 @@ class SilentTerminal:
         return getattr(self._reporter, name)
 
 
-def quiet_terminal(config: pytest.Config) -> None:
-    """Make the worker's ``terminalreporter`` a plain reporter writing to ``os.devnull``, as
-    it is when an xdist worker's plugins configure (some look at its class, or replace it)."""
-    manager = config.pluginmanager
-    if not manager.has_plugin("terminal"):  # -p no:terminal
-        return
-    like = manager.get_plugin("terminalreporter")
-    devnull = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives with the worker
-    reporter = pytest.TerminalReporter(config, devnull)
-    ours, theirs = (pytest_internals.terminal_writer(each) for each in (reporter, like))
-    if ours is not None and theirs is not None:  # colour explanations as the controller would
-        ours.hasmarkup = theirs.hasmarkup
-        ours.code_highlight = theirs.code_highlight
-    if like is not None:
-        manager.unregister(like, name="terminalreporter")
-    manager.register(reporter, "terminalreporter")
-
-
 def silence_terminal(config: pytest.Config) -> None:
     """Wrap whatever ``terminalreporter`` is now (a plugin may have replaced it) in a
     :class:`SilentTerminal`: the controller alone reports."""
@@ -107,17 +89,6 @@ def restart_capture(config: pytest.Config, redirect_output: Callable[[], None]) 
     if capman is not None:
         capman.start_global_capturing()
         capman.suspend_global_capture()
-
-
-def use_basetemp(config: pytest.Config, basetemp: Path) -> None:
-    """Point tmp_path at ``basetemp`` (the worker's own).
-
-    The factory is changed in place: whatever holds it (the legacy ``tmpdir_factory``, a
-    plugin) then sees the worker's directory too."""
-    config.option.basetemp = str(basetemp)
-    factory = pytest_internals.tmp_path_factory(config)
-    if factory is not None:
-        vars(factory).update(vars(pytest_internals.fresh_tmp_path_factory(config)))
 
 
 _starting_environment: dict[str, str] = {}

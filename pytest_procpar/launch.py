@@ -1,21 +1,23 @@
 """Starting worker processes: pipes, the start method, and what each worker is handed.
 
-With ``fork`` a worker is a copy of the controller right after collection, so it never imports
-or collects again and shares the controller's memory pages (``gc.freeze()`` first, so the
-garbage collector does not touch, and thereby copy, every inherited object). With ``spawn`` and
-``forkserver`` a worker is a fresh interpreter that rebuilds the config from the controller's
-options and collects by itself.
+With ``fork`` (the default on Linux) a worker is forked from the template, a copy of the
+controller made before pytest configured (:func:`prepare`, see :mod:`pytest_procpar.template`):
+it configures itself as a worker and collects by itself, sharing the memory pages of pytest,
+the plugins and the conftests with the controller. With ``spawn`` and ``forkserver`` a worker
+is a fresh interpreter that rebuilds the config from the controller's options. Either way the
+worker is handed the same :class:`~pytest_procpar.worker_start.SpawnStart`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
+import pickle
 import threading
-import warnings
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -23,7 +25,16 @@ from typing import Any, Protocol
 
 import pytest
 
-from pytest_procpar import faults, framing, gc_policy, isolation, resources, worker, worker_start
+from pytest_procpar import (
+    faults,
+    framing,
+    gc_policy,
+    isolation,
+    resources,
+    template,
+    worker,
+    worker_start,
+)
 from pytest_procpar.messages import FromWorker, ToWorker
 from pytest_procpar.remote import RemoteLauncher
 from pytest_procpar.xdist_compat import collecting_worker_options, worker_basetemp
@@ -59,7 +70,7 @@ class WorkerHandle(Protocol):
 class WorkerProcess:
     """A worker process on this machine: the process and the controller's ends of its pipes."""
 
-    process: BaseProcess
+    process: BaseProcess | template.TemplateChild
     reader: framing.FrameReader[FromWorker]
     command_fd: int
     output_fds: dict[str, int]
@@ -114,6 +125,8 @@ class WorkerProcess:
         for connection in self.connections:
             connection.close()
         self.connections = []
+        if isinstance(self.process, template.TemplateChild):
+            self.process.close()
 
 
 def picklable_options(config: pytest.Config) -> dict[str, Any]:
@@ -139,12 +152,64 @@ def failures_that_stop(config: pytest.Config) -> int:
     return min((limit for limit in limits if limit), default=0)
 
 
-def safe_start_method(method: str) -> tuple[str, str]:
-    """``method``, or forkserver when forking is unsafe, with a notice saying why."""
-    threads = other_threads() if method == "fork" else []
+@dataclass
+class LocalStart:
+    """How this run's local workers start: the start method, a notice for the header, and
+    for ``fork`` the template and the shared memory it was forked with."""
+
+    method: str
+    notice: str = ""
+    template: template.Template | None = None
+    shared: worker.Shared | None = None
+
+
+def prepare(config: pytest.Config, slots: int, resource_limits: Mapping[str, int]) -> None:
+    """Before the initial conftests are imported: make the shared memory for ``slots``
+    workers and fork the template (both must exist before the copy is taken). Where forking
+    is unsafe or the platform cannot run a template, there is none (see :func:`local_start`)."""
+    threads = other_threads()
     if threads:
-        return "forkserver", f"; fork is unsafe with threads running ({', '.join(threads)})"
-    return method, ""
+        notice = f"; fork is unsafe with threads ({', '.join(threads)})"
+        template.remember(config, template.Made(None, None, notice))
+        return
+    if not template.available():
+        notice = "; this platform cannot fork from a template"
+        template.remember(config, template.Made(None, None, notice))
+        return
+    context = multiprocessing.get_context("fork")
+    shared = make_shared(context, slots, 0, resource_limits)  # maxfail: told each worker
+    child_main = functools.partial(worker_start.from_template, config, shared)
+    template.remember(config, template.Made(template.Template.fork(child_main), shared, ""))
+
+
+def local_start(config: pytest.Config, method: str, slots: int) -> LocalStart:
+    """How ``slots`` local workers start: ``method``, and for fork the template made for the
+    run (fork is only ever from a template: where there is none, or it has too few slots, the
+    workers start with forkserver)."""
+    if method != "fork":
+        return LocalStart(method)
+    made = template.made(config)
+    if made is None:
+        return LocalStart("forkserver", "; no template was made before the conftests loaded")
+    if made.template is None:
+        return LocalStart("forkserver", made.notice)
+    shared: worker.Shared = made.shared
+    if slots > len(shared.failures):
+        return LocalStart("forkserver", f"; the template was made for {len(shared.failures)}")
+    return LocalStart("fork", " from template", made.template, shared)
+
+
+def make_shared(
+    context: Any, slots: int, maxfail: int, resource_limits: Mapping[str, int]
+) -> worker.Shared:
+    return worker.Shared(
+        failures=context.RawArray("i", slots),
+        stop=context.RawValue("i", 0),
+        maxfail=maxfail,
+        running=context.RawArray("l", [-1] * slots),
+        running_since=context.RawArray("d", slots),
+        gate=resources.Gate(context, slots, resource_limits),
+    )
 
 
 def other_threads() -> list[str]:
@@ -164,7 +229,7 @@ class Launcher:
     def __init__(
         self,
         session: pytest.Session,
-        start_method: str,
+        local: LocalStart,
         slot_specs: Sequence[str | None],
         basetemp: Path,
         remote_rootdir: str | None = None,
@@ -172,25 +237,20 @@ class Launcher:
         resource_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.session = session
-        self.start_method = start_method
-        self.context = multiprocessing.get_context(start_method)
-        slots = len(slot_specs)
+        self.start_method = local.method
+        self.template = local.template
+        self.context = multiprocessing.get_context(local.method)
         maxfail = failures_that_stop(session.config)
-        self.shared = worker.Shared(
-            failures=self.context.RawArray("i", slots),
-            stop=self.context.RawValue("i", 0),
-            maxfail=maxfail,
-            running=self.context.RawArray("l", [-1] * slots),
-            running_since=self.context.RawArray("d", slots),
-            gate=resources.Gate(self.context, slots, resource_limits or {}),
+        self.shared = local.shared or make_shared(
+            self.context, len(slot_specs), maxfail, resource_limits or {}
         )
+        self.shared.maxfail = maxfail  # (the template's was made before the options were read)
         self.slot_specs = list(slot_specs)
         self.remote = (
             RemoteLauncher(session.config, remote_rootdir) if any(self.slot_specs) else None
         )
         self.basetemp = basetemp
         self.deselected = deselected
-        self.controller_fds: set[int] = set()
         self._same_for_all: dict[str, Any] | None = None
         self.units: Sequence[pytest.Collector] = ()  # collecting in workers: the files
 
@@ -211,9 +271,7 @@ class Launcher:
             assert self.remote is not None
             payload = self._collect_again(workerinput, initial, None, share)
             payload["maxfail"] = self.shared.maxfail
-            remote = self.remote.start(spec, payload, self.stack_path(workerinput))
-            self.controller_fds |= set(remote.fds)
-            return remote
+            return self.remote.start(spec, payload, self.stack_path(workerinput))
         return self._start_local(workerinput, slot, initial, share)
 
     def _start_local(
@@ -224,28 +282,37 @@ class Launcher:
         stdout_r, stdout_w = self.context.Pipe(duplex=False)
         stderr_r, stderr_w = self.context.Pipe(duplex=False)
         framing.enlarge_pipe(results_w.fileno())
-        ends = worker_start.ChildEnds(commands_r, results_w, stdout_w, stderr_w)
+        theirs = (commands_r, results_w, stdout_w, stderr_w)
         ours = [results_r, commands_w, stdout_r, stderr_r]
-        self.controller_fds |= {connection.fileno() for connection in ours}
-        argument: worker_start.ForkStart | worker_start.SpawnStart
-        if self.start_method == "fork":
-            target: Callable[..., None] = worker_start.run_forked
-            argument = self._fork_start(workerinput, slot, initial, ends, share)
-        else:
-            target = worker_start.run_spawned
-            argument = self._spawn_start(workerinput, slot, initial, ends, share)
-        process = self.context.Process(  # type: ignore[attr-defined]
-            target=target, args=(argument,), name=f"procpar-{workerinput['workerid']}"
-        )
+        basetemp = worker_basetemp(self.basetemp, workerinput["workerid"])
+        fields = {
+            **self._collect_again(workerinput, initial, str(basetemp), share),
+            "slot": slot,
+            "stack_path": self.stack_path(workerinput),
+            "environment": isolation.starting_environment(),
+        }
         self.shared.running[slot] = -1  # not the hung test of a worker it replaces
-        if self.start_method == "fork":
-            gc_policy.freeze_for_fork()
-        with warnings.catch_warnings():
-            # Python 3.12+ warns about forking while threads run; the only ones are execnet's
-            # (with --tx), and the forked worker never touches execnet.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            process.start()
-        for connection in (commands_r, results_w, stdout_w, stderr_w):
+        process: BaseProcess | template.TemplateChild
+        if self.template is not None:
+            fds = [connection.fileno() for connection in theirs]
+            argument = (fields, self.shared.maxfail)
+            payload = pickle.dumps((worker_start.serve_from_template, argument))
+            process = self.template.start(payload, fds)
+        else:
+            start = worker_start.SpawnStart(
+                **fields,
+                ends=worker_start.ChildEnds(*theirs),
+                shared=self.shared,
+                parent_pid=os.getpid() if self.start_method != "forkserver" else None,
+            )
+            spawned = self.context.Process(  # type: ignore[attr-defined]
+                target=worker_start.run_spawned,
+                args=(start,),
+                name=f"procpar-{workerinput['workerid']}",
+            )
+            spawned.start()
+            process = spawned
+        for connection in theirs:
             connection.close()
         return WorkerProcess(
             process=process,
@@ -258,8 +325,7 @@ class Launcher:
         )
 
     def forget(self, started: WorkerHandle) -> None:
-        """The worker has ended: later forks need not close its pipe ends any more."""
-        self.controller_fds -= set(started.fds)
+        """The worker has ended: close the controller's ends of its pipes."""
         started.close()
 
     def stack_path(self, workerinput: dict[str, Any]) -> Path:
@@ -270,49 +336,8 @@ class Launcher:
         """The run is over: close gateways."""
         if self.remote is not None:
             self.remote.close()
+        template.close(self.session.config)
         gc_policy.freeze_at_exit()
-
-    def _fork_start(
-        self,
-        workerinput: dict[str, Any],
-        slot: int,
-        initial: list[int],
-        ends: worker_start.ChildEnds,
-        share: list[int] | None,
-    ) -> worker_start.ForkStart:
-        return worker_start.ForkStart(
-            session=self.session,
-            workerinput=workerinput,
-            slot=slot,
-            ends=ends,
-            close_fds=sorted(self.controller_fds),
-            shared=self.shared,
-            initial=initial,
-            basetemp=self.basetemp,
-            stack_path=self.stack_path(workerinput),
-            parent_pid=os.getpid() if self.start_method != "forkserver" else None,
-            units=self.units,
-            share=share,
-        )
-
-    def _spawn_start(
-        self,
-        workerinput: dict[str, Any],
-        slot: int,
-        initial: list[int],
-        ends: worker_start.ChildEnds,
-        share: list[int] | None,
-    ) -> worker_start.SpawnStart:
-        basetemp = worker_basetemp(self.basetemp, workerinput["workerid"])
-        return worker_start.SpawnStart(
-            **self._collect_again(workerinput, initial, str(basetemp), share),
-            environment=isolation.starting_environment(),
-            slot=slot,
-            ends=ends,
-            shared=self.shared,
-            stack_path=self.stack_path(workerinput),
-            parent_pid=os.getpid() if self.start_method != "forkserver" else None,
-        )
 
     def _collect_again(
         self,

@@ -18,13 +18,13 @@ from pytest_procpar import (
     isolation,
     junit,
     options,
-    reconfigure,
     resources,
     shard,
+    template,
     xdist_compat,
 )
 from pytest_procpar.durations import DurationStore
-from pytest_procpar.settings import Settings, starts_from_record
+from pytest_procpar.settings import Settings, starts_from_record, template_slots
 from pytest_procpar.settings import resolve as resolve_settings
 from pytest_procpar.xdist_compat import testrun_uid, worker_id
 
@@ -48,6 +48,21 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """The last moment before any conftest is imported: fork the template that this run's
+    local workers will be forked from (see docs/how-it-works.rst, "The process model")."""
+    if template.is_worker() or xdist_compat.xdist_loaded(early_config.pluginmanager):
+        return
+    slots = template_slots(early_config)
+    if slots:
+        from pytest_procpar import launch  # only then: it imports the worker's side
+
+        limits = resources.parse_limits(early_config.getini("procpar_resources") or "")
+        launch.prepare(early_config, slots, limits)
+        early_config.add_cleanup(lambda: template.close(early_config))
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     """Validate every option before anything else happens: bad values are usage errors."""
     if xdist_compat.xdist_loaded(config.pluginmanager):
@@ -57,20 +72,23 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         return None
     junit.default_path_from_bazel(config, os.environ)  # the controller writes JUnit XML
     settings = resolve_settings(config)
+    record_plugins: list[tuple[object, str]] = []
     if starts_from_record(config):
         from pytest_procpar import record_use  # only then: it reads the run records
 
         if config.option.procpar_runs:
             record_use.list_records(config)
             return 0
-        settings = record_use.configure(config, settings)
+        settings, record_plugins = record_use.configure(config, settings)
     config.stash[SETTINGS_KEY] = settings
+    xdist_compat.announce_distribution(config, settings.dist, settings.workers)
     if settings.workers:
         isolation.set_for_workers(settings.thread_env)  # before test modules are imported
         gc_policy.release_suite(config)  # now, so that it is the last cleanup
-        # Before configuring: what the configure hooks register, forked workers withdraw.
-        config.pluginmanager.register(reconfigure.ConfigureRecord(config), "procpar_record")
-    xdist_compat.announce_distribution(config, settings.dist, settings.workers)
+    elif config.option.procpar_bisect is None:
+        template.close(config)  # no local worker will start
+    for plugin, name in record_plugins:
+        config.pluginmanager.register(plugin, name)
     return None
 
 
@@ -97,7 +115,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if not xdist_compat.xdist_loaded(config.pluginmanager):
         config.addinivalue_line("markers", "xdist_group(name): the same as procpar_group")
     settings = config.stash.get(SETTINGS_KEY, None)
-    if xdist_compat.workerinput(config) is not None or (settings is not None and settings.workers):
+    if xdist_compat.workerinput(config) is not None:  # the controller's settings, if inherited
+        xdist_compat.register_adapters(config)
+        return
+    if settings is not None and settings.workers:
         xdist_compat.register_adapters(config)
     if settings is None or (settings.shard is None and not settings.workers):
         return

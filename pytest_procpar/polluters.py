@@ -4,27 +4,29 @@ From the newest run record in which NODEID did not pass, take what ran before it
 worker, check that NODEID passes alone and fails after all of them, then narrow them down
 (delta debugging: halves while one half still makes it fail, then leaving out one test at a
 time) to a set that makes it fail and of which no test can be left out. Every candidate runs
-in a fresh worker forked from the collected suite, so a probe costs what its tests take, not
-a collection: configured again as the recorded worker (as a forked worker of a run is), it runs
-pytest's whole protocol for each test (every plugin's hooks), with its output thrown away, and
-tells the controller each finished test's outcome through a pipe.
+in a fresh worker forked from the template (see :mod:`pytest_procpar.template`), as a run's
+workers are: configured as the recorded worker, it collects the files of its tests only and
+runs them in the candidate's order through pytest's whole session (every plugin's hooks),
+with its output thrown away, and tells the controller each finished test's outcome through a
+pipe.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import select
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from pytest_procpar import isolation, reconfigure, worker_start
+from pytest_procpar import faults, isolation, launch, worker_start
 from pytest_procpar.run import worker_identity
 from pytest_procpar.run_record import (
     NOT_PASSED,
@@ -35,7 +37,9 @@ from pytest_procpar.run_record import (
     keep_sequence,
     outcome_of,
 )
-from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid
+from pytest_procpar.template import Template, TemplateChild
+from pytest_procpar.worker import Shared
+from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid, worker_basetemp
 
 T = TypeVar("T")
 PROBE_SLACK_S = 60.0  # a probe may take this much longer than its tests took when recorded
@@ -80,32 +84,44 @@ def failing_record(config: pytest.Config, nodeid: str) -> tuple[RunRecord, TestE
 
 
 class Probe:
-    """Runs a sequence of items in a process forked from this one, and says how the last
+    """Runs a sequence of items in a worker forked from the template, and says how the last
     one ended (or why it did not)."""
 
     def __init__(
-        self, recorded_seconds: dict[str, float], workerinput: dict[str, Any], basetemp: Path
+        self,
+        template: Template,
+        recorded_seconds: dict[str, float],
+        workerinput: dict[str, Any],
+        basetemp: Path,
     ) -> None:
+        self.template = template
         self.recorded_seconds = recorded_seconds
         self.workerinput = workerinput  # every probe is the same worker, fresh
         self.basetemp = basetemp
         self.count = 0
 
-    def outcome(self, sequence: Sequence[pytest.Item]) -> str:
+    def outcome(self, config: pytest.Config, sequence: Sequence[pytest.Item]) -> str:
         """The last item's outcome; ``crashed``/``timeout`` if the process died or hung while
         running it; ``broken`` if it never got there (an earlier test took the process down)."""
         self.count += 1
         expected = sum(self.recorded_seconds.get(item.nodeid, 0.0) for item in sequence)
         deadline = time.monotonic() + PROBE_SLACK_S + PROBE_SLOWDOWN * expected
+        start = ProbeStart(
+            nodeids=[item.nodeid for item in sequence],
+            files=sorted({str(item.path) for item in sequence}),
+            option_dict=launch.picklable_options(config),
+            environment=isolation.starting_environment(),
+            workerinput=self.workerinput,
+            basetemp=str(worker_basetemp(self.basetemp, self.workerinput["workerid"])),
+            stack_path=self.basetemp / f"procpar-probe-{self.workerinput['workerid']}.stack",
+            invocation_dir=str(config.invocation_params.dir),
+        )
         read_fd, write_fd = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover (the child: measured by what it writes)
-            os.close(read_fd)
-            _run_in_child(sequence, write_fd, self.workerinput, self.basetemp)
-        os.close(write_fd)
-        finished, timed_out = self._read_until(read_fd, pid, deadline)
+        try:
+            child = self.template.start(pickle.dumps((run_probe, start)), [write_fd])
+        finally:
+            os.close(write_fd)
+        finished, timed_out = self._read_until(read_fd, child, deadline)
         if len(finished) == len(sequence):
             return finished[-1]
         if len(finished) < len(sequence) - 1:
@@ -113,7 +129,7 @@ class Probe:
         return "timeout" if timed_out else "crashed"
 
     @staticmethod
-    def _read_until(read_fd: int, pid: int, deadline: float) -> tuple[list[str], bool]:
+    def _read_until(read_fd: int, child: TemplateChild, deadline: float) -> tuple[list[str], bool]:
         data = b""
         timed_out = False
         try:
@@ -121,7 +137,7 @@ class Probe:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     timed_out = True
-                    os.kill(pid, signal.SIGKILL)
+                    faults.signal_group(child.pid, signal.SIGKILL)
                     break
                 ready, _, _ = select.select([read_fd], [], [], left)
                 if not ready:
@@ -132,44 +148,73 @@ class Probe:
                 data += chunk
         finally:
             os.close(read_fd)
-            os.waitpid(pid, 0)
+            child.join()
+            child.close()
         return data.decode().split(), timed_out
 
 
-def _run_in_child(
-    sequence: Sequence[pytest.Item], write_fd: int, workerinput: dict[str, Any], basetemp: Path
-) -> None:
-    """Become the worker ``workerinput`` describes (configured as a forked worker is), run
-    ``sequence`` with pytest's protocol, writing each outcome; never returns."""
-    code = 1
-    try:
-        session = sequence[-1].session
-        config = session.config
-        devnull = os.open(os.devnull, os.O_WRONLY)
+@dataclass
+class ProbeStart:
+    """What a probe is given (pickled, through the template)."""
 
-        def discard_output() -> None:  # what tests print is not what a probe tells
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
+    nodeids: list[str]  # the candidate sequence, the target last
+    files: list[str]  # the files of its tests: all the probe collects
+    option_dict: dict[str, Any]  # the controller's options
+    environment: dict[str, str]  # the one pytest was started with
+    workerinput: dict[str, Any]
+    basetemp: str
+    stack_path: Path
+    invocation_dir: str
 
-        discard_output()
-        stack = basetemp / f"procpar-probe-{workerinput['workerid']}.stack"
-        worker_start.configure_as_worker(config, workerinput, discard_output, stack, basetemp)
-        reconfigure.start_sessions(session)
-        made: list[pytest.TestReport] = []
 
-        class Outcomes:
-            def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-                made.append(report)
+def run_probe(shared: Shared, start: ProbeStart, fds: list[int], template_pid: int) -> int:
+    """A probe's process: configured as the recorded worker, it collects the sequence's files,
+    runs the sequence in its order and writes each outcome to ``fds[0]``; its output is
+    dropped."""
+    (write_fd,) = fds
+    config, output = worker_start.fresh_config(
+        start.option_dict,
+        start.files,
+        start.environment,
+        start.workerinput,
+        start.invocation_dir,
+        start.stack_path,
+        template_pid,
+    )
+    worker_start.as_worker(config, start.workerinput, start.basetemp)
+    config.pluginmanager.register(ProbeSession(start.nodeids, write_fd), "procpar_probe")
+    with output:  # what the probe prints is not what it tells
+        config.hook.pytest_cmdline_main(config=config)
+    return 0
 
-        config.pluginmanager.register(Outcomes(), "procpar_probe")
-        for position, item in enumerate(sequence):
-            following = sequence[position + 1] if position + 1 < len(sequence) else None
-            made.clear()
+
+class ProbeSession:
+    """A probe's own session: its items are the sequence, run in that order."""
+
+    def __init__(self, nodeids: list[str], write_fd: int) -> None:
+        self.nodeids = nodeids
+        self.write_fd = write_fd
+        self.made: list[pytest.TestReport] = []
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> Generator[None, None, None]:
+        yield
+        keep_sequence(config, items, self.nodeids)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.made.append(report)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        items = session.items
+        for position, item in enumerate(items):
+            following = items[position + 1] if position + 1 < len(items) else None
+            self.made.clear()
             item.ihook.pytest_runtest_protocol(item=item, nextitem=following)
-            os.write(write_fd, f"{outcome_of(made)}\n".encode())
-        code = 0
-    finally:
-        os._exit(code)
+            os.write(self.write_fd, f"{outcome_of(self.made)}\n".encode())
+        return True
 
 
 class BisectPlugin:
@@ -237,11 +282,19 @@ class BisectPlugin:
         if self.missing:
             say(f"{len(self.missing)} of them are not collected now, left out")
         basetemp, self.own_basetemp = isolation.controller_basetemp(session.config)
-        probe = Probe(self.recorded_seconds, self._workerinput(session.config), basetemp)
+        local = launch.local_start(session.config, "fork", 1)
+        if local.template is None:
+            raise session.Interrupted(
+                "procpar: --procpar-bisect runs its probes in workers forked from a template, "
+                f"and none could be made here{local.notice}"
+            )
+        template = local.template
+        workerinput = self._workerinput(session.config)
+        probe = Probe(template, self.recorded_seconds, workerinput, basetemp)
         started = time.monotonic()
 
         def fails(chosen: list[pytest.Item]) -> bool:
-            outcome = probe.outcome([*chosen, target])
+            outcome = probe.outcome(session.config, [*chosen, target])
             after = f"after {_tests(len(chosen))}" if chosen else "alone"
             if outcome == "broken":
                 say(f"  {after}: one of those ended the process before it ran")

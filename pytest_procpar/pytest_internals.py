@@ -9,6 +9,7 @@ reached through this module only, so that a pytest release that changes one touc
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -18,11 +19,11 @@ from _pytest import terminal as _pytest_terminal
 from _pytest._code.code import ReprFileLocation, TerminalRepr
 from _pytest._io import TerminalWriter
 from _pytest._io.saferepr import saferepr
+from _pytest.assertion.rewrite import AssertionRewritingHook
 from _pytest.cacheprovider import Cache
 from _pytest.junitxml import _check_record_param_type, bin_xml_escape, xml_key
 from _pytest.nodes import Node
 from _pytest.tmpdir import TempPathFactory
-from pluggy import HookCaller
 
 __all__ = [
     "Node",
@@ -41,11 +42,6 @@ def tmp_path_factory(config: pytest.Config) -> TempPathFactory | None:
     """The session's ``tmp_path_factory`` (None with ``-p no:tmpdir``)."""
     factory: TempPathFactory | None = getattr(config, "_tmp_path_factory", None)
     return factory
-
-
-def fresh_tmp_path_factory(config: pytest.Config) -> TempPathFactory:
-    """A factory made from ``config``'s options now, as pytest makes the session's."""
-    return TempPathFactory.from_config(config, _ispytest=True)
 
 
 def terminal_writer(reporter: object) -> TerminalWriter | None:
@@ -101,9 +97,23 @@ def global_capturing(config: pytest.Config) -> Any:
     return getattr(capman, "_global_capturing", None)
 
 
-def call_implementations(caller: HookCaller, kwargs: dict[str, object]) -> None:
-    """Call the hook implementations ``caller`` holds, and nothing pluggy would add."""
-    caller._hookexec(caller.name, caller.get_hookimpls(), kwargs, False)
+def drop_global_capture(config: pytest.Config) -> None:
+    """Let go of a process-wide capture made before this process was forked, without reading
+    its temp files: they are shared with the process it was forked from, and reading one
+    empties it (pytest's own ``stop_global_capturing`` does)."""
+    capman: Any = config.pluginmanager.get_plugin("capturemanager")
+    capturing = getattr(capman, "_global_capturing", None)
+    if capturing is not None:
+        capturing.stop_capturing()  # puts the saved descriptors back, closes its copies
+        capman._global_capturing = None
+
+
+def drop_assertion_rewriting() -> None:
+    """Remove the import hooks of assertion rewriting made before this process was forked:
+    the config that made them is gone, the one made next installs its own."""
+    sys.meta_path[:] = [
+        finder for finder in sys.meta_path if not isinstance(finder, AssertionRewritingHook)
+    ]
 
 
 def add_option(group: pytest.OptionGroup, *names: str, **attrs: Any) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Generator
 
 import pytest
 
-from pytest_procpar import reconfigure, xdist_compat
+from pytest_procpar import xdist_compat
 from pytest_procpar.polluters import BisectPlugin
 from pytest_procpar.run_record import (
     NOT_PASSED,
@@ -129,11 +129,14 @@ class RerunPlugin:
         return self.summary
 
 
-def configure(config: pytest.Config, settings: Settings) -> Settings:
-    """Register what the options ask for, and the settings the run then needs: a replay runs
-    in one process (one worker, in its order, if workers were asked for, else serially); a
-    bisection starts its own processes. Called at the start of ``pytest_cmdline_main``: the
-    recorded seeds must be set before plugins are configured."""
+def configure(
+    config: pytest.Config, settings: Settings
+) -> tuple[Settings, list[tuple[object, str]]]:
+    """The settings the options ask for, and the controller's plugins that carry them out
+    (the caller registers them, after the template is forked: they are the controller's): a
+    replay runs in one process (one worker, in its order, if workers were asked for, else
+    serially); a bisection starts its own processes. Called at the start of
+    ``pytest_cmdline_main``: the recorded seeds must be set before plugins are configured."""
     option = config.option
     asked = [name for name in ("replay", "rerun", "bisect") if getattr(option, f"procpar_{name}")]
     if len(asked) > 1:
@@ -141,28 +144,26 @@ def configure(config: pytest.Config, settings: Settings) -> Settings:
             " and ".join(f"--procpar-{name}" for name in asked) + " do not go together"
         )
     store = RecordStore(config)
-    plugins = config.pluginmanager
+    plugins: list[tuple[object, str]] = []
     if option.procpar_replay_worker is not None and option.procpar_replay is None:
         raise pytest.UsageError("--procpar-replay-worker goes with --procpar-replay")
     if option.procpar_replay is not None:
         record = store.find(option.procpar_replay)
         worker = replay_worker(record, option.procpar_replay_worker)
-        plugins.register(
-            ReplayPlugin(record, worker, apply_seeds(config, record)), "procpar_replay"
-        )
+        replay = ReplayPlugin(record, worker, apply_seeds(config, record))
+        plugins.append((replay, "procpar_replay"))
         if settings.workers:
-            return dataclasses.replace(settings, workers=1, remote=(), dist="load")
+            settings = dataclasses.replace(settings, workers=1, remote=(), dist="load")
     if option.procpar_rerun is not None:
-        plugins.register(RerunPlugin(store.find(option.procpar_rerun)), "procpar_rerun")
+        plugins.append((RerunPlugin(store.find(option.procpar_rerun)), "procpar_rerun"))
     if option.procpar_bisect is not None:
-        plugins.register(BisectPlugin(config, option.procpar_bisect), "procpar_bisect")
-        # Its probes are forked workers: configured again as such, told to plugins as such.
-        plugins.register(reconfigure.ConfigureRecord(config), "procpar_record")
-        plugins.register(xdist_compat.HookBridge(config), "procpar_xdist_hooks")
+        plugins.append((BisectPlugin(config, option.procpar_bisect), "procpar_bisect"))
+        # Its probes are workers: told to plugins as such.
+        plugins.append((xdist_compat.HookBridge(config), "procpar_xdist_hooks"))
         if settings.workers:
             reason = "--procpar-bisect starts its own processes"
-            return dataclasses.replace(settings, workers=0, remote=(), serial_reason=reason)
-    return settings
+            settings = dataclasses.replace(settings, workers=0, remote=(), serial_reason=reason)
+    return settings, plugins
 
 
 def list_records(config: pytest.Config) -> None:

@@ -48,6 +48,7 @@ from pytest_procpar.retries import FLAKY_MARKER, Retries, RetriesPlugin
 from pytest_procpar.runreport import RunReport
 from pytest_procpar.scheduler import Scheduler
 from pytest_procpar.settings import Settings
+from pytest_procpar.template import TemplateGone
 from pytest_procpar.timelimits import TimeLimits
 from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid
 
@@ -77,7 +78,8 @@ class ParallelRun:
         self.items = session.items
         self.worker_count = self._worker_count(settings)
         xdist_compat.announce_distribution(self.config, settings.dist, self.worker_count)
-        self.start_method, self.notice = launch.safe_start_method(settings.start_method)
+        local = launch.local_start(self.config, settings.start_method, self.worker_count)
+        self.start_method, self.notice = local.method, local.notice
         self.dist = settings.dist
         self.durations = durations
         self.report = RunReport(settings.dist)
@@ -87,11 +89,11 @@ class ParallelRun:
         )
         self.time_limits = TimeLimits(settings.timeout, [])  # the items', once they are known
         basetemp, self.own_basetemp = isolation.controller_basetemp(self.config)
-        local = [None] * (settings.workers - len(settings.remote))
-        slot_specs = [*local, *settings.remote][: self.worker_count]
+        local_slots = [None] * (settings.workers - len(settings.remote))
+        slot_specs = [*local_slots, *settings.remote][: self.worker_count]
         launcher = launch.Launcher(
             session,
-            self.start_method,
+            local,
             slot_specs,
             basetemp,
             settings.remote_rootdir,
@@ -189,10 +191,8 @@ class ParallelRun:
             # the flaky marker is only looked up when a test may carry it: not known yet
             # while workers collect, so looked up then
             retries.WORKERINPUT_KEY: (self.settings.retries, self.flaky_marked is not False),
+            once.WORKERINPUT_KEY: once.values_for_spawn(self.run_fixtures),
         }
-        if self.start_method != "fork" or self.pool.launcher.is_remote(slot):
-            # (forked workers inherit the values themselves)
-            workerinput[once.WORKERINPUT_KEY] = once.values_for_spawn(self.run_fixtures)
         node = WorkerNode(self.config, workerinput)
         self.config.hook.pytest_procpar_worker_starting(node=node)
         initial: list[int] = []
@@ -205,6 +205,8 @@ class ParallelRun:
             worker = self.pool.start(workerid, node, slot, initial, share)
         except RemoteStartError as exc:
             raise self.session.Interrupted(str(exc)) from None
+        except TemplateGone as exc:
+            raise self.session.Interrupted(f"procpar: {exc}") from None
         node.pid = worker.handle.pid
         self.config.hook.pytest_procpar_worker_started(node=node)
         if initial:

@@ -148,6 +148,37 @@ def count_workers(config: pytest.Config, requested: NumProcesses) -> int:
     return requested
 
 
+# Worker slots of a template made for "-n auto": the hook or variable that decides may ask for
+# more than the CPUs; a run that needs more slots starts its workers with forkserver.
+AUTO_TEMPLATE_SLOTS = 64
+SHOWS_ONLY = ("help", "version", "showfixtures", "show_fixtures_per_test", "markers", "cacheshow")
+
+
+def template_slots(config: pytest.Config) -> int:
+    """Before the initial conftests are loaded (only the command line and the ini file are
+    read): how many local worker slots a template forked now may have to serve; 0 when no
+    local worker can start (or fork is not the start method): no template is made."""
+    known = config.known_args_namespace
+    if getattr(known, "procpar_bisect", None) is not None:
+        return 1  # its probes
+    if getattr(known, "collectonly", False) or any(getattr(known, n, False) for n in SHOWS_ONLY):
+        return 0
+    try:
+        start = getattr(known, "procpar_start", None)
+        start = start or _from_ini(config, "procpar_start", parse_start_method)
+        requested = getattr(known, "numprocesses", None)
+        if requested is None:
+            requested = _from_ini(config, "procpar_numprocesses", parse_numprocesses)
+    except pytest.UsageError:  # said again, as a usage error, once the options are parsed
+        return 0
+    if (start or default_start_method()) != "fork" or not requested:
+        return 0
+    remote = sum(len(specs) for specs in getattr(known, "tx", None) or [])  # slots too
+    if isinstance(requested, int):
+        return requested + remote
+    return max(AUTO_TEMPLATE_SLOTS, os.cpu_count() or 1) + remote
+
+
 def resolve_shard(config: pytest.Config) -> shard.ShardSpec | None:
     requested: shard.ShardSpec | str | None = getattr(config.option, "procpar_shard", None)
     if not isinstance(requested, str):

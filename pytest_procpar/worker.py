@@ -180,8 +180,6 @@ class WorkerLoop:
         )
         session.config.pluginmanager.register(self.recorder, "procpar_worker")
         self.recorder.live = True
-        stream = logfile.LogFileStream(lambda: self.recorder.events)
-        logfile.forward_log_file(session.config, stream)
         junit.forward_from_worker(session.config, lambda: self.recorder.events)
 
     def take(self, commands: list[ToWorker]) -> None:
@@ -360,6 +358,16 @@ class WorkerSession:
         self.measuring = coverage_support.WorkerCoverage(workerinput)
         self.runner: LoopPlugin | None = None
         self.finished = False  # the last message is sent: what fails after it is only news
+        self.early_events: list[Event] = []  # recorded before the loop was set up
+
+    def events(self) -> list[Event]:
+        """Where an event recorded now goes: with the loop's next item, or kept until the
+        loop is set up (``--log-file`` records of configure and session-start hooks)."""
+        return self.runner.loop.recorder.events if self.runner is not None else self.early_events
+
+    def forward_log_file(self, config: pytest.Config) -> None:
+        """From now on, what the worker logs to ``--log-file`` travels to the controller."""
+        logfile.forward_log_file(config, logfile.LogFileStream(self.events))
 
     def ready(
         self,
@@ -371,24 +379,17 @@ class WorkerSession:
         collection: ShareCollection | None = None,
     ) -> LoopPlugin:
         """Set the loop up with the first items, and say so. A worker that collects its share
-        collects it next: :meth:`collect_share`, or in its session's own collection."""
+        collects it next, in its session's own collection."""
         commands: framing.FrameReader[ToWorker] = framing.FrameReader(command_fd)
         loop = WorkerLoop(session, commands, self.write_fd, shared, slot, collection)
         loop.take([messages.run(initial)])
         framing.send(self.write_fd, messages.ready())
+        loop.recorder.events[:0] = self.early_events
+        self.early_events = []
         self.runner = LoopPlugin(loop)
         if collection is not None:
             session.config.pluginmanager.register(collection, "procpar_share_collection")
         return self.runner
-
-    def collect_share(self, session: pytest.Session) -> None:
-        """Collect this worker's share as the session's collection, and report it."""
-        try:
-            session.config.hook.pytest_collection(session=session)
-        except BaseException:
-            self.collecting_failed()
-            raise
-        self.share_collected(session)
 
     def collecting_failed(self) -> None:
         """A plugin's collection hook failed: serial pytest's INTERNALERROR."""

@@ -1,29 +1,43 @@
-"""How a process becomes a worker: forked from the controller, or started afresh.
+"""How a process becomes a worker: forked from the template, or started afresh.
 
-Forked workers (the default) inherit the collected session and become workers in
-:func:`run_forked`: configured again as xdist workers are (see
-:mod:`pytest_procpar.reconfigure`), then straight to the loop. Spawned and forkserver workers,
-and remote ones, start a fresh interpreter, collect by themselves (:func:`run_spawned`), and
-check they found the controller's nodeids. Both run the loop through
-:class:`~pytest_procpar.worker.WorkerSession`.
+Every local worker builds its own config from the controller's options, imports the conftests
+and configures pytest itself, as a worker, as an xdist worker does. Forked from the template
+(the default, see :mod:`pytest_procpar.template`) it first lets go of what the controller had
+started before the fork (:func:`forget_the_controller`), and finds pytest and the plugins
+imported already; a spawned or forkserver worker starts a fresh interpreter. Both then take
+the same path (:func:`serve_spawned`): :class:`SpawnedWorker` drives pytest's own session:
+configure, session start, collection (its share of the files, or the whole suite checked
+against the controller's nodeids), the loop of :class:`~pytest_procpar.worker.WorkerSession`,
+session finish, unconfigure.
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
-import signal
+import pickle
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Collection, Generator, Sequence
+from collections.abc import Collection, Generator, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NoReturn
 
 import pytest
 
-from pytest_procpar import faults, framing, isolation, messages, reconfigure, xdist_compat
+from pytest_procpar import (
+    coverage_support,
+    faults,
+    framing,
+    isolation,
+    messages,
+    pytest_internals,
+    template,
+    xdist_compat,
+)
 from pytest_procpar.collect_share import (
     ShareCollection,
     WorkerCollectionMismatch,
@@ -46,103 +60,6 @@ class ChildEnds:
         sys.stderr.flush()
         os.dup2(self.stdout.fileno(), 1)
         os.dup2(self.stderr.fileno(), 2)
-
-
-@dataclass
-class ForkStart:
-    """What a forked worker receives (inherited through fork, never pickled)."""
-
-    session: pytest.Session
-    workerinput: dict[str, Any]
-    slot: int
-    ends: ChildEnds
-    close_fds: Sequence[int]
-    shared: Shared
-    initial: Sequence[int]
-    basetemp: Path
-    stack_path: Path
-    parent_pid: int | None
-    units: Sequence[pytest.Collector] = ()  # collecting in workers: the files to share out
-    share: Sequence[int] | None = None  # the units this worker collects, None: none to collect
-
-
-def run_forked(start: ForkStart) -> None:
-    """Entry point of a forked worker."""
-    for fd in start.close_fds:  # other workers' pipe ends: EOF must mean what it says
-        os.close(fd)
-    faults.prepare_worker_process(start.stack_path, start.parent_pid)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    # The suite was frozen for the fork; tests see the collector a serial run has. Pages stay
-    # shared until a full collection walks them (a test's gc.collect(), or many new objects).
-    gc.unfreeze()
-    session = start.session
-    config = session.config
-    write_fd = start.ends.results.fileno()
-    try:
-        become_forked_worker(start)
-    except BaseException:
-        message = f"configuring the worker failed:\n{traceback.format_exc()}"
-        framing.send(write_fd, messages.startup_failed(message))
-        sys.exit(1)
-    worker_session = WorkerSession(write_fd, start.workerinput)  # coverage starts measuring
-    reconfigure.start_sessions(session)
-    session.testsfailed = 0
-    session.shouldfail = session.shouldstop = False
-    command_fd = start.ends.commands.fileno()
-    collection = ShareCollection(start.units, start.share) if start.share is not None else None
-    runner = worker_session.ready(
-        session, command_fd, start.shared, start.slot, list(start.initial), collection
-    )
-    if collection is not None:
-        worker_session.collect_share(session)
-    config.pluginmanager.register(runner, "procpar_loop")
-    try:
-        config.hook.pytest_runtestloop(session=session)
-    except BaseException:  # a plugin's wrapper failed after the loop
-        worker_session.failed()
-    try:  # also after pytest.exit or Ctrl-C, as serial pytest does: session fixtures go down
-        config.hook.pytest_sessionfinish(session=session, exitstatus=worker_session.exitstatus())
-    except BaseException:
-        worker_session.failed()
-    fatal = worker_session.finish()
-    try:
-        reconfigure.unconfigure(config)
-    except Exception:  # the results are in; a plugin's failing cleanup is only news
-        traceback.print_exc()
-    if fatal is not None:
-        sys.exit(1)  # multiprocessing ends the process, skipping the controller's atexit handlers
-
-
-def become_forked_worker(start: ForkStart) -> None:
-    configure_as_worker(
-        start.session.config,
-        start.workerinput,
-        start.ends.redirect_output,
-        start.stack_path,
-        start.basetemp,
-    )
-
-
-def configure_as_worker(
-    config: pytest.Config,
-    workerinput: dict[str, Any],
-    redirect_output: Callable[[], None],
-    stack_path: Path,
-    basetemp: Path,
-) -> None:
-    """Turn this copy of the controller into a worker, in the state an xdist worker's plugins
-    would have configured (see :mod:`pytest_procpar.reconfigure`): a forked worker, and the
-    probes of ``--procpar-bisect``. ``redirect_output`` points file descriptors 1 and 2 where
-    what escapes capture goes."""
-    xdist_compat.become_worker(config, workerinput)
-    isolation.withdraw_controller_plugins(config)
-    isolation.restart_capture(config, redirect_output)
-    isolation.capture_files_visible(config, stack_path)
-    isolation.use_basetemp(config, xdist_compat.worker_basetemp(basetemp, workerinput["workerid"]))
-    reconfigure.withdraw_controller_role(config)
-    isolation.quiet_terminal(config)
-    reconfigure.configure_again(config)
-    isolation.silence_terminal(config)
 
 
 @dataclass
@@ -186,27 +103,34 @@ def match_items(
 class SpawnedWorker:
     """Plugin driving a spawned worker's own pytest session through the same loop."""
 
-    def __init__(self, start: SpawnStart) -> None:
+    def __init__(self, config: pytest.Config, start: SpawnStart) -> None:
+        self.config = config
         self.start = start
         self.worker_session = WorkerSession(start.ends.results.fileno(), start.workerinput)
         self.mismatch = False
+
+    def pytest_plugin_registered(self, plugin_name: str | None) -> None:
+        if plugin_name == "logging-plugin":  # configured: --log-file has its handler now
+            self.worker_session.forward_log_file(self.config)
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
         isolation.withdraw_controller_plugins(config)
         isolation.silence_terminal(config)
         faults.point_faulthandler_at_stack()
-        self.start.ends.redirect_output()  # from now on output is news; before, a repeat
+        # From now on output is news; before, a repeat. The capture saved the descriptors it
+        # found, so it starts again over the pipes.
+        isolation.restart_capture(config, self.start.ends.redirect_output)
         isolation.capture_files_visible(config, self.start.stack_path)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: it sees collection's warnings
     def pytest_collection(self, session: pytest.Session) -> Generator[None, object, object]:
         """Collecting in workers: the session's collection walks the directories and collects
-        this worker's share (see :meth:`ShareCollection.walking`)."""
+        this worker's share (see :class:`ShareCollection`)."""
         start = self.start
         if start.share is None or start.units is None:
             return (yield)
-        collection = ShareCollection.walking(session, start.units, start.share)
+        collection = ShareCollection(session, start.units, start.share)
         command_fd = start.ends.commands.fileno()
         self.worker_session.ready(session, command_fd, start.shared, start.slot, [], collection)
         try:
@@ -258,28 +182,131 @@ class SpawnedWorker:
 
 
 def run_spawned(start: SpawnStart) -> None:
-    """Entry point of a spawned or forkserver worker: collect like the controller, then serve."""
-    faults.prepare_worker_process(start.stack_path, start.parent_pid)
-    # What configuring pytest prints again (its warnings, say) the controller printed already;
-    # it is kept aside, and shown only if this worker fails to start.
+    """Entry point of a spawned or forkserver worker."""
+    code = serve_spawned(start)
+    if code:
+        sys.exit(code)
+
+
+def serve_spawned(start: SpawnStart) -> int:
+    """Configure pytest as the controller was configured, as a worker, then run its session
+    (collect, serve, finish): the process's exit code."""
+    config, early_output = fresh_config(
+        start.option_dict,
+        start.args,
+        start.environment,
+        start.workerinput,
+        start.invocation_dir,
+        start.stack_path,
+        start.parent_pid,
+    )
+    with early_output:
+        return _serve(config, start, early_output)
+
+
+def fresh_config(
+    option_dict: dict[str, Any],
+    args: list[str],
+    environment: dict[str, str] | None,
+    workerinput: dict[str, Any],
+    invocation_dir: str,
+    stack_path: Path,
+    parent_pid: int | None,
+) -> tuple[pytest.Config, IO[bytes]]:
+    """A worker's own config, built from the controller's options, with the conftests imported
+    here, knowing it is a worker; and where the output of configuring goes."""
+    template.mark_worker()
+    faults.prepare_worker_process(stack_path, parent_pid)
+    early_output = _keep_early_output()
+    if environment is not None:
+        os.environ.clear()
+        os.environ.update(environment)
+    xdist_compat.export_identity(workerinput)  # before any plugin or conftest looks
+    os.chdir(invocation_dir)
+    return pytest.Config.fromdictargs(option_dict, args), early_output
+
+
+def from_template(
+    config: pytest.Config, shared: Shared, payload: bytes, fds: list[int], template_pid: int
+) -> NoReturn:
+    """Entry point of every process forked from the template: ``config`` is the controller's
+    as it was before the conftests loaded, ``payload`` names what the process is (a worker:
+    :func:`serve_from_template`; a probe of ``--procpar-bisect``) and what it is given, ``fds``
+    are its ends of its pipes. Leaves as a process does, with its ``atexit`` handlers."""
+    entry, argument = pickle.loads(payload)
+    code = 1
+    try:
+        forget_the_controller(config)
+        code = entry(shared, argument, fds, template_pid)
+    finally:
+        try:
+            atexit._run_exitfuncs()  # its own, and those of modules imported before the fork
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+
+def forget_the_controller(config: pytest.Config) -> None:
+    """In a process forked from the template: let go of what the controller had started
+    before the fork, without touching it (the capture of the conftests' loading, whose files
+    are shared with the controller; a coverage measurement; the import hook of its assertion
+    rewriting). The process then configures pytest anew, as a spawned worker does."""
+    pytest_internals.drop_global_capture(config)
+    pytest_internals.drop_assertion_rewriting()
+    coverage_support.forget_inherited()
+    # The template froze what it holds (so that its pages stay shared until a worker uses
+    # them); tests see the collector a fresh process has.
+    gc.unfreeze()
+
+
+def serve_from_template(
+    shared: Shared, argument: tuple[dict[str, Any], int], fds: list[int], template_pid: int
+) -> int:
+    """A worker forked from the template: ``argument`` holds the rest of its
+    :class:`SpawnStart` and when it stops (``--maxfail``)."""
+    fields, shared.maxfail = argument
+    commands, results, stdout, stderr = fds
+    start = SpawnStart(
+        **fields,
+        ends=ChildEnds(
+            Connection(commands, writable=False),
+            Connection(results, readable=False),
+            Connection(stdout, readable=False),
+            Connection(stderr, readable=False),
+        ),
+        shared=shared,
+        parent_pid=template_pid,
+    )
+    return serve_spawned(start)
+
+
+def as_worker(config: pytest.Config, workerinput: dict[str, Any], basetemp: str | None) -> None:
+    """Before configuring: ``config`` belongs to a worker with ``basetemp`` its own (None: a
+    default one)."""
+    # The command line's --basetemp is the controller's: a worker that shared it would wipe
+    # it (and race the others creating it).
+    config.option.basetemp = basetemp
+    xdist_compat.become_worker(config, workerinput)
+    if config.option.log_file:  # opening it ("w") would truncate the controller's
+        config.option.log_file = os.devnull
+
+
+def _keep_early_output() -> IO[bytes]:
+    """What configuring pytest prints again (its warnings, say) the controller printed
+    already: kept aside from here on, and shown only if this worker fails to start."""
     early_output = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(early_output.fileno(), 1)
     os.dup2(early_output.fileno(), 2)
-    if start.environment is not None:
-        os.environ.clear()
-        os.environ.update(start.environment)
-    xdist_compat.export_identity(start.workerinput)  # before any plugin or conftest looks
-    os.chdir(start.invocation_dir)
-    config = pytest.Config.fromdictargs(start.option_dict, start.args)
-    # The command line's --basetemp is the controller's: a worker that shared it would wipe
-    # it (and race the others creating it); its own was chosen for it (None: a default one).
-    config.option.basetemp = start.option_dict.get("basetemp")
-    xdist_compat.become_worker(config, start.workerinput)
-    if config.option.log_file:  # opening it ("w") would truncate the controller's
-        config.option.log_file = os.devnull
-    worker = SpawnedWorker(start)
+    return early_output
+
+
+def _serve(config: pytest.Config, start: SpawnStart, early_output: IO[bytes]) -> int:
+    """Run pytest's own session in this worker, as a worker; the process's exit code."""
+    as_worker(config, start.workerinput, start.option_dict.get("basetemp"))
+    worker = SpawnedWorker(config, start)
     config.pluginmanager.register(worker, "procpar_spawned")
     try:
         status = config.hook.pytest_cmdline_main(config=config)
@@ -287,9 +314,9 @@ def run_spawned(start: SpawnStart) -> None:
         if not worker.worker_session.finished:
             raise
         traceback.print_exc()  # a plugin's failing cleanup after the results are in
-        return
+        return 0
     if worker.mismatch:
-        sys.exit(1)
+        return 1
     if worker.worker_session.runner is None:  # pytest ended before the run loop: nothing ran here
         sys.stdout.flush()
         sys.stderr.flush()
@@ -297,6 +324,7 @@ def run_spawned(start: SpawnStart) -> None:
         printed = early_output.read().decode(errors="replace")[-20_000:]
         message = f"pytest in the worker ended before running tests (exit code {int(status)})"
         framing.send(start.ends.results.fileno(), messages.startup_failed(f"{message}\n{printed}"))
-        sys.exit(1)
+        return 1
     if worker.worker_session.runner.fatal is not None:
-        sys.exit(1)
+        return 1
+    return 0

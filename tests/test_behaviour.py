@@ -24,8 +24,10 @@ from harness import (
     summary_outcomes,
 )
 
-# procpar's header: "procpar: 2 workers (fork), 6 items, collected in the controller (...)".
-HEADER = re.compile(r"^procpar: (\d+) workers? \((\w+)\), (\d+) items, collected in .*$")
+# procpar's header: "procpar: 2 workers (fork from template), 6 items, collected in ... (...)".
+HEADER = re.compile(
+    r"^procpar: (\d+) workers? \((\w+)(?: from template)?\), (\d+) items, collected in .*$"
+)
 
 # Counts the workers the controller starts, through the xdist hook procpar calls for each.
 NODE_CONFTEST = """

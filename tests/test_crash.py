@@ -62,18 +62,21 @@ def test_every_worker_crashing_does_not_hang(pytester: pytest.Pytester) -> None:
 
 
 def test_threads_at_fork_time_switch_to_forkserver(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(
-        """
+    """A thread running when the template would be forked (a plugin started it as it was
+    imported): the copy would hold its locks, so the workers start with forkserver."""
+    pytester.makepyfile(
+        threading_plugin="""
         import threading
         stop = threading.Event()
-        threading.Thread(target=stop.wait, name="conftest-thread", daemon=True).start()
+        threading.Thread(target=stop.wait, name="plugin-thread", daemon=True).start()
         """
     )
+    pytester.syspathinsert()
     pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
-    result = runpytest(pytester, "-p", "procpar", "-n", "2")
+    result = runpytest(pytester, "-p", "threading_plugin", "-p", "procpar", "-n", "2")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
-        ["procpar: 2 workers (forkserver; *conftest-thread*), 2 items, collected in *"]
+        ["procpar: 2 workers (forkserver; *plugin-thread*), 2 items, collected in *"]
     )
 
 

@@ -335,8 +335,9 @@ def test_parallel_run_reports_like_serial(
 ) -> None:
     parallel = run_suite(pytester, "-n", str(workers), "--procpar-start", method)
     noun = "worker" if workers == 1 else "workers"
+    label = "fork from template" if method == "fork" else method
     parallel["result"].stdout.fnmatch_lines(
-        [f"procpar: {workers} {noun} ({method}), * items, collected in *"]
+        [f"procpar: {workers} {noun} ({label}), * items, collected in *"]
     )
     assert parallel["outcomes"] == serial["outcomes"]
     assert without_doctest_messages(parallel["summary"]) == without_doctest_messages(
@@ -350,7 +351,7 @@ def test_parallel_run_reports_like_serial(
     ("workers", "header"),
     [
         (["--tx", "2*popen"], "2 workers (2*popen)"),
-        (["-n", "1", "--tx", "popen"], "2 workers (1 fork, 1*popen)"),
+        (["-n", "1", "--tx", "popen"], "2 workers (1 fork from template, 1*popen)"),
         (["--tx", "socket"], "1 worker (1*socket=127.0.0.1:*)"),
     ],
     ids=["popen", "fork+popen", "socket"],

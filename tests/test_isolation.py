@@ -7,16 +7,18 @@ from harness import output, runpytest
 
 
 def test_output_buffered_before_the_fork_is_written_once(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(
-        """
+    """What a plugin wrote before the template was forked is not written again by the
+    template's workers."""
+    pytester.makepyfile(
+        early_plugin="""
         import sys
 
-        def pytest_collection_finish(session):
-            sys.stdout.write("BUFFERED-BEFORE-FORK")  # no newline, no flush: still in the buffer
+        sys.stdout.write("BUFFERED-BEFORE-FORK")  # no newline, no flush: still in the buffer
         """
     )
+    pytester.syspathinsert()
     pytester.makepyfile("".join(f"def test_{i}(): pass\n" for i in range(6)))
-    result = runpytest(pytester, "-p", "procpar", "-n", "3")
+    result = runpytest(pytester, "-p", "early_plugin", "-p", "procpar", "-n", "3")
     result.assert_outcomes(passed=6)
     assert result.stdout.str().count("BUFFERED-BEFORE-FORK") == 1
 
@@ -121,8 +123,9 @@ FINALIZER_SUITE = """
 
 
 def test_garbage_left_by_collection_is_finalized_once(pytester: pytest.Pytester) -> None:
-    """By the controller, before the fork: not in each worker, nor never."""
+    """By the worker that imported the module, once, as a serial run does: not never."""
     pytester.makepyfile(test_garbage=FINALIZER_SUITE)
-    result = runpytest(pytester, "-p", "procpar", "-n", "2", "--procpar-start", "fork")
+    options = ("--procpar-start", "fork", "--procpar-collect=workers")
+    result = runpytest(pytester, "-p", "procpar", "-n", "2", *options)
     result.assert_outcomes(passed=2)
     assert len((pytester.path / "finalized.txt").read_text().split()) == 1

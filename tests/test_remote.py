@@ -50,7 +50,9 @@ def test_popen_workers_beside_local_ones(pytester: pytest.Pytester) -> None:
     """``-n 1 --tx 2*popen``: three workers, every test once, remote output tagged."""
     pytester.makepyfile(SUITE)
     result = run(pytester, "-n", "1", "--tx", "2*popen", "-s", "-v")
-    result.stdout.fnmatch_lines(["procpar: 3 workers (1 fork, 2*popen), 13 items, collected in *"])
+    result.stdout.fnmatch_lines(
+        ["procpar: 3 workers (1 fork from template, 2*popen), 13 items, collected in *"]
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert result.parseoutcomes() == {"passed": 12, "failed": 1}
     text = result.stdout.str()
@@ -212,8 +214,8 @@ def test_chdir_maps_the_rootdir(pytester: pytest.Pytester, tmp_path: Path) -> No
     result = run(pytester, "--tx", "popen", f"--procpar-chdir={elsewhere}")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert (
-        "worker gw0 collected 2 items, the controller 1; first only in the controller: none, "
-        "first only in the worker: ['test_extra.py::test_only_there']"
+        "worker gw0 collected 2 test files, the controller 1; first only in the controller: "
+        "none, first only in the worker: ['test_extra.py']"
     ) in result.stdout.str()
 
 

@@ -117,6 +117,16 @@ def test_a_killed_run_leaves_its_record_and_rerun_takes_what_did_not_pass(
     finished before (not an end). ``--procpar-rerun`` then runs the failed test, the tests that
     never ran, and a test added since; not the ones that passed."""
     pytester.makeini("[pytest]\n")
+    pytester.makeconftest(
+        """
+            import os
+
+            def pytest_configure(config):
+                if not hasattr(config, "workerinput"):
+                    with open("controller.pid", "w") as out:
+                        out.write(str(os.getpid()))
+        """
+    )
     pytester.makepyfile(
         test_run="""
             import os, signal, time
@@ -127,7 +137,8 @@ def test_a_killed_run_leaves_its_record_and_rerun_takes_what_did_not_pass(
             def test_kills_the_controller():
                 if os.path.exists("armed"):
                     os.remove("armed")
-                    os.kill(os.getppid(), signal.SIGKILL)
+                    with open("controller.pid") as pid:
+                        os.kill(int(pid.read()), signal.SIGKILL)
             def test_after(): pass
         """
     )
@@ -191,7 +202,7 @@ def test_replay_runs_the_failing_workers_sequence_in_its_order_with_its_seeds(
             f"demo seed: {seed}",
             f"procpar: replaying {victim['worker']} of run {path.stem}: {len(order)} tests in "
             f"its order, with demo_seed={seed}",
-            "procpar: 1 worker (fork), *",
+            "procpar: 1 worker (fork from template), *",
         ]
     )
     assert ran_verbosely(replay) == order

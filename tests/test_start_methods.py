@@ -48,18 +48,28 @@ def test_collection_mismatch_is_a_clear_error(
     assert "Traceback" not in result.stdout.str()
 
 
-def test_forked_workers_do_not_collect_again(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(
-        """
-        def pytest_collection_finish(session):
-            with open("collections.txt", "a") as out:
-                out.write(str(getattr(session.config, "workerinput", "controller")) + "\\n")
-        """
-    )
-    pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
-    result = runpytest(pytester, "-p", "procpar", "-n", "2")
-    result.assert_outcomes(passed=2)
-    assert (pytester.path / "collections.txt").read_text().split() == ["controller"]
+def test_each_file_is_imported_once(pytester: pytest.Pytester) -> None:
+    """Collecting in workers, every test module is imported by one worker (again only where
+    another worker takes tests of it over: never once per worker), and the controller imports
+    none."""
+    for name in ("a", "b", "c", "d"):
+        pytester.makepyfile(
+            **{
+                f"test_{name}": f"""
+                import os
+                with open("imports.txt", "a") as out:
+                    out.write(f"{name} {{os.environ.get('PYTEST_XDIST_WORKER', 'controller')}}\\n")
+
+                def test_{name}(): pass
+                """
+            }
+        )
+    result = runpytest(pytester, "-p", "procpar", "-n", "2", "--procpar-collect=workers")
+    result.assert_outcomes(passed=4)
+    imports = sorted((pytester.path / "imports.txt").read_text().splitlines())
+    assert {line.split()[0] for line in imports} == {"a", "b", "c", "d"}
+    assert len(imports) < 2 * 4
+    assert "controller" not in {line.split()[1] for line in imports}
 
 
 def test_spawned_workers_collect_and_match(pytester: pytest.Pytester) -> None:
@@ -76,7 +86,7 @@ def test_side_by_side_with_xdist(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
     ours = runpytest(pytester, "-p", "procpar", "-n", "2")
     ours.assert_outcomes(passed=2)
-    ours.stdout.fnmatch_lines(["procpar: 2 workers (fork), 2 items, collected in *"])
+    ours.stdout.fnmatch_lines(["procpar: 2 workers (fork from template), 2 items, collected in *"])
     theirs = runpytest(pytester, "-p", "no:procpar", "-n", "2")
     theirs.assert_outcomes(passed=2)
     assert "procpar:" not in theirs.stdout.str()

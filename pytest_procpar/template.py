@@ -1,0 +1,289 @@
+"""The template process: forked from the controller before pytest configures, it forks the
+run's local workers on request.
+
+A worker must be what a fresh xdist worker is: every ``pytest_configure`` and
+``pytest_sessionstart`` ran once in its own memory, with ``config.workerinput`` set, and what
+they started (threads, servers, handlers, connections) is its own and alive. A copy of the
+configured controller cannot be that (configuring again on top of the first configuration
+breaks whatever is not idempotent, and threads do not survive a fork), and a spawned
+interpreter pays for importing pytest, the plugins and the conftests again. The template is a
+copy of the controller taken at the last moment before any ``pytest_configure`` runs: options
+parsed, plugins and initial conftests imported, nothing configured. Each worker is forked from
+it and configures itself, as a worker, from there (see docs/how-it-works.rst).
+
+The template is single-threaded and idle between requests, so forking it is safe. It talks to
+the controller over a Unix socket pair:
+
+- controller to template: a request, an 8-byte length followed by that many bytes of payload
+  (opaque here), with the worker's file descriptors attached to the length (``SCM_RIGHTS``);
+  the last descriptor is the write end of the worker's status pipe;
+- template to controller: the new worker's pid (8 bytes);
+- template to the status pipe, once it reaped the worker: its exit code (4 bytes, signed, as
+  :attr:`multiprocessing.Process.exitcode` gives it), then the pipe is closed.
+
+The controller's end of the status pipe is the worker's sentinel: readable once the worker is
+gone. When the controller closes its socket (or dies) the template ends; its workers get
+``SIGTERM`` through their parent-death signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import select
+import selectors
+import signal
+import socket
+import struct
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import pytest
+
+_LENGTH = struct.Struct("q")
+_EXIT = struct.Struct("i")
+_MAX_FDS = 16
+_PR_SET_PDEATHSIG = 1
+LOST_EXIT = None  # a worker whose template vanished before reaping it: exit code unknown
+
+ChildMain = Callable[[bytes, list[int], int], NoReturn]  # (payload, fds, template pid)
+
+
+_worker = False  # this process is a worker (or a probe) of a run, being configured
+
+
+def mark_worker() -> None:
+    """This process becomes a worker: it makes no template of its own."""
+    global _worker
+    _worker = True
+
+
+def is_worker() -> bool:
+    return _worker
+
+
+def available() -> bool:
+    """Whether this platform can run a template: fork, descriptor passing, and pidfds (the
+    template waits for its workers' exits and for requests in one ``select``)."""
+    return hasattr(os, "fork") and hasattr(os, "pidfd_open") and hasattr(socket, "send_fds")
+
+
+class TemplateChild:
+    """A worker forked by the template, as the controller sees it: what the launcher needs
+    from a :class:`multiprocessing.Process` (pid, sentinel, exit code, join, liveness)."""
+
+    def __init__(self, pid: int, status_fd: int) -> None:
+        self.pid = pid
+        self.sentinel = status_fd  # readable once the template reaped the worker
+        self.exitcode: int | None = None
+        self.reaped = False
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.reaped:
+            return
+        ready, _, _ = select.select([self.sentinel], [], [], timeout)
+        if not ready:
+            return
+        data = b""
+        with contextlib.suppress(OSError):
+            while len(data) < _EXIT.size:
+                chunk = os.read(self.sentinel, _EXIT.size - len(data))
+                if not chunk:
+                    break
+                data += chunk
+        self.exitcode = _EXIT.unpack(data)[0] if len(data) == _EXIT.size else LOST_EXIT
+        self.reaped = True
+
+    def is_alive(self) -> bool:
+        self.join(0)
+        return not self.reaped
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.sentinel)
+
+
+class TemplateGone(Exception):
+    """The template process is not there to fork a worker."""
+
+
+class Template:
+    """The controller's handle on its template process."""
+
+    def __init__(self, pid: int, channel: socket.socket) -> None:
+        self.pid = pid
+        self.channel = channel
+
+    @classmethod
+    def fork(cls, child_main: ChildMain) -> Template:
+        """Fork the template here and now; in the template, serve requests until the
+        controller goes, forking a process that runs ``child_main`` for each (never returns
+        in the template or its children)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            if stream is not None:  # what is buffered must not be written again by the copies
+                stream.flush()
+        controller = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the template
+            try:
+                ours.close()
+                _become_template(controller)
+                _serve(theirs, child_main)
+            except BaseException:  # never back into the controller's stack
+                traceback.print_exc()
+                os._exit(70)
+            os._exit(0)
+        theirs.close()
+        return cls(pid, ours)
+
+    def start(self, payload: bytes, fds: Sequence[int]) -> TemplateChild:
+        """Ask for a worker: it gets ``fds`` (the caller keeps and closes its own copies) and
+        ``payload``."""
+        status_r, status_w = os.pipe()
+        try:
+            socket.send_fds(self.channel, [_LENGTH.pack(len(payload))], [*fds, status_w])
+            self.channel.sendall(payload)
+            pid = _LENGTH.unpack(_receive_exactly(self.channel, _LENGTH.size))[0]
+        except (OSError, EOFError) as exc:
+            os.close(status_r)
+            raise TemplateGone(f"the template process is gone ({exc})") from None
+        finally:
+            os.close(status_w)
+        return TemplateChild(pid, status_r)
+
+    def close(self) -> None:
+        """The run is over: the template ends (and is reaped here)."""
+        self.channel.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+def _receive_exactly(channel: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = channel.recv(size - len(data))
+        if not chunk:
+            raise EOFError("connection closed")
+        data += chunk
+    return data
+
+
+def _become_template(controller: int) -> None:
+    """Die with the controller; let Ctrl-C reach the controller and the workers only; pass
+    ``SIGUSR1`` (procpar's "what runs now", see :doc:`live`), which a test may send to its
+    parent, on to the controller; keep the collector off what the workers inherit (they
+    unfreeze it)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != controller:  # the controller died before the line above
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: os.kill(controller, signum))
+    gc.freeze()
+
+
+def _serve(channel: socket.socket, child_main: ChildMain) -> None:
+    """The template's loop: fork a worker per request, report each worker's exit."""
+    selector = selectors.DefaultSelector()
+    selector.register(channel, selectors.EVENT_READ, None)
+    children: dict[int, tuple[int, int]] = {}  # pidfd -> (pid, status pipe's write end)
+    while True:
+        for key, _ in selector.select():
+            if key.data is None:
+                request = _receive_request(channel)
+                if request is None:  # the controller closed its end, or died
+                    return
+                payload, fds = request
+                *given, status_w = fds
+                pid = os.fork()
+                if pid == 0:
+                    _enter_child(selector, channel, children, status_w, child_main, payload, given)
+                for fd in given:
+                    os.close(fd)
+                pidfd = os.pidfd_open(pid)
+                children[pidfd] = (pid, status_w)
+                selector.register(pidfd, selectors.EVENT_READ, pid)
+                channel.sendall(_LENGTH.pack(pid))
+            else:
+                pid, status_w = children.pop(key.fd)
+                selector.unregister(key.fd)
+                os.close(key.fd)
+                _, status = os.waitpid(pid, 0)
+                with contextlib.suppress(OSError):  # the controller may have closed its end
+                    os.write(status_w, _EXIT.pack(os.waitstatus_to_exitcode(status)))
+                os.close(status_w)
+
+
+def _enter_child(
+    selector: selectors.BaseSelector,
+    channel: socket.socket,
+    children: dict[int, tuple[int, int]],
+    status_w: int,
+    child_main: ChildMain,
+    payload: bytes,
+    fds: list[int],
+) -> NoReturn:
+    """In a newly forked worker: drop the template's descriptors, run the worker, exit."""
+    template = os.getppid()
+    try:
+        selector.close()
+        channel.close()
+        for pidfd, (_, other_status) in children.items():
+            os.close(pidfd)
+            os.close(other_status)
+        os.close(status_w)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        child_main(payload, fds, template)
+    except BaseException:
+        traceback.print_exc()
+    os._exit(70)
+
+
+def _receive_request(channel: socket.socket) -> tuple[bytes, list[int]] | None:
+    """The next request, or None once the controller has closed its end."""
+    try:
+        header, fds, _, _ = socket.recv_fds(channel, _LENGTH.size, _MAX_FDS)
+    except (ConnectionResetError, EOFError):
+        return None
+    if not header:
+        return None
+    if len(header) < _LENGTH.size:
+        header += _receive_exactly(channel, _LENGTH.size - len(header))
+    (length,) = _LENGTH.unpack(header)
+    return _receive_exactly(channel, length), fds
+
+
+@dataclass
+class Made:
+    """What the controller made before its conftests loaded: the template (None: none could
+    be made, ``notice`` says why) and what it was forked with (shared memory, opaque here)."""
+
+    template: Template | None
+    shared: Any
+    notice: str
+
+
+MADE_KEY = pytest.StashKey[Made]()
+
+
+def remember(config: pytest.Config, made: Made) -> None:
+    config.stash[MADE_KEY] = made
+
+
+def made(config: pytest.Config) -> Made | None:
+    return config.stash.get(MADE_KEY, None)
+
+
+def close(config: pytest.Config) -> None:
+    """No more workers will be started: the template ends."""
+    found = made(config)
+    if found is not None and found.template is not None:
+        found.template.close()
+        found.template = None
