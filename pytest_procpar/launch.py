@@ -48,8 +48,6 @@ class WorkerHandle(Protocol):
 
     @property
     def sentinel(self) -> int: ...  # readable once the worker is gone
-    @property
-    def fds(self) -> list[int]: ...  # the controller's file descriptors for this worker
 
     def send(self, message: ToWorker) -> None: ...
     def halt(self) -> None: ...  # stop before the next item (-x, a fatal error elsewhere)
@@ -85,10 +83,6 @@ class WorkerProcess:
     @property
     def pid(self) -> int:
         return int(self.process.pid or 0)
-
-    @property
-    def fds(self) -> list[int]:
-        return [connection.fileno() for connection in self.connections]
 
     def send(self, message: ToWorker) -> None:
         # A worker that is gone cannot be told anything; its exit is handled from its sentinel.

@@ -136,5 +136,6 @@ def parse_shard_mode(value: str) -> str:
 
 
 def default_start_method() -> str:
-    """fork where the platform has it (workers then share the collected items), else spawn."""
+    """fork where the platform has it (workers forked from the template start warm), else
+    spawn."""
     return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"

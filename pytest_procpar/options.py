@@ -73,8 +73,9 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
         metavar="METHOD",
         type=parse_start_method,
         default=None,
-        help="How workers are started: fork (default on Linux: workers inherit the "
-        "collected tests), forkserver or spawn (workers collect again). Ini: procpar_start.",
+        help="How workers are started: fork (default on Linux: forked from a template made "
+        "before the conftests load), forkserver or spawn (fresh interpreters); each worker "
+        "configures pytest itself, as a worker. Ini: procpar_start.",
     )
     if with_xdist_names:
         group.addoption(
@@ -105,10 +106,9 @@ def register(parser: pytest.Parser, *, with_xdist_names: bool) -> None:
         type=parse_collect_mode,
         default=None,
         help="Where test modules are imported and collected: controller (once, before the "
-        "workers start), workers (each its share of the files, in parallel) or auto (default: "
-        "workers when that is safe and the last collection took 0.5s or more, or the workers "
-        "are spawned). "
-        "Ini: procpar_collect.",
+        "workers start, and again in every worker), workers (each its share of the files, in "
+        "parallel) or auto (default: workers when that is safe and expected to end "
+        "collection sooner). Ini: procpar_collect.",
     )
     group.addoption(
         "--procpar-chdir",

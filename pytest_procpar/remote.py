@@ -191,12 +191,6 @@ class RemoteWorker:
     def _readers(self) -> list[int]:
         return [self.reader.fd, *self.output_fds.values(), self.sentinel]
 
-    @property
-    def fds(self) -> list[int]:
-        if self._closed:
-            return []
-        return [*self._readers(), *self._writers.values(), self._exit_w]
-
     def close(self) -> None:
         if self._closed:
             return

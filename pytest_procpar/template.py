@@ -239,7 +239,9 @@ def _enter_child(
             os.close(pidfd)
             os.close(other_status)
         os.close(status_w)
+        # what the template changed, as a process pytest starts has it
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
         child_main(payload, fds, template)
     except BaseException:
         traceback.print_exc()

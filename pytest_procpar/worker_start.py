@@ -179,6 +179,19 @@ class SpawnedWorker:
             raise
         finally:
             self.worker_session.finish()
+            _discard_output()
+
+
+def _discard_output() -> None:
+    """The results are in: what the worker prints from here on (unconfiguring, its exit
+    handlers) repeats what the controller prints as it ends, as what configuring printed
+    repeats its start (see :func:`_keep_early_output`); an xdist worker's is not shown either."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 def run_spawned(start: SpawnStart) -> None:

@@ -1,17 +1,18 @@
 """What pytest-xdist users and plugins rely on, provided by procpar: the one place that knows.
 
 Workers look like xdist workers (``config.workerinput``/``workeroutput``, the ``PYTEST_XDIST_*``
-environment variables, ``tmp_path`` under ``popen-gwN``; see also
-:mod:`pytest_procpar.reconfigure`), xdist's node hooks are called with a node object shaped like
+environment variables, ``tmp_path`` under ``popen-gwN``; each configures itself as one, see
+docs/how-it-works.rst), xdist's node hooks are called with a node object shaped like
 xdist's (:class:`HookBridge` turns procpar's own worker hooks into them), reports carry that
 node, and the ``worker_id`` / ``testrun_uid`` fixtures exist. The core reaches all of this
 through the functions here and procpar's hooks.
 
 Plugins written for xdist look for it by name (``pluginmanager.hasplugin("xdist")``) before
-they register their xdist hooks or take their distributed path. procpar answers to that name:
-it registers :data:`XDIST_STAND_IN` as ``xdist``, which also keeps the real xdist from loading
-for the run, so the two do not both own ``-n``; xdist's hook specifications are then declared
-here. Where a plugin's xdist path needs more than procpar offers, its adapter is here too.
+they register their xdist hooks or take their distributed path. procpar answers to that name
+whether xdist is installed or not, and whether or not the user blocked it (``-p no:xdist``): it
+registers :data:`XDIST_STAND_IN` as ``xdist``, which also keeps the real xdist from loading for
+the run, so the two do not both own ``-n``; xdist's hook specifications are then declared here.
+Where a plugin's xdist path needs more than procpar offers, its adapter is here too.
 """
 
 from __future__ import annotations
@@ -104,10 +105,62 @@ def xdist_loaded(pluginmanager: pytest.PytestPluginManager) -> bool:
 
 def stand_in_for_xdist(pluginmanager: pytest.PytestPluginManager) -> None:
     """Answer to xdist's name and keep xdist from loading later in this run; ``-p
-    no:procpar`` lets it load instead."""
+    no:procpar`` lets it load instead.
+
+    ``-p no:xdist`` blocks the name, which keeps the real xdist out as the stand-in does, but
+    plugins asking for xdist would not find procpar either and take their serial path in a run
+    with workers (pytest-randomly's workers would not get the seed, syrupy would delete every
+    snapshot the workers used): the stand-in takes the name all the same. pytest applies the
+    ``-p`` options of ``addopts`` and the command line in their order, so ``-p procpar -p
+    no:xdist`` blocks the name after procpar registered, which unregisters the stand-in (and a
+    spawned worker applies them once more after configuring): :class:`XdistNameKeeper` takes
+    the name back."""
     pluginmanager.set_blocked("xdist.plugin")
-    if pluginmanager.get_plugin("xdist") is None and not pluginmanager.is_blocked("xdist"):
+    answer_to_xdist_name(pluginmanager)
+    if not pluginmanager.has_plugin(XdistNameKeeper.NAME):
+        pluginmanager.register(XdistNameKeeper(), XdistNameKeeper.NAME)
+
+
+def answer_to_xdist_name(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Register the stand-in as ``xdist`` unless the name is taken: a block (the user's) is
+    lifted for it; the real xdist's entry point still does not load, the name being taken."""
+    if pluginmanager.get_plugin("xdist") is None:
+        pluginmanager.unblock("xdist")
         pluginmanager.register(XDIST_STAND_IN, "xdist")
+
+
+class XdistNameKeeper:
+    """Gives xdist's name back to the stand-in where a ``-p no:xdist`` applied after procpar
+    registered took it away: before the initial conftests load (every ``-p`` option is applied
+    by then, and the real xdist's entry point was skipped, its name blocked) and before
+    ``pytest_cmdline_main`` (a spawned worker's configuration applies the options once more
+    after its conftests), so that conftests and plugins find procpar under xdist's name as they
+    would find xdist. It does nothing once procpar itself is unregistered (``-p procpar ... -p
+    no:procpar``)."""
+
+    NAME = "procpar_xdist_name"
+
+    # Wrappers, first: before any plugin's implementation (procpar's own forks the template
+    # its local workers are forked from in pytest_load_initial_conftests).
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_load_initial_conftests(
+        self, early_config: pytest.Config
+    ) -> Generator[None, object, object]:
+        self.keep(early_config.pluginmanager)
+        return (yield)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_cmdline_main(self, config: pytest.Config) -> Generator[None, object, object]:
+        self.keep(config.pluginmanager)
+        return (yield)
+
+    @staticmethod
+    def keep(pluginmanager: pytest.PytestPluginManager) -> None:
+        procpar = sys.modules.get("pytest_procpar.plugin")
+        if procpar is None or not pluginmanager.is_registered(procpar):
+            return
+        if not xdist_loaded(pluginmanager):
+            answer_to_xdist_name(pluginmanager)
 
 
 def disable_rerunfailures_xdist_mode() -> None:
@@ -228,20 +281,6 @@ class WorkerNode:
         return f"<WorkerNode {self.gateway.id}>"
 
 
-def withdraw_outside_pytest() -> None:
-    """In a forked worker, before plugins configure again: withdraw the controller's plugin
-    objects that plugins keep outside pytest's plugin manager. allure-pytest registers its
-    listeners in allure's own manager too (and unregisters them in a config cleanup, which a
-    forked worker never runs): left there, the controller's listener would hear of the
-    worker's tests and fail on them."""
-    allure = sys.modules.get("allure_commons")
-    if allure is not None:
-        manager = allure.plugin_manager
-        for plugin in list(manager.get_plugins()):
-            if type(plugin).__module__.startswith("allure"):
-                manager.unregister(plugin)
-
-
 BDD_CONTEXT_KEY = "procpar_bdd_context"
 
 
@@ -279,12 +318,6 @@ def register_adapters(config: pytest.Config) -> None:
     reporting = sys.modules.get("pytest_bdd.reporting")
     if reporting is not None and hasattr(reporting, "test_report_context_registry"):
         config.pluginmanager.register(BddReportContexts(reporting), "procpar_bdd_contexts")
-
-
-# Plugins whose session state is built while collecting (which a forked worker inherits and
-# does not repeat): their pytest_sessionstart does not run again in the worker. syrupy makes a
-# new snapshot session there, which would know of no collected or selected test.
-KEEP_SESSION_MODULES = ("syrupy",)
 
 
 # Options of plugins that measure, and so need the machine to themselves: a run given one is

@@ -113,6 +113,11 @@ def parallel(
     return run(pytester, *options, *args, plugins=plugins)
 
 
+def header_method(method: str) -> str:
+    """How procpar's header names ``method``: ``fork from template`` for fork."""
+    return "fork from template" if method == "fork" else method
+
+
 def reference(
     pytester: pytest.Pytester, *args: str, plugins: tuple[str, ...] = QUIET
 ) -> pytest.RunResult:

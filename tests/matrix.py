@@ -14,6 +14,11 @@ matrix modules load no plugin but the ones a test names (:data:`PLUGINS_ALONE`,
 (default ``"fork spawn"``); ``xdist`` among them runs the same tests under pytest-xdist
 (``-p no:procpar -p xdist -n 2``), which is how docs/plugins.rst's xdist column was
 measured.
+
+A few tests, of plugins that look for xdist by name, also run procpar with pytest-xdist
+blocked or absent (:func:`with_xdist`, :func:`xdist_as`). ``PROCPAR_MATRIX_XDIST`` (``blocked``
+or ``absent``; by default ``installed``) puts every procpar run of the matrix in that state,
+which is how docs/plugins.rst's results for those two were measured.
 """
 
 from __future__ import annotations
@@ -52,6 +57,74 @@ PLUGINS_AS_INSTALLED = pytest.mark.inner_runs(ci=False)
 PLUGINS_ALONE = pytest.mark.inner_runs(autoload_plugins=False, ci=False)
 
 
+# How pytest-xdist is there for procpar's runs. Plugins look for it by name
+# (``hasplugin("xdist")``) and take their xdist path when they find it; procpar answers to the
+# name in every case, so a plugin must give the same result in all three:
+# - "installed": as in the matrix's environment (tests/test_plugins.py autoloads it; the
+#   matrix modules only have it importable);
+# - "blocked": installed, and blocked with ``-p no:xdist`` after ``-p procpar``, as people
+#   write who keep both installed;
+# - "absent": neither importable nor among the installed distributions (:data:`HIDE_XDIST`),
+#   as where it is not installed.
+XDIST_STATES = ("installed", "blocked", "absent")
+XDIST = os.environ.get("PROCPAR_MATRIX_XDIST", "installed")  # for every procpar run
+
+# A sitecustomize module, in the inner runs' directory (pytester puts it on ``PYTHONPATH``, so
+# every process of the run, spawned workers too, imports it at start): pytest-xdist is not
+# importable, and its distribution, with its entry points, is not listed.
+HIDE_XDIST = """
+import importlib.abc
+import importlib.metadata
+import sys
+
+
+class HideXdist(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "xdist" or name.startswith("xdist."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+def without_xdist(distributions):
+    def listed(**kwargs):
+        for dist in distributions(**kwargs):
+            if (dist.metadata["Name"] or "").lower().replace("_", "-") != "pytest-xdist":
+                yield dist
+
+    return listed
+
+
+sys.meta_path.insert(0, HideXdist())
+importlib.metadata.distributions = without_xdist(importlib.metadata.distributions)
+"""
+
+
+def with_xdist(**methods: tuple[str, ...]) -> list[Any]:
+    """``(method, xdist)`` parameters: each start method of :data:`METHODS` with pytest-xdist
+    installed, and the methods named for each other state (``blocked=("fork",)``; see
+    :data:`XDIST_STATES`) where :data:`METHODS` has them. Ids: the method alone where xdist is
+    installed (the ids the tests had), else ``fork-xdist-blocked`` and so on."""
+    assert set(methods) <= set(XDIST_STATES) - {"installed"}, methods
+    params = [pytest.param(method, "installed", id=method) for method in METHODS]
+    for state, named in methods.items():
+        params += [
+            pytest.param(method, state, id=f"{method}-xdist-{state}")
+            for method in METHODS
+            if method in named and method != "xdist"
+        ]
+    return params
+
+
+def xdist_as(state: str, pytester: pytest.Pytester) -> tuple[str, ...]:
+    """Make pytest-xdist ``state`` (see :data:`XDIST_STATES`) for the inner runs from now on;
+    returns the options to add to procpar's runs (``procpar_args``): ``-p no:xdist`` where
+    blocked, which the plain reference runs have anyway."""
+    assert state in XDIST_STATES, state
+    if state == "absent":
+        pytester.makepyfile(sitecustomize=HIDE_XDIST)
+    return ("-p", "no:xdist") if state == "blocked" else ()
+
+
 def load(*modules: str) -> tuple[str, ...]:
     """``-p`` options loading these plugin modules (by module: some entry point names, such as
     ``html`` and ``socket``, are names of standard modules, which pytest would then try to
@@ -63,9 +136,11 @@ def load(*modules: str) -> tuple[str, ...]:
 def parallel(
     pytester: pytest.Pytester, *args: str, method: str = "fork", plugins: tuple[str, ...] = QUIET
 ) -> pytest.RunResult:
-    """Two workers: procpar's, started with ``method``, or pytest-xdist's (``"xdist"``)."""
+    """Two workers: procpar's, started with ``method`` (with pytest-xdist as
+    ``PROCPAR_MATRIX_XDIST`` says), or pytest-xdist's (``"xdist"``)."""
     if method == "xdist":
         return runpytest(pytester, "-p", "no:procpar", "-p", "xdist", "-n", "2", *plugins, *args)
+    plugins = (*plugins, *xdist_as(XDIST, pytester))
     return harness.parallel(pytester, *args, method=method, plugins=plugins)
 
 
@@ -239,3 +314,22 @@ def differences(expected: Any, got: Any, where: str = "") -> list[str]:
 def assert_same(expected: Any, got: Any) -> None:
     found = differences(expected, got)
     assert not found, "\n".join(line[:600] for line in found)
+
+
+# A Django project's settings module for the matrix's pytest-django tests, with a SQLite
+# database in the test's directory.
+DJANGO_SETTINGS = """
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SECRET_KEY = "procpar-tests"
+USE_TZ = True
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(HERE / "db.sqlite3"),
+        "TEST": {"NAME": str(HERE / "test_db.sqlite3")},
+    }
+}
+"""

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from harness import run, short_summary
+from harness import header_method, run, short_summary
 
 # Recorded in the controller only: forked workers inherit this plugin, so every hook checks
 # ``workerinput`` when it runs, not when it is registered.
@@ -335,9 +335,8 @@ def test_parallel_run_reports_like_serial(
 ) -> None:
     parallel = run_suite(pytester, "-n", str(workers), "--procpar-start", method)
     noun = "worker" if workers == 1 else "workers"
-    label = "fork from template" if method == "fork" else method
     parallel["result"].stdout.fnmatch_lines(
-        [f"procpar: {workers} {noun} ({label}), * items, collected in *"]
+        [f"procpar: {workers} {noun} ({header_method(method)}), * items, collected in *"]
     )
     assert parallel["outcomes"] == serial["outcomes"]
     assert without_doctest_messages(parallel["summary"]) == without_doctest_messages(

@@ -25,6 +25,8 @@ from matrix import (
     load,
     parallel,
     run_pair,
+    with_xdist,
+    xdist_as,
 )
 
 pytestmark = PLUGINS_ALONE
@@ -60,11 +62,17 @@ def snapshot_files(directory: Path) -> dict[str, str]:
     return {path.name: path.read_text() for path in sorted(directory.rglob("*.ambr"))}
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_syrupy_snapshots(pytester: pytest.Pytester, method: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "xdist"), with_xdist(blocked=("fork", "spawn"), absent=("fork",))
+)
+def test_syrupy_snapshots(pytester: pytest.Pytester, method: str, xdist: str) -> None:
     """``--snapshot-update`` on two workers writes the serial run's snapshot file; a later check
-    reports the same failed and unused snapshots as serially (and deletes nothing)."""
+    reports the same failed and unused snapshots as serially (and deletes nothing). syrupy
+    merges the workers' reports only when it finds xdist by name: with xdist blocked (``-p
+    procpar -p no:xdist``) and not found, ``--snapshot-update`` deleted every snapshot the
+    workers had written or used."""
     pytest.importorskip("syrupy")
+    xdist_options = xdist_as(xdist, pytester)
     snapshots = pytester.path / "__snapshots__"
     pytester.makepyfile(test_snap=SNAPSHOTS.format(second="second", extra=OBSOLETE))
     created = reference(pytester, "--snapshot-update", plugins=SYRUPY)
@@ -72,7 +80,9 @@ def test_syrupy_snapshots(pytester: pytest.Pytester, method: str) -> None:
     expected_files = snapshot_files(pytester.path)
     assert len(expected_files) == 1
     shutil.rmtree(snapshots)
-    result = parallel(pytester, "--snapshot-update", method=method, plugins=SYRUPY)
+    result = parallel(
+        pytester, "--snapshot-update", method=method, plugins=(*SYRUPY, *xdist_options)
+    )
     assert result.ret == pytest.ExitCode.OK
     assert SYRUPY_SUMMARY.findall(result.stdout.str()) == SYRUPY_SUMMARY.findall(
         created.stdout.str()
@@ -81,7 +91,7 @@ def test_syrupy_snapshots(pytester: pytest.Pytester, method: str) -> None:
 
     # One snapshot no longer matches, and test_obsolete's is not used any more.
     pytester.makepyfile(test_snap=SNAPSHOTS.format(second="changed", extra=""))
-    pair = run_pair(pytester, method, plugins=SYRUPY)
+    pair = run_pair(pytester, method, plugins=SYRUPY, procpar_args=xdist_options)
     assert pair.expected.parseoutcomes() == {"passed": 4, "failed": 1}
     summary = SYRUPY_SUMMARY.findall(pair.expected.stdout.str())
     assert summary == ["1 snapshot failed. 5 snapshots passed. 1 snapshot unused."]

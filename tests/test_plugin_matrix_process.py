@@ -10,33 +10,21 @@ short test summary and each test's outcome and message.
 from __future__ import annotations
 
 import pytest
-from matrix import METHODS, PLUGINS_ALONE, load, read_json_files, run_pair
+from matrix import DJANGO_SETTINGS, METHODS, PLUGINS_ALONE, load, read_json_files, run_pair
 
 pytestmark = PLUGINS_ALONE
 
 # settings.configure() raises when called twice in one process: a worker that configured
 # again on top of a copy of the configured controller could not start.
 CONFIGURING_CONFTEST = """
-from pathlib import Path
-
 from django.conf import settings
 
-HERE = Path(__file__).resolve().parent
+import project_settings  # the module, not named where pytest-django would look for it
 
 
 def pytest_configure(config):
-    settings.configure(
-        SECRET_KEY="procpar-tests",
-        USE_TZ=True,
-        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth"],
-        DATABASES={
-            "default": {
-                "ENGINE": "django.db.backends.sqlite3",
-                "NAME": str(HERE / "db.sqlite3"),
-                "TEST": {"NAME": str(HERE / "test_db.sqlite3")},
-            }
-        },
-    )
+    names = [name for name in dir(project_settings) if name.isupper()]
+    settings.configure(**{name: getattr(project_settings, name) for name in names})
 """
 
 ORM_TESTS = """
@@ -66,7 +54,7 @@ def test_missing_user(db):
 def test_django_configured_by_a_conftest(pytester: pytest.Pytester, method: str) -> None:
     pytest.importorskip("pytest_django")
     pytester.makeconftest(CONFIGURING_CONFTEST)
-    pytester.makepyfile(test_orm=ORM_TESTS)
+    pytester.makepyfile(project_settings=DJANGO_SETTINGS, test_orm=ORM_TESTS)
     run_pair(pytester, method, "-p", "no:cacheprovider", plugins=load("pytest_django.plugin"))
     if method == "xdist":
         return

@@ -17,6 +17,8 @@ from matrix import (
     failure_sections,
     load,
     run_pair,
+    with_xdist,
+    xdist_as,
 )
 
 pytestmark = PLUGINS_ALONE
@@ -59,13 +61,21 @@ def sugar_results(result: pytest.RunResult) -> list[str]:
     return sorted(line.strip() for line in lines[start + 1 :] if line.strip())
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_sugar_output(pytester: pytest.Pytester, method: str) -> None:
+@pytest.mark.parametrize(("method", "xdist"), with_xdist(blocked=("fork",), absent=("fork",)))
+def test_sugar_output(pytester: pytest.Pytester, method: str, xdist: str) -> None:
     """pytest-sugar's progress and summary show every test once (its reporter runs where
-    the reports are replayed), and no worker prints its own."""
+    the reports are replayed), and no worker prints its own. (pytest-sugar takes its xdist
+    path when it finds xdist by name and can import it: not where xdist is absent.)"""
     pytest.importorskip("pytest_sugar")
     pytester.makepyfile(test_suite=SUITE)
-    pair = run_pair(pytester, method, "--force-sugar", plugins=load("pytest_sugar"), counts=False)
+    pair = run_pair(
+        pytester,
+        method,
+        "--force-sugar",
+        plugins=load("pytest_sugar"),
+        procpar_args=xdist_as(xdist, pytester),
+        counts=False,
+    )
     expected = sugar_results(pair.expected)
     assert {"1 error", "1 skipped", "3 failed", "5 passed"} <= set(expected), expected
     assert_same(expected, sugar_results(pair.result))

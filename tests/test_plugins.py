@@ -13,20 +13,25 @@ serial run wherever the plugin's behaviour there is the reference.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 from typing import Any
 
 import pytest
-from harness import NO_HYPOTHESIS, NO_RANDOMLY, QUIET, output, reference, run
+from harness import NO_HYPOTHESIS, NO_RANDOMLY, QUIET, header_method, output, reference, run
 from matrix import (
+    DJANGO_SETTINGS,
     METHODS,
     PLUGINS_AS_INSTALLED,
+    XDIST,
     junit_cases,
     parallel,
     read_json_files,
     run_pair,
+    with_xdist,
     worker_sequences,
+    xdist_as,
 )
 
 pytestmark = PLUGINS_AS_INSTALLED
@@ -66,7 +71,9 @@ def test_timeout_option_fails_only_the_blocking_test(
     assert pair.expected.parseoutcomes() == {"passed": 3, "failed": 1}
     result = pair.result
     if method != "xdist":
-        result.stdout.fnmatch_lines([f"procpar: 2 workers ({method}), 4 items, collected in *"])
+        result.stdout.fnmatch_lines(
+            [f"procpar: 2 workers ({header_method(method)}), 4 items, collected in *"]
+        )
     result.stdout.fnmatch_lines(
         [f"E * {TIMEOUT_MESSAGE}", "FAILED test_block.py::test_blocks - Failed: Timeout*"],
         consecutive=False,
@@ -205,32 +212,38 @@ def collections(pytester: pytest.Pytester) -> dict[str, list[str]]:
     return {stem.split("-")[1]: order for stem, order in found.items()}
 
 
-# Who collects, besides a serial run: a forked worker starts with the controller's items; a
-# spawned one collects again, and must then be given the controller's seed; under xdist only
-# the workers collect.
+# Who collects, besides a serial run: procpar's workers (forked from the template or spawned)
+# collect again, and must then be given the controller's seed; under xdist only the workers
+# collect.
 COLLECTORS = {
-    "fork": {"controller"},
+    "fork": {"controller", "gw0", "gw1"},
     "spawn": {"controller", "gw0", "gw1"},
     "xdist": {"gw0", "gw1"},
 }
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_randomly_seed_is_the_same_on_every_worker(pytester: pytest.Pytester, method: str) -> None:
+@pytest.mark.parametrize(("method", "xdist"), with_xdist(blocked=("fork",)))
+def test_randomly_seed_is_the_same_on_every_worker(
+    pytester: pytest.Pytester, method: str, xdist: str
+) -> None:
     """With a fixed seed every worker reseeds like the serial run: each test sees the same
     seed and draws the same number as serially, and whoever collects shuffles into the
     serial run's order. (pytest-randomly passes the seed in ``workerinput["randomly_seed"]``
-    from its ``pytest_configure_node``, which it registers only when ``hasplugin("xdist")``.)
+    from its ``pytest_configure_node``, which it registers only when ``hasplugin("xdist")``:
+    with xdist blocked, ``-p procpar -p no:xdist``, a worker that does not get the seed fails
+    pytest-randomly's ``pytest_configure`` with ``KeyError: 'randomly_seed'``.)
     """
     pytest.importorskip("pytest_randomly")
     make_random_suite(pytester)
+    xdist_options = xdist_as(xdist, pytester)
     run(pytester, SEED, plugins=RANDOMLY).assert_outcomes(passed=13)
     expected = read_json_files(pytester.path, "seen-*.json")
     serial_order = collections(pytester)["controller"]
     assert serial_order != UNSHUFFLED  # pytest-randomly did shuffle
     assert sorted(serial_order) == sorted(UNSHUFFLED)
 
-    result = parallel(pytester, SEED, "--max-worker-restart", "0", method=method, plugins=RANDOMLY)
+    plugins = (*RANDOMLY, *xdist_options)
+    result = parallel(pytester, SEED, "--max-worker-restart", "0", method=method, plugins=plugins)
     assert "KeyError" not in output(result)
     result.assert_outcomes(passed=13)
     seen = read_json_files(pytester.path, "seen-*.json")
@@ -419,7 +432,7 @@ def test_asyncio_tests_and_fixtures(pytester: pytest.Pytester, method: str) -> N
     assert pair.expected.parseoutcomes() == {"passed": 4, "failed": 1}
     if method != "xdist":
         pair.result.stdout.fnmatch_lines(
-            [f"procpar: 2 workers ({method}), 5 items, collected in *"]
+            [f"procpar: 2 workers ({header_method(method)}), 5 items, collected in *"]
         )
     ran = [path.name.rsplit("-", 1) for path in pytester.path.glob("ran-*")]
     expected = [
@@ -492,22 +505,6 @@ def test_hypothesis_with_a_shared_database(pytester: pytest.Pytester, method: st
 
 
 # -- pytest-django -------------------------------------------------------------------------
-
-DJANGO_SETTINGS = """
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-SECRET_KEY = "procpar-tests"
-USE_TZ = True
-INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": str(HERE / "db.sqlite3"),
-        "TEST": {"NAME": str(HERE / "test_db.sqlite3")},
-    }
-}
-"""
 
 DJANGO_INI = """
 [pytest]
@@ -675,6 +672,70 @@ def test_dist_option_reads_no_without_workers(pytester: pytest.Pytester) -> None
     pytester.makepyfile("def test_a(): pass\n")
     run(pytester).assert_outcomes(passed=1)
     assert (pytester.path / "dist.txt").read_text() == "'no'"
+
+
+# -- pytest-xdist installed, blocked or absent ------------------------------------------------
+
+# What a plugin finds when it looks for xdist, in the controller and in each worker.
+XDIST_PROBE = """
+import json
+import sys
+
+def pytest_configure(config):
+    manager = config.pluginmanager
+    try:
+        import xdist
+    except ImportError:
+        importable = False
+    else:
+        importable = True
+    real = sys.modules.get("xdist.plugin")
+    seen = {
+        "hasplugin": manager.hasplugin("xdist"),
+        "xdist": repr(manager.get_plugin("xdist")),
+        "real xdist registered": real is not None and manager.is_registered(real),
+        "importable": importable,
+    }
+    who = getattr(config, "workerinput", {}).get("workerid", "controller")
+    with open(f"xdist-{who}.json", "w") as out:
+        json.dump(seen, out)
+"""
+
+
+@pytest.mark.parametrize(
+    ("xdist", "block"),
+    [
+        pytest.param("installed", False, id="installed"),
+        pytest.param("blocked", False, id="blocked"),
+        pytest.param("absent", False, id="absent"),
+        pytest.param("absent", True, id="absent-blocked"),
+    ],
+)
+def test_plugins_find_procpar_under_xdists_name(
+    pytester: pytest.Pytester, xdist: str, block: bool
+) -> None:
+    """Whether pytest-xdist is installed, blocked (``-p procpar -p no:xdist``) or absent (and
+    its name blocked all the same), a plugin asking for xdist by name finds procpar's stand-in,
+    in the controller and in every worker, as it finds xdist in xdist's runs; the real xdist
+    is not loaded. (Spawned workers, which configure anew and apply the ``-p`` options again,
+    are in ``test_plugin_matrix_files.py::test_syrupy_snapshots[spawn-xdist-blocked]``.)"""
+    pytester.makeconftest(XDIST_PROBE)
+    pytester.makepyfile(test_some="def test_a(): pass\ndef test_b(): pass\ndef test_c(): pass\n")
+    options = (*xdist_as(xdist, pytester), *(("-p", "no:xdist") if block else ()))
+    result = parallel(pytester, "--max-worker-restart", "0", plugins=(*QUIET, *options))
+    result.assert_outcomes(passed=3)
+    seen = read_json_files(pytester.path, "xdist-*.json")
+    expected = {
+        "hasplugin": True,
+        "xdist": "<procpar standing in for xdist>",
+        "real xdist registered": False,
+        "importable": "absent" not in (xdist, XDIST)
+        and importlib.util.find_spec("xdist") is not None,
+    }
+    assert seen.pop("xdist-controller") == expected
+    assert seen  # a worker that started after the other ran every test may not configure
+    assert set(seen) <= {"xdist-gw0", "xdist-gw1"}
+    assert all(found == expected for found in seen.values()), seen
 
 
 # -- pytest's own: --junitxml, --lf, --ff ----------------------------------------------------

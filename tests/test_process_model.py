@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import output, parallel, reference
+from harness import header_method, output, parallel, reference
 
 METHODS = ["fork", "spawn"]
 
@@ -208,8 +208,7 @@ def test_a_server_started_while_configuring_serves_its_worker(
     result = parallel(pytester, method=method)
     assert result.ret == 0, output(result)
     assert result.parseoutcomes() == {"passed": 4}
-    label = "fork from template" if method == "fork" else method
-    result.stdout.fnmatch_lines([f"procpar: 2 workers ({label}), 4 items, *"])
+    result.stdout.fnmatch_lines([f"procpar: 2 workers ({header_method(method)}), 4 items, *"])
 
 
 # -- module-level code of the conftests ---------------------------------------------------------

@@ -199,9 +199,10 @@ def test_unpicklable_report_values_keep_the_outcome(pytester: pytest.Pytester, m
     text = result.stdout.str()
     assert "crashed" not in text
     assert "pickle" not in text
-    result.stdout.fnmatch_lines(
-        ["SUBFAILED(value=<function *<lambda> at 0x*>) *test_failing_subtest*"]
-    )
+    if int(pytest.__version__.split(".")[0]) >= 9:  # unittest's subtests reported as pytest's
+        result.stdout.fnmatch_lines(
+            ["SUBFAILED(value=<function *<lambda> at 0x*>) *test_failing_subtest*"]
+        )
     properties = junit_suite(pytester.path / "out.xml").iter("property")
     assert [p.get("value", "").startswith("<unlocked _thread.lock") for p in properties] == [True]
 
