@@ -1,11 +1,9 @@
-"""Turn a copy of pytest's state into a worker's: what must not be shared with the controller.
-
-A forked worker starts as an exact copy of the controller after collection. Several pieces of
-that copy would act on resources the controller still owns: the terminal, the junit XML file,
-the stepwise cache entry, the capture temp files (same open file description, so same offset),
-and the base temp dir. Each is reset or withdrawn here, so the worker looks to every plugin like
-a pytest-xdist worker: ``config.workerinput`` is set and controller-only plugins are gone.
-Spawned workers get the same treatment right after their own ``pytest_configure``.
+"""What a worker must not share with the controller, set up right after its own
+``pytest_configure``: the terminal (the controller alone reports), the run-wide files (junit
+XML, the stepwise cache entry), standard output and error (pipes to the controller) and the
+capture files the controller can read after a crash; and the environment a worker starts from.
+The worker then looks to every plugin like a pytest-xdist worker: ``config.workerinput`` is set
+and controller-only plugins are gone.
 """
 
 from __future__ import annotations
@@ -74,13 +72,13 @@ def withdraw_controller_plugins(config: pytest.Config) -> None:
 
 
 def restart_capture(config: pytest.Config, redirect_output: Callable[[], None]) -> None:
-    """Give a forked worker its own capture temp files, and its own stdout and stderr.
+    """Point the worker's stdout and stderr at the controller's pipes, under its capture.
 
-    The inherited temp files share their file offset with the controller and every other
-    worker, so one worker reading its captured output would truncate what another just wrote.
-    Between stopping the old capture (which puts the terminal back on fds 1 and 2) and
-    starting the new one, ``redirect_output`` points fds 1 and 2 at the controller's pipes, so
-    whatever escapes capture (``-s``, live logs) reaches the terminal tagged with the worker.
+    The capture started while the conftests loaded saved the descriptors it found (where the
+    output of configuring is kept aside), and would put them back each time it suspends.
+    Between stopping it and starting a new one, ``redirect_output`` points fds 1 and 2 at the
+    controller's pipes, so whatever escapes capture (``-s``, live logs) reaches the terminal
+    tagged with the worker.
     """
     capman = config.pluginmanager.get_plugin("capturemanager")
     if capman is not None:

@@ -2,8 +2,8 @@
 
 With ``fork`` (the default on Linux) a worker is forked from the template, a copy of the
 controller made before pytest configured (:func:`prepare`, see :mod:`pytest_procpar.template`):
-it configures itself as a worker and collects by itself, sharing the memory pages of pytest,
-the plugins and the conftests with the controller. With ``spawn`` and ``forkserver`` a worker
+it configures itself as a worker and collects by itself, sharing the memory pages of pytest
+and the plugins with the controller. With ``spawn`` and ``forkserver`` a worker
 is a fresh interpreter that rebuilds the config from the controller's options. Either way the
 worker is handed the same :class:`~pytest_procpar.worker_start.SpawnStart`.
 """

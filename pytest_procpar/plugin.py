@@ -115,10 +115,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not xdist_compat.xdist_loaded(config.pluginmanager):
         config.addinivalue_line("markers", "xdist_group(name): the same as procpar_group")
     settings = config.stash.get(SETTINGS_KEY, None)
-    if xdist_compat.workerinput(config) is not None:  # the controller's settings, if inherited
-        xdist_compat.register_adapters(config)
-        return
-    if settings is not None and settings.workers:
+    if xdist_compat.workerinput(config) is not None or (settings is not None and settings.workers):
         xdist_compat.register_adapters(config)
     if settings is None or (settings.shard is None and not settings.workers):
         return

@@ -89,6 +89,7 @@ class Probe:
 
     def __init__(
         self,
+        config: pytest.Config,
         template: Template,
         recorded_seconds: dict[str, float],
         workerinput: dict[str, Any],
@@ -98,9 +99,12 @@ class Probe:
         self.recorded_seconds = recorded_seconds
         self.workerinput = workerinput  # every probe is the same worker, fresh
         self.basetemp = basetemp
+        self.option_dict = launch.picklable_options(config)
+        self.environment = isolation.starting_environment()
+        self.invocation_dir = str(config.invocation_params.dir)
         self.count = 0
 
-    def outcome(self, config: pytest.Config, sequence: Sequence[pytest.Item]) -> str:
+    def outcome(self, sequence: Sequence[pytest.Item]) -> str:
         """The last item's outcome; ``crashed``/``timeout`` if the process died or hung while
         running it; ``broken`` if it never got there (an earlier test took the process down)."""
         self.count += 1
@@ -109,12 +113,12 @@ class Probe:
         start = ProbeStart(
             nodeids=[item.nodeid for item in sequence],
             files=sorted({str(item.path) for item in sequence}),
-            option_dict=launch.picklable_options(config),
-            environment=isolation.starting_environment(),
+            option_dict=self.option_dict,
+            environment=self.environment,
             workerinput=self.workerinput,
             basetemp=str(worker_basetemp(self.basetemp, self.workerinput["workerid"])),
             stack_path=self.basetemp / f"procpar-probe-{self.workerinput['workerid']}.stack",
-            invocation_dir=str(config.invocation_params.dir),
+            invocation_dir=self.invocation_dir,
         )
         read_fd, write_fd = os.pipe()
         try:
@@ -290,11 +294,11 @@ class BisectPlugin:
             )
         template = local.template
         workerinput = self._workerinput(session.config)
-        probe = Probe(template, self.recorded_seconds, workerinput, basetemp)
+        probe = Probe(session.config, template, self.recorded_seconds, workerinput, basetemp)
         started = time.monotonic()
 
         def fails(chosen: list[pytest.Item]) -> bool:
-            outcome = probe.outcome(session.config, [*chosen, target])
+            outcome = probe.outcome([*chosen, target])
             after = f"after {_tests(len(chosen))}" if chosen else "alone"
             if outcome == "broken":
                 say(f"  {after}: one of those ended the process before it ran")

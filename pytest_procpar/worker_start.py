@@ -64,7 +64,8 @@ class ChildEnds:
 
 @dataclass
 class SpawnStart:
-    """What a spawned or forkserver worker receives, pickled: enough to collect again."""
+    """What a worker receives, pickled (through the template, or by multiprocessing for
+    spawn and forkserver): enough to configure and collect as the controller did."""
 
     args: list[str]
     option_dict: dict[str, Any]
@@ -101,7 +102,8 @@ def match_items(
 
 
 class SpawnedWorker:
-    """Plugin driving a spawned worker's own pytest session through the same loop."""
+    """Plugin driving a worker's own pytest session (every local worker's, and remote ones')
+    through procpar's loop."""
 
     def __init__(self, config: pytest.Config, start: SpawnStart) -> None:
         self.config = config
