@@ -90,6 +90,7 @@ def restart_capture(config: pytest.Config, redirect_output: Callable[[], None]) 
 
 
 _starting_environment: dict[str, str] = {}
+_for_workers: dict[str, str] = {}
 
 
 def note_starting_environment() -> None:
@@ -97,18 +98,26 @@ def note_starting_environment() -> None:
     sets variables while configuring, some expanding what is already there."""
     _starting_environment.clear()
     _starting_environment.update(os.environ)
+    _for_workers.clear()
 
 
 def set_for_workers(variables: Mapping[str, str]) -> None:
-    """Set ``variables`` here, for forked workers to inherit, and in the environment spawned
-    workers start from."""
+    """Set ``variables`` here, in the environment spawned workers start from, and for the
+    workers forked from the template (made before they were set) to add."""
     os.environ.update(variables)
     _starting_environment.update(variables)
+    _for_workers.update(variables)
 
 
 def starting_environment() -> dict[str, str]:
     """What a worker that configures pytest anew starts from (it runs those plugins again)."""
     return dict(_starting_environment or os.environ)
+
+
+def set_since_the_template() -> dict[str, str]:
+    """What a worker forked from the template adds to the environment it inherits (which
+    is the controller's as it was when the template was forked)."""
+    return dict(_for_workers)
 
 
 def capture_files_visible(config: pytest.Config, prefix: Path) -> None:

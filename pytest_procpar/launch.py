@@ -157,23 +157,29 @@ class LocalStart:
     shared: worker.Shared | None = None
 
 
-def prepare(config: pytest.Config, slots: int, resource_limits: Mapping[str, int]) -> None:
+def prepare(config: pytest.Config, slots: int, resource_limits: Mapping[str, int]) -> bool:
     """Before the initial conftests are imported: make the shared memory for ``slots``
     workers and fork the template (both must exist before the copy is taken). Where forking
-    is unsafe or the platform cannot run a template, there is none (see :func:`local_start`)."""
+    is unsafe or the platform cannot run a template, there is none (see :func:`local_start`).
+    Returns False in a worker forked from the template, which goes on from here with
+    pytest's start-up (see :func:`worker_start.continue_as_worker`)."""
     threads = other_threads()
     if threads:
         notice = f"; fork is unsafe with threads ({', '.join(threads)})"
         template.remember(config, template.Made(None, None, notice))
-        return
+        return True
     if not template.available():
         notice = "; this platform cannot fork from a template"
         template.remember(config, template.Made(None, None, notice))
-        return
+        return True
     context = multiprocessing.get_context("fork")
     shared = make_shared(context, slots, 0, resource_limits)  # maxfail: told each worker
     child_main = functools.partial(worker_start.from_template, config, shared)
-    template.remember(config, template.Made(template.Template.fork(child_main), shared, ""))
+    forked = template.Template.fork(child_main)
+    if forked is None:
+        return False
+    template.remember(config, template.Made(forked, shared, ""))
+    return True
 
 
 def local_start(config: pytest.Config, method: str, slots: int) -> LocalStart:
@@ -288,9 +294,10 @@ class Launcher:
         self.shared.running[slot] = -1  # not the hung test of a worker it replaces
         process: BaseProcess | template.TemplateChild
         if self.template is not None:
+            fields["environment"] = isolation.set_since_the_template()
             fds = [connection.fileno() for connection in theirs]
             argument = (fields, self.shared.maxfail)
-            payload = pickle.dumps((worker_start.serve_from_template, argument))
+            payload = pickle.dumps((worker_start.continue_as_worker, argument))
             process = self.template.start(payload, fds)
         else:
             start = worker_start.SpawnStart(

@@ -47,10 +47,12 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     options.register(parser, with_xdist_names=active)
 
 
-@pytest.hookimpl(tryfirst=True)
+# Neither tryfirst nor trylast: after the plugins' tryfirst set-up (pytest-cov's, pytest-env's)
+# and before pytest's, which imports the conftests (trylast).
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     """The last moment before any conftest is imported: fork the template that this run's
-    local workers will be forked from (see docs/how-it-works.rst, "The process model")."""
+    local workers will be forked from (see docs/how-it-works.rst, "The process model"). A
+    worker goes on from here."""
     if template.is_worker() or xdist_compat.xdist_loaded(early_config.pluginmanager):
         return
     slots = template_slots(early_config)
@@ -58,8 +60,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         from pytest_procpar import launch  # only then: it imports the worker's side
 
         limits = resources.parse_limits(early_config.getini("procpar_resources") or "")
-        launch.prepare(early_config, slots, limits)
-        early_config.add_cleanup(lambda: template.close(early_config))
+        if launch.prepare(early_config, slots, limits):
+            early_config.add_cleanup(lambda: template.close(early_config))
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -97,15 +97,18 @@ def global_capturing(config: pytest.Config) -> Any:
     return getattr(capman, "_global_capturing", None)
 
 
-def drop_global_capture(config: pytest.Config) -> None:
+def drop_global_capture(config: pytest.Config) -> Any:
     """Let go of a process-wide capture made before this process was forked, without reading
     its temp files: they are shared with the process it was forked from, and reading one
-    empties it (pytest's own ``stop_global_capturing`` does)."""
+    empties it (pytest's own ``stop_global_capturing`` does). Returns the capture manager
+    whose capture was dropped (None: there was none), to start one of this process's own."""
     capman: Any = config.pluginmanager.get_plugin("capturemanager")
     capturing = getattr(capman, "_global_capturing", None)
-    if capturing is not None:
-        capturing.stop_capturing()  # puts the saved descriptors back, closes its copies
-        capman._global_capturing = None
+    if capturing is None:
+        return None
+    capturing.stop_capturing()  # puts the saved descriptors back, closes its copies
+    capman._global_capturing = None
+    return capman
 
 
 def drop_assertion_rewriting() -> None:

@@ -7,9 +7,11 @@ they started (threads, servers, handlers, connections) is its own and alive. A c
 configured controller cannot be that (configuring again on top of the first configuration
 breaks whatever is not idempotent, and threads do not survive a fork), and a spawned
 interpreter pays for importing pytest, the plugins and the conftests again. The template is a
-copy of the controller taken at the last moment before any ``pytest_configure`` runs: options
-parsed, plugins and initial conftests imported, nothing configured. Each worker is forked from
-it and configures itself, as a worker, from there (see docs/how-it-works.rst).
+copy of the controller taken at the last moment before the conftests are imported: the command
+line and the ini file read, the plugins imported and registered, nothing configured. A worker
+forked from it returns from the fork into pytest's own start-up, which goes on as in any
+process: the conftests load, pytest configures (as a worker), the session runs (see
+docs/how-it-works.rst, "The process model").
 
 The template is single-threaded and idle between requests, so forking it is safe. It talks to
 the controller over a Unix socket pair:
@@ -41,7 +43,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
@@ -51,7 +53,9 @@ _MAX_FDS = 16
 _PR_SET_PDEATHSIG = 1
 LOST_EXIT = None  # a worker whose template vanished before reaping it: exit code unknown
 
-ChildMain = Callable[[bytes, list[int], int], NoReturn]  # (payload, fds, template pid)
+# (payload, fds, template pid). Returns in a worker that goes on with pytest's start-up from
+# where the template was forked; other children (bisect's probes) never return.
+ChildMain = Callable[[bytes, list[int], int], None]
 
 
 _worker = False  # this process is a worker (or a probe) of a run, being configured
@@ -120,10 +124,11 @@ class Template:
         self.channel = channel
 
     @classmethod
-    def fork(cls, child_main: ChildMain) -> Template:
+    def fork(cls, child_main: ChildMain) -> Template | None:
         """Fork the template here and now; in the template, serve requests until the
-        controller goes, forking a process that runs ``child_main`` for each (never returns
-        in the template or its children)."""
+        controller goes, forking a process that runs ``child_main`` for each. Returns the
+        template in the controller, and None in a child whose ``child_main`` returned: that
+        child goes on from here, where the template was forked. The template never returns."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
             if stream is not None:  # what is buffered must not be written again by the copies
@@ -134,7 +139,8 @@ class Template:
             try:
                 ours.close()
                 _become_template(controller)
-                _serve(theirs, child_main)
+                if _serve(theirs, child_main):
+                    return None  # a child, going on from here
             except BaseException:  # never back into the controller's stack
                 traceback.print_exc()
                 os._exit(70)
@@ -177,8 +183,9 @@ def _receive_exactly(channel: socket.socket, size: int) -> bytes:
 def _become_template(controller: int) -> None:
     """Die with the controller; let Ctrl-C reach the controller and the workers only; pass
     ``SIGUSR1`` (procpar's "what runs now", see :doc:`live`), which a test may send to its
-    parent, on to the controller; keep the collector off what the workers inherit (they
-    unfreeze it)."""
+    parent, on to the controller; keep the collector off what the workers inherit, for
+    good: their collections walk only their own objects, and the inherited pages stay
+    shared (docs/how-it-works.rst, "The process model")."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -189,8 +196,9 @@ def _become_template(controller: int) -> None:
     gc.freeze()
 
 
-def _serve(channel: socket.socket, child_main: ChildMain) -> None:
-    """The template's loop: fork a worker per request, report each worker's exit."""
+def _serve(channel: socket.socket, child_main: ChildMain) -> bool:
+    """The template's loop: fork a worker per request, report each worker's exit. Returns
+    False in the template when the controller has gone, True in a child that goes on."""
     selector = selectors.DefaultSelector()
     selector.register(channel, selectors.EVENT_READ, None)
     children: dict[int, tuple[int, int]] = {}  # pidfd -> (pid, status pipe's write end)
@@ -199,12 +207,13 @@ def _serve(channel: socket.socket, child_main: ChildMain) -> None:
             if key.data is None:
                 request = _receive_request(channel)
                 if request is None:  # the controller closed its end, or died
-                    return
+                    return False
                 payload, fds = request
                 *given, status_w = fds
                 pid = os.fork()
                 if pid == 0:
                     _enter_child(selector, channel, children, status_w, child_main, payload, given)
+                    return True
                 for fd in given:
                     os.close(fd)
                 pidfd = os.pidfd_open(pid)
@@ -229,8 +238,9 @@ def _enter_child(
     child_main: ChildMain,
     payload: bytes,
     fds: list[int],
-) -> NoReturn:
-    """In a newly forked worker: drop the template's descriptors, run the worker, exit."""
+) -> None:
+    """In a newly forked child: drop the template's descriptors and run ``child_main``.
+    Returns if it returns (the child goes on); exits if it fails."""
     template = os.getppid()
     try:
         selector.close()
@@ -245,7 +255,7 @@ def _enter_child(
         child_main(payload, fds, template)
     except BaseException:
         traceback.print_exc()
-    os._exit(70)
+        os._exit(70)
 
 
 def _receive_request(channel: socket.socket) -> tuple[bytes, list[int]] | None:

@@ -1,14 +1,15 @@
 """How a process becomes a worker: forked from the template, or started afresh.
 
-Every local worker builds its own config from the controller's options, imports the conftests
-and configures pytest itself, as a worker, as an xdist worker does. Forked from the template
-(the default, see :mod:`pytest_procpar.template`) it first lets go of what the controller had
-started before the fork (:func:`forget_the_controller`), and finds pytest and the plugins
-imported already; a spawned or forkserver worker starts a fresh interpreter. Both then take
-the same path (:func:`serve_spawned`): :class:`SpawnedWorker` drives pytest's own session:
-configure, session start, collection (its share of the files, or the whole suite checked
-against the controller's nodeids), the loop of :class:`~pytest_procpar.worker.WorkerSession`,
-session finish, unconfigure.
+Every local worker imports the conftests and configures pytest itself, as a worker, as an
+xdist worker does. Forked from the template (the default, see :mod:`pytest_procpar.template`)
+it lets go of what the controller had started before the fork, becomes a worker
+(:func:`continue_as_worker`) and returns into pytest's start-up where the template was forked:
+the command line read, the plugins registered, the conftests not yet imported. A spawned or
+forkserver worker starts a fresh interpreter and builds its config from the controller's
+options (:func:`serve_spawned`). Either way :class:`SpawnedWorker` then drives pytest's own
+session: configure, session start, collection (its share of the files, or the whole suite
+checked against the controller's nodeids), the loop of
+:class:`~pytest_procpar.worker.WorkerSession`, session finish, unconfigure.
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ class SpawnStart:
     deselected: list[str]  # what the controller collected but will not run (-k, --shard, ...)
     stack_path: Path
     parent_pid: int | None
-    environment: dict[str, str] | None = None  # to start from, as pytest was started (local)
+    # spawned: the environment to start from, as pytest was started; forked from the template:
+    # what to add to the one it inherits (None: remote, its own)
+    environment: dict[str, str] | None = None
     units: list[str] | None = None  # collecting in workers: the files the controller found
     share: list[int] | None = None  # and those this worker collects (None: it collects all)
 
@@ -105,15 +108,71 @@ class SpawnedWorker:
     """Plugin driving a worker's own pytest session (every local worker's, and remote ones')
     through procpar's loop."""
 
-    def __init__(self, config: pytest.Config, start: SpawnStart) -> None:
+    def __init__(
+        self,
+        config: pytest.Config,
+        start: SpawnStart,
+        early_output: IO[bytes],
+        controller_options: dict[str, Any] | None = None,
+    ) -> None:
         self.config = config
         self.start = start
+        self.early_output = early_output
+        # forked from the template: the controller's options, over those parsed here
+        self.controller_options = controller_options
         self.worker_session = WorkerSession(start.ends.results.fileno(), start.workerinput)
         self.mismatch = False
+        self.session: pytest.Session | None = None  # made before pytest configures
 
-    def pytest_plugin_registered(self, plugin_name: str | None) -> None:
+    def pytest_plugin_registered(self, plugin: object, plugin_name: str | None) -> None:
         if plugin_name == "logging-plugin":  # configured: --log-file has its handler now
             self.worker_session.forward_log_file(self.config)
+        elif isinstance(plugin, pytest.Session):
+            self.session = plugin
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_cmdline_main(self, config: pytest.Config) -> Generator[None, object, object]:
+        """Options parsed, nothing configured: the config becomes a worker's. Forked from the
+        template, the process ends here at the latest (normally in :meth:`leave`, earlier)."""
+        if self.controller_options is not None:
+            vars(config.option).update(self.controller_options)
+        as_worker(config, self.start.workerinput, self.start.option_dict.get("basetemp"))
+        if self.controller_options is None:
+            return (yield)
+        try:
+            yield
+        except BaseException:
+            self.leave()
+        self.leave()
+
+    def leave(self) -> NoReturn:
+        """End a worker forked from the template (the last of the config's cleanups, or
+        :meth:`pytest_cmdline_main`): it must never return from ``pytest.main`` into the
+        code that called it in the controller."""
+        failure = sys.exc_info()[1]  # called while pytest handles an error in its start-up
+        code = 0
+        if failure is None or not self.worker_session.finished:
+            code = self.exit_code(failure)
+        leave_process(code)
+
+    def exit_code(self, failure: BaseException | None = None) -> int:
+        """The process's exit code; if pytest ended before this worker's loop began, the
+        controller is told why (what pytest printed, ``failure``)."""
+        if self.mismatch:
+            return 1
+        runner = self.worker_session.runner
+        if runner is None:  # pytest ended before the run loop: nothing ran here
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self.early_output.seek(0)
+            printed = self.early_output.read().decode(errors="replace")[-20_000:]
+            status = "" if self.session is None else f" (exit code {int(self.session.exitstatus)})"
+            message = f"pytest in the worker ended before running tests{status}\n{printed}"
+            if failure is not None:
+                message += "".join(traceback.format_exception(failure))
+            framing.send(self.start.ends.results.fileno(), messages.startup_failed(message))
+            return 1
+        return 0 if runner.fatal is None else 1
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
@@ -196,6 +255,20 @@ def _discard_output() -> None:
     os.close(devnull)
 
 
+def leave_process(code: int) -> NoReturn:
+    """End this forked process as an interpreter ends: its ``atexit`` handlers (its own, and
+    those of modules imported before the fork) run, then a garbage collection finalizes what
+    is left in reference cycles (of its own objects: what it inherited is frozen), and its
+    output is flushed."""
+    try:
+        atexit._run_exitfuncs()
+        gc.collect()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def run_spawned(start: SpawnStart) -> None:
     """Entry point of a spawned or forkserver worker."""
     code = serve_spawned(start)
@@ -243,43 +316,48 @@ def fresh_config(
 
 def from_template(
     config: pytest.Config, shared: Shared, payload: bytes, fds: list[int], template_pid: int
-) -> NoReturn:
+) -> None:
     """Entry point of every process forked from the template: ``config`` is the controller's
     as it was before the conftests loaded, ``payload`` names what the process is (a worker:
-    :func:`serve_from_template`; a probe of ``--procpar-bisect``) and what it is given, ``fds``
-    are its ends of its pipes. Leaves as a process does, with its ``atexit`` handlers."""
+    :func:`continue_as_worker`, which returns; a probe of ``--procpar-bisect``, which does not)
+    and what it is given, ``fds`` are its ends of its pipes."""
     entry, argument = pickle.loads(payload)
+    if entry is continue_as_worker:
+        continue_as_worker(config, shared, argument, fds, template_pid)
+        return
     code = 1
     try:
+        pytest_internals.drop_assertion_rewriting()  # the probe's fresh config makes its own
         forget_the_controller(config)
         code = entry(shared, argument, fds, template_pid)
     finally:
-        try:
-            atexit._run_exitfuncs()  # its own, and those of modules imported before the fork
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+        leave_process(code)
 
 
-def forget_the_controller(config: pytest.Config) -> None:
+def forget_the_controller(config: pytest.Config) -> Any:
     """In a process forked from the template: let go of what the controller had started
     before the fork, without touching it (the capture of the conftests' loading, whose files
-    are shared with the controller; a coverage measurement; the import hook of its assertion
-    rewriting). The process then configures pytest anew, as a spawned worker does."""
-    pytest_internals.drop_global_capture(config)
-    pytest_internals.drop_assertion_rewriting()
+    are shared with the controller; a coverage measurement). Returns the capture manager
+    whose capture was dropped (None: there was none)."""
+    capman = pytest_internals.drop_global_capture(config)
     coverage_support.forget_inherited()
-    # The template froze what it holds (so that its pages stay shared until a worker uses
-    # them); tests see the collector a fresh process has.
-    gc.unfreeze()
+    # What the template holds stays frozen (see template.py): the worker's collections walk
+    # only its own objects, and leave the inherited pages shared.
+    return capman
 
 
-def serve_from_template(
-    shared: Shared, argument: tuple[dict[str, Any], int], fds: list[int], template_pid: int
-) -> int:
+def continue_as_worker(
+    config: pytest.Config,
+    shared: Shared,
+    argument: tuple[dict[str, Any], int],
+    fds: list[int],
+    template_pid: int,
+) -> None:
     """A worker forked from the template: ``argument`` holds the rest of its
-    :class:`SpawnStart` and when it stops (``--maxfail``)."""
+    :class:`SpawnStart` and when it stops (``--maxfail``). The process becomes a worker
+    here, then returns into pytest's start-up, just before the conftests are imported: they
+    see which worker imports them, pytest configures as a worker, and :class:`SpawnedWorker`
+    ends the process (it never returns from ``pytest.main``)."""
     fields, shared.maxfail = argument
     commands, results, stdout, stderr = fds
     start = SpawnStart(
@@ -293,7 +371,17 @@ def serve_from_template(
         shared=shared,
         parent_pid=template_pid,
     )
-    return serve_spawned(start)
+    template.mark_worker()
+    faults.prepare_worker_process(start.stack_path, start.parent_pid)
+    capman = forget_the_controller(config)
+    early_output = _keep_early_output()
+    if capman is not None:  # the conftests' loading is captured, as in the controller
+        capman.start_global_capturing()
+    os.environ.update(start.environment or {})
+    xdist_compat.export_identity(start.workerinput)  # before any conftest looks
+    worker = SpawnedWorker(config, start, early_output, start.option_dict)
+    config.pluginmanager.register(worker, "procpar_spawned")
+    config.add_cleanup(worker.leave)  # the first cleanup of the worker's, so it runs last
 
 
 def as_worker(config: pytest.Config, workerinput: dict[str, Any], basetemp: str | None) -> None:
@@ -319,27 +407,15 @@ def _keep_early_output() -> IO[bytes]:
 
 
 def _serve(config: pytest.Config, start: SpawnStart, early_output: IO[bytes]) -> int:
-    """Run pytest's own session in this worker, as a worker; the process's exit code."""
-    as_worker(config, start.workerinput, start.option_dict.get("basetemp"))
-    worker = SpawnedWorker(config, start)
+    """Run pytest's own session in this spawned worker, as a worker; the process's exit
+    code."""
+    worker = SpawnedWorker(config, start, early_output)
     config.pluginmanager.register(worker, "procpar_spawned")
     try:
-        status = config.hook.pytest_cmdline_main(config=config)
+        config.hook.pytest_cmdline_main(config=config)
     except Exception:
         if not worker.worker_session.finished:
             raise
         traceback.print_exc()  # a plugin's failing cleanup after the results are in
         return 0
-    if worker.mismatch:
-        return 1
-    if worker.worker_session.runner is None:  # pytest ended before the run loop: nothing ran here
-        sys.stdout.flush()
-        sys.stderr.flush()
-        early_output.seek(0)
-        printed = early_output.read().decode(errors="replace")[-20_000:]
-        message = f"pytest in the worker ended before running tests (exit code {int(status)})"
-        framing.send(start.ends.results.fileno(), messages.startup_failed(f"{message}\n{printed}"))
-        return 1
-    if worker.worker_session.runner.fatal is not None:
-        return 1
-    return 0
+    return worker.exit_code()

@@ -11,10 +11,11 @@ with spawned workers, and compare with a serial run.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
-from harness import header_method, output, parallel, reference
+from harness import TIMEOUT_S, header_method, output, parallel, reference
 
 METHODS = ["fork", "spawn"]
 
@@ -242,3 +243,53 @@ def test_conftests_are_imported_by_their_worker(pytester: pytest.Pytester, metho
     result = parallel(pytester, method=method)
     assert result.ret == 0, output(result)
     assert result.parseoutcomes() == {"passed": 4}
+
+
+# -- a worker's end ---------------------------------------------------------------------------
+
+MAIN_TWICE = """
+import os
+import sys
+
+import pytest
+
+for suite in ("good", "bad"):
+    code = pytest.main(["-p", "procpar", "-n", "2", "-p", "no:cacheprovider", suite])
+    with open("after-main.txt", "a") as done:
+        done.write(f"{suite} {os.getpid()} {int(code)}\\n")
+"""
+
+FAILS_IN_GW1 = """
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER") == "gw1":
+    raise RuntimeError("gw1 cannot import this conftest")
+"""
+
+FOUR_TESTS = """
+import pytest
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_four(i):
+    pass
+"""
+
+
+def test_workers_never_return_from_pytest_main(pytester: pytest.Pytester) -> None:
+    """A worker forked from the template goes on with the start-up of the controller's
+    ``pytest.main()``, and ends before that returns, however its start-up ends: only the
+    caller's own process goes on after it (here twice: a good run, then one whose conftest
+    fails in one worker, which the run reports with the worker's traceback)."""
+    pytester.makepyfile(run_twice=MAIN_TWICE)
+    for suite in ("good", "bad"):
+        pytester.mkdir(suite)
+        (pytester.path / suite / f"test_{suite}.py").write_text(FOUR_TESTS)
+    (pytester.path / "bad" / "conftest.py").write_text(FAILS_IN_GW1)
+    result = pytester.run(sys.executable, "run_twice.py", timeout=TIMEOUT_S)
+    lines = (pytester.path / "after-main.txt").read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["good", "bad"], output(result)
+    assert len({line.split()[1] for line in lines}) == 1  # the caller's process, both times
+    assert lines[0].split()[2] == "0"
+    assert lines[1].split()[2] != "0"
+    result.stdout.fnmatch_lines(["*RuntimeError: gw1 cannot import this conftest*"])
