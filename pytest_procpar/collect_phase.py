@@ -13,6 +13,8 @@ worker and knows which file each item needs imported.
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +83,8 @@ class CollectedShares:
         self.failed: dict[str, pytest.CollectReport] = {}
         self.origins: dict[int, Origin] = {}  # by id() of the stand-in
         self.seconds: dict[str, float] = {}  # per unit nodeid: what collecting it took
+        self.launched: dict[str, float] = {}  # per worker: when the controller started it
+        self.starts: list[float] = []  # what starting each worker took, up to its collection
 
     @property
     def complete(self) -> bool:
@@ -89,6 +93,14 @@ class CollectedShares:
     def add(self, workerid: str, share: dict[str, Any]) -> None:
         if workerid in self.shares and workerid not in self.failed:
             self.received.setdefault(workerid, share)
+            if workerid in self.launched:
+                took = time.perf_counter() - self.launched[workerid]
+                self.starts.append(max(0.0, took - sum(share["seconds"].values())))
+
+    def start_seconds(self) -> float:
+        """What starting a worker takes in this run, before it collects: the median of the
+        workers' (a worker that takes work over from another must be a new one)."""
+        return statistics.median(self.starts) if self.starts else 0.0
 
     def lost(self, workerid: str, message: str, detail: str) -> None:
         """The worker ended before it said what its share holds: the share's first file gets

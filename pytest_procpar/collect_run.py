@@ -10,6 +10,7 @@ process the test modules are imported before the first test runs, as in a serial
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -49,7 +50,8 @@ class CollectingRun(ParallelRun):
         """Start the workers, each collecting its share, and wait until all have; then make
         the controller's collection hooks see what they collected (``items`` gets the items)."""
         try:
-            for slot, share in enumerate(self.collection.shares.values()):
+            for slot, (workerid, share) in enumerate(self.collection.shares.items()):
+                self.collection.launched[workerid] = time.perf_counter()
                 self._start_worker(slot, share)
             self._serve(until=None, done=lambda: self.collection.complete)
         except BaseException:

@@ -38,7 +38,13 @@ def make_scheduler(
             for workerid, units in collection.home_units().items()
         }
         policy = ShareScheduler(
-            described, workers, homes, collection.seconds, dist, durations.measured
+            described,
+            workers,
+            homes,
+            collection.seconds,
+            dist,
+            durations.measured,
+            collection.start_seconds(),
         )
         return policy, f"{dist} (by share)"
     return POLICIES[dist](described, workers), dist

@@ -517,3 +517,24 @@ def test_shares_work_not_worth_importing_yet_is_taken_once_tests_say_otherwise()
     taken += [index for unit in scheduler.queues["gw0"].units for index in unit.indexes]
     assert taken == list(range(9 - len(taken), 9)) and 2 <= len(taken) <= 4, taken
     assert not set(taken) & set(first)
+
+
+@pytest.mark.parametrize(("start_seconds", "takes"), [(0.0, True), (0.3, True), (0.6, False)])
+def test_shares_take_over_pays_for_starting_a_new_worker(start_seconds: float, takes: bool) -> None:
+    """A worker that ran its own file's tests cannot import another: a new worker takes the
+    work over, so what it takes must be expected to run longer than starting that worker and
+    importing the files. Eight tests of 0.1 s are left in gw1's file; about half of them
+    (0.4 s) pays for a start of 0.3 s and an import of 0.05 s, not for a start of 0.6 s."""
+
+    def item(index: int, file: str) -> WorkItem:
+        return WorkItem(index, f"{file}::t{index}", file, file, None, None, 0.1, True, False)
+
+    items = [item(0, "test_quick.py"), *(item(n, "test_slow.py") for n in range(1, 10))]
+    homes = {"gw0": {"test_quick.py"}, "gw1": {"test_slow.py"}}
+    imports = {"test_quick.py": 0.05, "test_slow.py": 0.05}
+    scheduler = ShareScheduler(items, 2, homes, imports, "load", {}, start_seconds)
+    assert scheduler.next_batch("gw0") == [0]
+    assert scheduler.next_batch("gw1")[0] == 1
+    taken = scheduler.next_batch("gw0")
+    assert bool(taken) is takes, taken
+    assert scheduler.has_pending()

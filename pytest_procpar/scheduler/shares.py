@@ -8,7 +8,9 @@ whole files; ``loadscope``: whole classes or modules; ``load`` and ``worksteal``
 tests). A worker whose home is used up takes over about half of what is left in the busiest
 queue, from that queue's tail: files it has imported already first, then the files whose tests
 are expected to run longest for what importing them costs, and only files whose tests are
-expected to run longer than that. Taking from the tail is what balances the end of the run,
+expected to run longer than that; when the worker must import, a new one takes the work over
+(see :class:`~pytest_procpar.collect_run.CollectingRun`), so what it takes must also pay for
+starting it. Taking from the tail is what balances the end of the run,
 so a worker's own tests keep their serial order (tests that rely on the one before them are
 common, and ordering by duration would expose them). Tests without a stored duration are
 expected to take what this run's tests took on average.
@@ -96,9 +98,11 @@ class ShareScheduler:
         import_seconds: Mapping[str, float],
         policy: str = "duration",
         measured: Mapping[str, float] | None = None,
+        start_seconds: float = 0.0,
     ) -> None:
         self.imported = {worker: set(files) for worker, files in homes.items()}
         self.import_seconds = import_seconds
+        self.start_seconds = start_seconds  # what starting a new worker takes
         self.measured = measured if measured is not None else {}  # this run's, as it goes
         self._guess_s = FIRST_GUESS_S
         self._guessed_from = 0
@@ -199,6 +203,15 @@ class ShareScheduler:
                 and part <= self.import_seconds.get(file, 0.0)
             ):
                 kept += taken.pop(file)  # only a sliver of it fitted: not worth the import
+        new_files = [file for file in taken if file not in have]
+        if victim != ORPHANED and have and new_files:
+            # A worker that ran its own tests imports no more files: a new worker takes the
+            # work over, which must start and import all of it before its first test.
+            cost = self.start_seconds + sum(self.import_seconds.get(f, 0.0) for f in taken)
+            units = [unit for file_units in taken.values() for unit in file_units]
+            if sum(self._seconds(u.known_seconds, u.unknown, guess) for u in units) <= cost:
+                for file in new_files:
+                    kept += taken.pop(file)
         back = {id(unit) for unit in kept}
         remaining = Queue()
         for unit in queue.units:
