@@ -289,12 +289,16 @@ class Launcher:
             **self._collect_again(workerinput, initial, str(basetemp), share),
             "slot": slot,
             "stack_path": self.stack_path(workerinput),
-            "environment": isolation.starting_environment(),
+            # what a forked worker adds to what it inherits; what a spawned one starts from
+            "environment": (
+                isolation.set_since_the_template()
+                if self.template is not None
+                else isolation.starting_environment()
+            ),
         }
         self.shared.running[slot] = -1  # not the hung test of a worker it replaces
         process: BaseProcess | template.TemplateChild
         if self.template is not None:
-            fields["environment"] = isolation.set_since_the_template()
             fds = [connection.fileno() for connection in theirs]
             argument = (fields, self.shared.maxfail)
             payload = pickle.dumps((worker_start.continue_as_worker, argument))

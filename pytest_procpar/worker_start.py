@@ -113,13 +113,13 @@ class SpawnedWorker:
         config: pytest.Config,
         start: SpawnStart,
         early_output: IO[bytes],
-        controller_options: dict[str, Any] | None = None,
+        from_template: bool = False,
     ) -> None:
         self.config = config
         self.start = start
         self.early_output = early_output
-        # forked from the template: the controller's options, over those parsed here
-        self.controller_options = controller_options
+        # going on with the start-up the template was forked in (else: a config of its own)
+        self.from_template = from_template
         self.worker_session = WorkerSession(start.ends.results.fileno(), start.workerinput)
         self.mismatch = False
         self.session: pytest.Session | None = None  # made before pytest configures
@@ -134,10 +134,10 @@ class SpawnedWorker:
     def pytest_cmdline_main(self, config: pytest.Config) -> Generator[None, object, object]:
         """Options parsed, nothing configured: the config becomes a worker's. Forked from the
         template, the process ends here at the latest (normally in :meth:`leave`, earlier)."""
-        if self.controller_options is not None:
-            vars(config.option).update(self.controller_options)
+        if self.from_template:  # the controller's options, over those parsed here
+            vars(config.option).update(self.start.option_dict)
         as_worker(config, self.start.workerinput, self.start.option_dict.get("basetemp"))
-        if self.controller_options is None:
+        if not self.from_template:
             return (yield)
         try:
             yield
@@ -379,7 +379,7 @@ def continue_as_worker(
         capman.start_global_capturing()
     os.environ.update(start.environment or {})
     xdist_compat.export_identity(start.workerinput)  # before any conftest looks
-    worker = SpawnedWorker(config, start, early_output, start.option_dict)
+    worker = SpawnedWorker(config, start, early_output, from_template=True)
     config.pluginmanager.register(worker, "procpar_spawned")
     config.add_cleanup(worker.leave)  # the first cleanup of the worker's, so it runs last
 
