@@ -12,18 +12,6 @@ if TYPE_CHECKING:
     from pytest_procpar.xdist_compat import WorkerNode
 
 
-def missing_specs(pluginmanager: pytest.PytestPluginManager, namespace: object) -> type | None:
-    """The hook specifications of ``namespace`` that nothing declared yet, as a namespace to
-    pass to ``add_hookspecs`` (pluggy refuses a second declaration of a hook); None if none."""
-    missing = {
-        name: getattr(namespace, name)
-        for name in dir(namespace)
-        if pluginmanager.parse_hookspec_opts(namespace, name) is not None
-        and getattr(getattr(pluginmanager.hook, name, None), "spec", None) is None
-    }
-    return type(getattr(namespace, "__name__", "Specs"), (), missing) if missing else None
-
-
 @pytest.hookspec(firstresult=True)
 def pytest_procpar_auto_num_workers(config: pytest.Config) -> int | None:
     """Return the number of workers ``-n auto`` starts, or None to let procpar decide.

@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import Generator, Sequence
+from collections.abc import Collection, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pytest
 
 from pytest_procpar import messages, pytest_internals, workitems
 from pytest_procpar.messages import Event
 
-if TYPE_CHECKING:  # the controller's; a worker imports this module too
-    from pytest_procpar.pool import Worker
+
+class Living(Protocol):
+    """A live worker, as retries see it (the pool's worker)."""
+
+    @property
+    def assigned(self) -> Collection[int]: ...  # its items handed out and not reported yet
+
 
 FLAKY_MARKER = "procpar_flaky"
 # What pytest's short test summary lists for each -r character (a header only when it does)
@@ -84,7 +89,7 @@ class Retries:
         self.queue.append((index, workerid))
         self.running_again[index] = item.nodeid
 
-    def batch_for(self, workerid: str, living: Sequence[Worker]) -> list[int]:
+    def batch_for(self, workerid: str, living: Sequence[Living]) -> list[int]:
         """A test to run again for ``workerid``: one that did not fail there, unless it is the
         only worker left."""
         alone = len(living) <= 1
@@ -94,7 +99,7 @@ class Retries:
                 return [index]
         return []
 
-    def may_come(self, living: Sequence[Worker]) -> bool:
+    def may_come(self, living: Sequence[Living]) -> bool:
         """Whether a test may still fail and need a worker to run it again: one is queued,
         or a worker holds tests not reported yet."""
         return bool(self.queue) or any(worker.assigned for worker in living)

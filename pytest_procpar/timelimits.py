@@ -15,15 +15,21 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import pytest
 
 from pytest_procpar import faults
 from pytest_procpar.workitems import closest_marker
 
-if TYPE_CHECKING:
-    from pytest_procpar.launch import WorkerHandle
+
+class Stoppable(Protocol):
+    """A started worker, as the time limits act on it (the launcher's worker handle)."""
+
+    def running(self) -> tuple[int, float]: ...  # (item index or -1, since when: faults.now())
+    def request_stack(self) -> None: ...  # dump the Python stack where its stack path points
+    def signal(self, signum: int) -> None: ...  # to the worker and what its tests started
+
 
 TIMEOUT_MARKER = "procpar_timeout"
 STACK_WAIT_S = 1.0  # how long a hung worker gets to write its stack
@@ -44,7 +50,7 @@ class Watched(Protocol):
     """One live worker, as the time limits see it."""
 
     @property
-    def handle(self) -> WorkerHandle: ...
+    def handle(self) -> Stoppable: ...
 
     @property
     def overdue(self) -> Overdue: ...

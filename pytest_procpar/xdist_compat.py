@@ -29,8 +29,6 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import hookspecs
-
 XDIST_PLUGIN_NAMES = ("xdist", "xdist.plugin")
 GROUP_MARKER = "xdist_group"  # the same as procpar_group
 
@@ -240,9 +238,21 @@ class XdistHookSpecs:
         """xdist: the number of workers for ``-n auto``."""
 
 
+def missing_specs(pluginmanager: pytest.PytestPluginManager, namespace: object) -> type | None:
+    """The hook specifications of ``namespace`` that nothing declared yet, as a namespace to
+    pass to ``add_hookspecs`` (pluggy refuses a second declaration of a hook); None if none."""
+    missing = {
+        name: getattr(namespace, name)
+        for name in dir(namespace)
+        if pluginmanager.parse_hookspec_opts(namespace, name) is not None
+        and getattr(getattr(pluginmanager.hook, name, None), "spec", None) is None
+    }
+    return type(getattr(namespace, "__name__", "Specs"), (), missing) if missing else None
+
+
 def add_missing_hookspecs(pluginmanager: pytest.PytestPluginManager) -> None:
     """Declare xdist's hooks unless something (xdist itself) already did."""
-    specs = hookspecs.missing_specs(pluginmanager, XdistHookSpecs)
+    specs = missing_specs(pluginmanager, XdistHookSpecs)
     if specs is not None:
         pluginmanager.add_hookspecs(specs)
 
