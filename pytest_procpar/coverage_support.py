@@ -17,6 +17,8 @@ import atexit
 import sys
 from typing import Any
 
+from pytest_procpar.xdist_compat import WorkerNode
+
 SETTINGS_KEY = "procpar_coverage"
 DATA_KEY = "procpar_coverage_data"
 
@@ -44,6 +46,13 @@ def settings_for_workers(pytest_cov_active: bool) -> dict[str, Any] | None:
         "include": config.run_include,
         "omit": config.run_omit,
     }
+
+
+def pytest_procpar_worker_starting(node: WorkerNode) -> None:
+    """Controller: every worker measures as the controller does (this module is registered
+    as a plugin for parallel runs, see ``features.py``)."""
+    pytest_cov = node.config.pluginmanager.has_plugin("_cov")
+    node.workerinput[SETTINGS_KEY] = settings_for_workers(pytest_cov)
 
 
 def forget_inherited() -> None:

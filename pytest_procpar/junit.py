@@ -18,6 +18,7 @@ import pytest
 
 from pytest_procpar import messages, xdist_compat
 from pytest_procpar.pytest_internals import bin_xml_escape, check_record_param_type, xml_key
+from pytest_procpar.xdist_compat import WorkerNode
 
 FAMILY_KEY = "procpar_junit_family"  # in workerinput: the controller writes JUnit XML
 BAZEL_XML_OUTPUT = "XML_OUTPUT_FILE"
@@ -32,10 +33,12 @@ def default_path_from_bazel(config: pytest.Config, environ: Mapping[str, str]) -
         config.option.xmlpath = path
 
 
-def workerinput(config: pytest.Config) -> dict[str, Any]:
-    """What a worker needs to know of the controller's JUnit XML."""
-    xml = config.stash.get(xml_key, None)
-    return {FAMILY_KEY: xml.family} if xml is not None else {}
+def pytest_procpar_worker_starting(node: WorkerNode) -> None:
+    """Controller: with JUnit XML, every worker learns its family (this module is registered
+    as a plugin for parallel runs, see ``features.py``)."""
+    xml = node.config.stash.get(xml_key, None)
+    if xml is not None:
+        node.workerinput[FAMILY_KEY] = xml.family
 
 
 class _NoAttributes:

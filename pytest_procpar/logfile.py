@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from pytest_procpar import messages, xdist_compat
+from pytest_procpar.xdist_compat import WorkerNode
 
 LOG_FILE_KEY = "procpar_log_file"
 
@@ -46,5 +47,10 @@ def write_log_file(config: pytest.Config, text: str) -> None:
         plugin.log_file_handler.flush()
 
 
-def log_file_configured(config: pytest.Config) -> bool:
-    return bool(config.getoption("log_file", None) or config.getini("log_file"))
+def pytest_procpar_worker_starting(node: WorkerNode) -> None:
+    """Controller: with ``--log-file``, every worker sends its records here (this module is
+    registered as a plugin for parallel runs, see ``features.py``)."""
+    config = node.config
+    node.workerinput[LOG_FILE_KEY] = bool(
+        config.getoption("log_file", None) or config.getini("log_file")
+    )

@@ -13,6 +13,7 @@ import os
 import pytest
 
 from pytest_procpar import (
+    features,
     gc_policy,
     hookspecs,
     isolation,
@@ -134,6 +135,8 @@ def pytest_configure(config: pytest.Config) -> None:
         controller = ControllerPlugin(settings, durations)
         config.pluginmanager.register(controller, "procpar_controller")
         config.pluginmanager.register(xdist_compat.HookBridge(config), "procpar_xdist_hooks")
+        for feature, name in features.told_to_workers(settings.recycling):
+            config.pluginmanager.register(feature, name)
 
 
 @pytest.fixture

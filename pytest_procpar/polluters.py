@@ -244,7 +244,7 @@ class BisectPlugin:
         """The recorded worker's identity, for every probe, told to plugins as a worker's
         (``pytest_configure_node``: pytest-randomly puts its seed there)."""
         count = int(self.record.run.get("workers") or len(self.record.workers()))
-        workerinput = worker_identity(config, self.worker, count, new_testrunuid())
+        workerinput = worker_identity(self.worker, count, new_testrunuid())
         config.hook.pytest_procpar_worker_starting(node=WorkerNode(config, workerinput))
         return workerinput
 

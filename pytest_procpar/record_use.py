@@ -19,7 +19,7 @@ from collections.abc import Generator
 
 import pytest
 
-from pytest_procpar import xdist_compat
+from pytest_procpar import features, xdist_compat
 from pytest_procpar.polluters import BisectPlugin
 from pytest_procpar.run_record import (
     NOT_PASSED,
@@ -160,6 +160,7 @@ def configure(
         plugins.append((BisectPlugin(config, option.procpar_bisect), "procpar_bisect"))
         # Its probes are workers: told to plugins as such.
         plugins.append((xdist_compat.HookBridge(config), "procpar_xdist_hooks"))
+        plugins.extend(features.told_to_workers(None))
         if settings.workers:
             reason = "--procpar-bisect starts its own processes"
             settings = dataclasses.replace(settings, workers=0, remote=(), serial_reason=reason)

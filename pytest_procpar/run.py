@@ -20,19 +20,15 @@ from typing import Any
 import pytest
 
 from pytest_procpar import (
-    coverage_support,
     faults,
     gc_policy,
     isolation,
-    junit,
     launch,
-    logfile,
     messages,
     once,
     resources,
     retries,
     scheduling,
-    worker_limits,
     workitems,
     xdist_compat,
 )
@@ -186,8 +182,7 @@ class ParallelRun:
         ``share`` of the files it collects)."""
         workerid = f"gw{self.pool.started_count}"
         workerinput = {
-            **worker_identity(self.config, workerid, self.worker_count, self.testrunuid),
-            worker_limits.WORKERINPUT_KEY: self.settings.recycling.workerinput(),
+            **worker_identity(workerid, self.worker_count, self.testrunuid),
             # the flaky marker is only looked up when a test may carry it: not known yet
             # while workers collect, so looked up then
             retries.WORKERINPUT_KEY: (self.settings.retries, self.flaky_marked is not False),
@@ -415,19 +410,12 @@ def end_as_worker_did(session: pytest.Session, worker: Worker, message: messages
             raise messages.ProtocolError(message)
 
 
-def worker_identity(
-    config: pytest.Config, workerid: str, workercount: int, testrunuid: str
-) -> dict[str, Any]:
-    """What any worker's ``workerinput`` holds: xdist's keys, and what procpar's own parts
-    (coverage, ``--log-file``, JUnit XML) tell every worker."""
+def worker_identity(workerid: str, workercount: int, testrunuid: str) -> dict[str, Any]:
+    """What any worker's ``workerinput`` holds before ``pytest_procpar_worker_starting``:
+    xdist's keys (features add theirs in that hook, see ``features.py``)."""
     return {
         "workerid": workerid,
         "workercount": workercount,
         "testrunuid": testrunuid,
         "mainargv": list(sys.argv),
-        coverage_support.SETTINGS_KEY: coverage_support.settings_for_workers(
-            config.pluginmanager.has_plugin("_cov")
-        ),
-        logfile.LOG_FILE_KEY: logfile.log_file_configured(config),
-        **junit.workerinput(config),
     }

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_procpar.xdist_compat import WorkerNode
+
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
@@ -75,8 +77,14 @@ class Recycling:
     max_unique_bytes: int | None = None
     max_tests: int | None = None
 
-    def workerinput(self) -> tuple[int | None, int | None]:
-        return (self.max_unique_bytes, self.max_tests)
+    @property
+    def active(self) -> bool:
+        return self.max_unique_bytes is not None or self.max_tests is not None
+
+    def pytest_procpar_worker_starting(self, node: WorkerNode) -> None:
+        """Controller: every worker checks itself against the limits (registered as a plugin
+        for parallel runs that recycle, see ``features.py``)."""
+        node.workerinput[WORKERINPUT_KEY] = (self.max_unique_bytes, self.max_tests)
 
     @classmethod
     def from_workerinput(cls, workerinput: Mapping[str, Any]) -> Recycling:

@@ -1,0 +1,26 @@
+"""The composition root: the features a parallel run's controller registers as plugins.
+
+Features reach the core through procpar's hooks (``hookspecs.py``), as pytest's own features
+are plugins. This module is the one list of them, so the run loop, the pool and the
+launcher name none. A feature that is off is not registered and costs nothing.
+"""
+
+from __future__ import annotations
+
+from pytest_procpar import coverage_support, junit, logfile
+from pytest_procpar.worker_limits import Recycling
+
+
+def told_to_workers(recycling: Recycling | None) -> list[tuple[object, str]]:
+    """The plugins that tell every worker (and every probe of ``--procpar-bisect``) what a
+    feature needs there, as keys of its ``workerinput`` (``pytest_procpar_worker_starting``):
+    coverage's settings, whether records go to ``--log-file``, the JUnit XML family, and the
+    recycling limits (``recycling``; None: probes, which are not recycled)."""
+    plugins: list[tuple[object, str]] = [
+        (coverage_support, "procpar_coverage"),
+        (logfile, "procpar_log_file"),
+        (junit, "procpar_junit"),
+    ]
+    if recycling is not None and recycling.active:
+        plugins.append((recycling, "procpar_recycling"))
+    return plugins
