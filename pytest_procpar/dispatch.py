@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from pytest_procpar import coverage_support, messages, reports
+from pytest_procpar.extension import AttemptPolicy
 from pytest_procpar.losses import LossAccounting
 from pytest_procpar.messages import Event, FromWorker
 from pytest_procpar.pool import Lifecycle, Worker
 from pytest_procpar.replay import Replayer
-from pytest_procpar.retries import Retries, attempt_failed
 from pytest_procpar.runreport import RunReport
 
 
@@ -37,7 +37,7 @@ class Dispatcher:
         self.config = session.config
         self.replayer = replayer
         self.losses: LossAccounting | None = None  # the run's, once its items are known
-        self.retries: Retries | None = None  # with retries on, once the items are known
+        self.attempts: AttemptPolicy | None = None  # retries, once the items are known
         self.item_settled: Callable[[], None] = lambda: None  # a test's attempt is over
         self.report = report
         self.give_work = give_work
@@ -85,17 +85,17 @@ class Dispatcher:
         if self.losses is None:
             raise messages.ProtocolError((messages.ITEM, index, "before the run's items"))
         self.report.item_done(worker.workerid, seconds)
-        retries = self.retries
-        if retries is not None:
+        attempts = self.attempts
+        if attempts is not None:
             item = self.replayer.items[index]
-            failed = attempt_failed(events)
-            if failed and retries.has_retry(item):
+            failed = messages.attempt_failed(events)
+            if failed and attempts.has_retry(item):
                 reports_made = self.replayer.set_aside(worker.node, index, events)
-                retries.retry(item, index, worker.workerid, reports_made)
+                attempts.retry(item, index, worker.workerid, reports_made)
                 self.losses.attempt_done(worker, index)
                 self.item_settled()
                 return
-            retries.final(index, item.nodeid, passed=not failed)
+            attempts.final(index, item.nodeid, passed=not failed)
         self.losses.item_reported(worker, index)
         self.replayer.replay_item(worker.node, index, events, seconds)
         self.item_settled()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from pytest_procpar.extension import RunPlan
     from pytest_procpar.scheduler import Scheduler, WorkItem
     from pytest_procpar.xdist_compat import WorkerNode
 
@@ -34,6 +35,13 @@ def pytest_procpar_worker_starting(node: WorkerNode) -> None:
     """A worker is about to start: ``node.workerinput`` may still be changed (it is what the
     worker gets as ``config.workerinput``). Controller only. xdist's name:
     ``pytest_configure_node``."""
+
+
+@pytest.hookspec()
+def pytest_procpar_run_planned(plan: RunPlan) -> None:
+    """A parallel run's items are known (``plan.items``), before any of them is handed out:
+    a feature plugs what it does in this run into ``plan`` (see ``extension.py``). Controller
+    only."""
 
 
 @pytest.hookspec()

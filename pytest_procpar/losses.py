@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import pytest
 
 from pytest_procpar import faults, isolation, messages
+from pytest_procpar.extension import AttemptPolicy
 from pytest_procpar.pool import Lifecycle, Worker
 from pytest_procpar.replay import LostKind, Replayer
-from pytest_procpar.retries import Retries
 from pytest_procpar.scheduler import Scheduler
 from pytest_procpar.workitems import Chains
 
@@ -41,7 +41,7 @@ class LossAccounting:
         self.scheduler = scheduler
         self.chains = chains
         self.reported: set[int] = set()
-        self.retries: Retries | None = None  # with retries on: a lost test may run again
+        self.attempts: AttemptPolicy | None = None  # retries: a lost test may run again
 
     def item_reported(self, worker: Worker, index: int) -> None:
         self.attempt_done(worker, index)
@@ -95,13 +95,13 @@ class LossAccounting:
             report = self.replayer.lost_report(
                 worker.node, item, message, when, seconds, detail, kind=kind
             )
-            retries = self.retries
-            if when == "call" and retries is not None and retries.has_retry(item):
-                retries.retry(item, index, worker.workerid, [report])
+            attempts = self.attempts
+            if when == "call" and attempts is not None and attempts.has_retry(item):
+                attempts.retry(item, index, worker.workerid, [report])
                 self.attempt_done(worker, index)
             else:
-                if retries is not None:
-                    retries.final(index, item.nodeid, passed=False)
+                if attempts is not None:
+                    attempts.final(index, item.nodeid, passed=False)
                 self.replayer.fail_item(item, report)
                 self.item_reported(worker, index)
                 self.config.hook.pytest_procpar_item_lost(

@@ -12,6 +12,7 @@ the tables.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final, Literal, TypeAlias
 
 Location: TypeAlias = tuple[str, int | None, str]  # what pytest's item.location holds
@@ -222,3 +223,15 @@ def mismatch(why: str) -> Mismatch:
 
 def unavailable(why: str) -> Unavailable:
     return (UNAVAILABLE, why)
+
+
+def attempt_failed(events: Sequence[Event]) -> bool:
+    """Whether an attempt's events hold a failed report (an xfail is no failure)."""
+    for event in events:
+        if event[0] == PLAIN_REPORT and event[2] == "failed":
+            return True
+        if event[0] == REPORT:
+            data = event[1]
+            if data.get("outcome") == "failed" and "wasxfail" not in data:
+                return True
+    return False

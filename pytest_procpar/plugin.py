@@ -135,7 +135,7 @@ def pytest_configure(config: pytest.Config) -> None:
         controller = ControllerPlugin(settings, durations)
         config.pluginmanager.register(controller, "procpar_controller")
         config.pluginmanager.register(xdist_compat.HookBridge(config), "procpar_xdist_hooks")
-        for feature, name in features.told_to_workers(settings.recycling):
+        for feature, name in features.for_parallel_run(settings):
             config.pluginmanager.register(feature, name)
 
 

@@ -14,22 +14,15 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import Collection, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
-from pytest_procpar import messages, pytest_internals, workitems
-from pytest_procpar.messages import Event
-
-
-class Living(Protocol):
-    """A live worker, as retries see it (the pool's worker)."""
-
-    @property
-    def assigned(self) -> Collection[int]: ...  # its items handed out and not reported yet
-
+from pytest_procpar import pytest_internals, workitems
+from pytest_procpar.extension import Busy, RunPlan
+from pytest_procpar.xdist_compat import WorkerNode
 
 FLAKY_MARKER = "procpar_flaky"
 # What pytest's short test summary lists for each -r character (a header only when it does)
@@ -44,19 +37,6 @@ def allowed(item: pytest.Item, default: int) -> int:
         return default
     retries = marker.kwargs.get("retries", marker.args[0] if marker.args else max(default, 1))
     return max(0, int(retries))
-
-
-def attempt_failed(events: Sequence[Event]) -> bool:
-    """Whether an attempt's events hold a failed report (an xfail is no failure)."""
-    for event in events:
-        match event:
-            case (messages.PLAIN_REPORT, _, outcome, *_):
-                if outcome == "failed":
-                    return True
-            case (messages.REPORT, data, _):
-                if data.get("outcome") == "failed" and "wasxfail" not in data:
-                    return True
-    return False
 
 
 @dataclass
@@ -89,7 +69,7 @@ class Retries:
         self.queue.append((index, workerid))
         self.running_again[index] = item.nodeid
 
-    def batch_for(self, workerid: str, living: Sequence[Living]) -> list[int]:
+    def batch_for(self, workerid: str, living: Sequence[Busy]) -> list[int]:
         """A test to run again for ``workerid``: one that did not fail there, unless it is the
         only worker left."""
         alone = len(living) <= 1
@@ -99,7 +79,7 @@ class Retries:
                 return [index]
         return []
 
-    def may_come(self, living: Sequence[Living]) -> bool:
+    def may_come(self, living: Sequence[Busy]) -> bool:
         """Whether a test may still fail and need a worker to run it again: one is queued,
         or a worker holds tests not reported yet."""
         return bool(self.queue) or any(worker.assigned for worker in living)
@@ -120,6 +100,34 @@ class Retries:
         self.running_again.pop(index, None)
         if passed and self.earlier.get(nodeid):
             self.flaky.append(nodeid)
+
+
+class RetriesPolicy:
+    """Registered in every parallel run's controller (``features.py``): tells each worker
+    whether its failures are final, and decides on attempts once a test may run again
+    (``--procpar-retries``, or a ``procpar_flaky`` test; not with ``--dist each``, which runs
+    every test everywhere anyway)."""
+
+    def __init__(self, default: int, flaky_fails: bool) -> None:
+        self.default = default
+        self.flaky_fails = flaky_fails
+        self.marked: bool | None = None  # whether a test has procpar_flaky (None: not known)
+
+    def pytest_procpar_worker_starting(self, node: WorkerNode) -> None:
+        # the marker is looked up once the items are known: while workers collect, a test
+        # may carry it
+        node.workerinput[WORKERINPUT_KEY] = (self.default, self.marked is not False)
+
+    def pytest_procpar_run_planned(self, plan: RunPlan) -> None:
+        known: dict[int, pytest.Mark | None] = {}
+        self.marked = any(
+            workitems.closest_marker(item, (FLAKY_MARKER,), known) for item in plan.items
+        )
+        if plan.dist == "each" or not (self.default or self.marked):
+            return
+        retries = Retries(self.default, self.flaky_fails)
+        plan.attempts = retries
+        plan.config.pluginmanager.register(RetriesPlugin(plan.config, retries), "procpar_retries")
 
 
 class RetriesPlugin:

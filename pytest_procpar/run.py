@@ -27,20 +27,19 @@ from pytest_procpar import (
     messages,
     once,
     resources,
-    retries,
     scheduling,
     workitems,
     xdist_compat,
 )
 from pytest_procpar.dispatch import Dispatcher
 from pytest_procpar.durations import DurationStore
+from pytest_procpar.extension import AttemptPolicy, RunPlan
 from pytest_procpar.live import LiveView
 from pytest_procpar.losses import NOT_RUN_BUG, LossAccounting
 from pytest_procpar.output import BatchedTerminal
 from pytest_procpar.pool import Lifecycle, Worker, WorkerPool
 from pytest_procpar.remote import RemoteStartError
 from pytest_procpar.replay import Replayer
-from pytest_procpar.retries import FLAKY_MARKER, Retries, RetriesPlugin
 from pytest_procpar.runreport import RunReport
 from pytest_procpar.scheduler import Scheduler
 from pytest_procpar.settings import Settings
@@ -105,9 +104,8 @@ class ParallelRun:
         self.live = LiveView(self.config, settings, self.pool)  # the status line, SLOW, SIGUSR1
         self.survivors = gc_policy.SurvivorsAside()  # in force while the workers run
         self.gave_up: str | None = None
-        self.retries: Retries | None = None  # see _plan_retries
+        self.attempts: AttemptPolicy | None = None  # retries' decisions: see _plan
         self.parked: list[Worker] = []  # asked for work while more may still come
-        self.flaky_marked: bool | None = None  # whether a test has procpar_flaky (None: not known)
         self.run_fixtures: list[once.RunFixture] = []
         self.dispatcher.item_settled = self._wake_parked
 
@@ -135,22 +133,9 @@ class ParallelRun:
                     "--tx workers share no locks with them"
                 )
             gate.active.value = 1
-        self._plan_retries()
-
-    def _plan_retries(self) -> None:
-        """Retries are on with ``--procpar-retries`` or a ``procpar_flaky`` test (not with
-        ``--dist each``, which runs every test everywhere anyway)."""
-        default = self.settings.retries
-        known: dict[int, pytest.Mark | None] = {}
-        marked = self.flaky_marked = any(
-            workitems.closest_marker(item, (FLAKY_MARKER,), known) for item in self.items
-        )
-        if self.dist == "each" or not (default or marked):
-            return
-        self.retries = Retries(default, self.settings.flaky_fail)
-        self.dispatcher.retries = self.losses.retries = self.retries
-        plugin = RetriesPlugin(self.config, self.retries)
-        self.config.pluginmanager.register(plugin, "procpar_retries")
+        plan = RunPlan(self.config, self.items, self.dist)
+        self.config.hook.pytest_procpar_run_planned(plan=plan)
+        self.attempts = self.dispatcher.attempts = self.losses.attempts = plan.attempts
 
     def _make_scheduler(self) -> tuple[Scheduler, str]:
         return scheduling.make_scheduler(
@@ -183,9 +168,6 @@ class ParallelRun:
         workerid = f"gw{self.pool.started_count}"
         workerinput = {
             **worker_identity(workerid, self.worker_count, self.testrunuid),
-            # the flaky marker is only looked up when a test may carry it: not known yet
-            # while workers collect, so looked up then
-            retries.WORKERINPUT_KEY: (self.settings.retries, self.flaky_marked is not False),
             once.WORKERINPUT_KEY: once.values_for_spawn(self.run_fixtures),
         }
         node = WorkerNode(self.config, workerinput)
@@ -247,9 +229,9 @@ class ParallelRun:
             gate = self.pool.launcher.shared.gate
             if gate is not None and gate.active.value:
                 self.report.waited_for_resources = sum(gate.waited)
-        if self.retries is not None:  # the run stopped before their next attempt ended
+        if self.attempts is not None:  # the run stopped before their next attempt ended
             stopped = self.session.shouldfail  # as the first final failure said it
-            for index, last in self.retries.without_verdict():
+            for index, last in self.attempts.without_verdict():
                 self.replayer.replay_reports(self.items[index], last)
                 self.losses.reported.add(index)
             self.session.shouldfail = stopped
@@ -292,8 +274,8 @@ class ParallelRun:
             self.pool.unwatch(reader.fd)
 
     def _give_work(self, worker: Worker) -> None:
-        retries = None if self.pool.stopping else self.retries
-        batch = retries.batch_for(worker.workerid, self.pool.living()) if retries else []
+        attempts = None if self.pool.stopping else self.attempts
+        batch = attempts.batch_for(worker.workerid, self.pool.living()) if attempts else []
         if not batch and not self.pool.stopping:
             batch = self.chains.expand(self.scheduler.next_batch(worker.workerid))
         if batch:
@@ -313,7 +295,7 @@ class ParallelRun:
     def _more_may_come(self) -> bool:
         """Whether a worker given nothing now may get work later: a test may still fail and
         be retried."""
-        return self.retries is not None and self.retries.may_come(self.pool.living())
+        return self.attempts is not None and self.attempts.may_come(self.pool.living())
 
     def _wake_parked(self) -> None:
         """A test's attempt is over: workers waiting for work ask again (a retry, work the
