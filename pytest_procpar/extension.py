@@ -9,20 +9,59 @@ into the :class:`RunPlan`. A feature that puts nothing there costs the run nothi
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, TypeAlias
 
 import pytest
+
+LostKind: TypeAlias = Literal["crashed", "timeout", "notrun"]  # how a test without a report ended
+
+
+@dataclass(frozen=True)
+class Charge:
+    """Why a feature ends a worker: the test it charges, whose report says ``what`` (a time
+    limit: ``Timeout after 2s``), lost as ``kind``."""
+
+    index: int
+    what: str
+    kind: LostKind
+
+
+class Handle(Protocol):
+    """A started worker's process, as an extension acts on it (the launcher's handle)."""
+
+    def running(self) -> tuple[int, float]: ...  # (item index or -1, since when: faults.now())
+    def request_stack(self) -> None: ...  # dump the Python stack where its stack path points
+    def signal(self, signum: int) -> None: ...  # to the worker and what its tests started
 
 
 class Busy(Protocol):
     """A live worker, as an extension sees it (the pool's worker)."""
+
+    charged: Charge | None  # set by the feature that ends it for a test
 
     @property
     def workerid(self) -> str: ...
 
     @property
     def assigned(self) -> Collection[int]: ...  # its items handed out and not reported yet
+
+    @property
+    def handle(self) -> Handle: ...
+
+    @property
+    def crash_files(self) -> Path: ...  # its stack dump's path
+
+
+class Ticker(Protocol):
+    """Acts on the live workers whenever the run's loop wakes up (time limits)."""
+
+    def wait_time(self, workers: Sequence[Busy], now: float) -> float | None:
+        """How long the loop may block before this ticker has something to do."""
+        ...
+
+    def tick(self, workers: Sequence[Busy], now: float) -> None: ...
 
 
 class AttemptPolicy(Protocol):
@@ -64,3 +103,4 @@ class RunPlan:
     items: Sequence[pytest.Item]
     dist: str  # the run's --dist
     attempts: AttemptPolicy | None = None  # at most one feature decides on attempts
+    tickers: list[Ticker] = field(default_factory=list)

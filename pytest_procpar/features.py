@@ -8,17 +8,24 @@ launcher name none. A feature that is off is not registered and costs nothing.
 from __future__ import annotations
 
 from pytest_procpar import coverage_support, junit, logfile
+from pytest_procpar.once import RunFixtures
 from pytest_procpar.retries import RetriesPolicy
 from pytest_procpar.settings import Settings
+from pytest_procpar.timelimits import TimeLimitsPolicy
 from pytest_procpar.worker_limits import Recycling
 
 
 def for_parallel_run(settings: Settings) -> list[tuple[object, str]]:
     """The plugins of a parallel run's controller: what every worker is told, and the
     features that plug into the run once its items are known (``pytest_procpar_run_planned``):
-    retries."""
+    retries, the once-per-run fixtures and the time limits."""
     retries = RetriesPolicy(settings.retries, settings.flaky_fail)
-    return [*told_to_workers(settings.recycling), (retries, "procpar_retries_policy")]
+    return [
+        *told_to_workers(settings.recycling),
+        (retries, "procpar_retries_policy"),
+        (RunFixtures(), "procpar_run_fixtures"),
+        (TimeLimitsPolicy(settings.timeout), "procpar_time_limits"),
+    ]
 
 
 def told_to_workers(recycling: Recycling | None) -> list[tuple[object, str]]:

@@ -232,10 +232,8 @@ class LiveView:
         """What every worker runs and for how long, with the stacks that arrive in time."""
         now = faults.now()
         tests = [(worker, self._running(worker)) for worker in self.pool.living()]
-        # Not one whose time limit passed: its stack file is the time limit's, for its report.
-        asked = [
-            worker for worker, test in tests if test is not None and worker.overdue.test is None
-        ]
+        # Not one a feature ends for its test (a time limit): its stack file is that test's.
+        asked = [worker for worker, test in tests if test is not None and worker.charged is None]
         for worker in asked:
             worker.handle.request_stack()
         stacks = collect_stacks(asked)
@@ -245,8 +243,8 @@ class LiveView:
                 lines.append(f"{worker.workerid} idle")
                 continue
             lines.append(f"{worker.workerid} {self.items[test[0]].nodeid} {now - test[1]:.1f}s")
-            if worker.overdue.test is not None:
-                lines.append("    (past its time limit: being stopped)")
+            if worker.charged is not None:
+                lines.append(f"    ({worker.charged.what}: being stopped)")
                 continue
             stack = stacks.get(worker.workerid, "")
             lines += [f"    {line}" for line in stack.splitlines()] or [

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import pytest
 
 from pytest_procpar import faults, isolation, messages
-from pytest_procpar.extension import AttemptPolicy
+from pytest_procpar.extension import AttemptPolicy, LostKind
 from pytest_procpar.pool import Lifecycle, Worker
-from pytest_procpar.replay import LostKind, Replayer
+from pytest_procpar.replay import Replayer
 from pytest_procpar.scheduler import Scheduler
 from pytest_procpar.workitems import Chains
 
@@ -58,9 +58,9 @@ class LossAccounting:
         or None
         when it ended as it should (finished, or reported why it stopped the run)."""
         stack = faults.read_stack(worker.crash_files)
-        if worker.overdue.test is not None:
-            index, limit = worker.overdue.test
-            return self._lost(worker, index, f"Timeout after {limit:g}s", stack, kind="timeout")
+        charge = worker.charged
+        if charge is not None:
+            return self._lost(worker, charge.index, charge.what, stack, kind=charge.kind)
         if worker.unusable is not None:
             index, trace = worker.unusable
             return self._lost(

@@ -26,6 +26,8 @@ from typing import Any, cast
 import pytest
 
 from pytest_procpar import pytest_internals, xdist_compat
+from pytest_procpar.extension import RunPlan
+from pytest_procpar.xdist_compat import WorkerNode
 
 WORKERINPUT_KEY = "procpar_run_values"
 ALLOWED_ARGUMENTS = ("config", "tmp_path_factory")
@@ -116,6 +118,29 @@ def once_per_run(func: Callable[..., Any]) -> Any:
 
     fixture.__doc__ = func.__doc__
     return fixture
+
+
+class RunFixtures:
+    """Registered in every parallel run's controller (``features.py``): sets up the
+    once-per-run fixtures the collected tests use before any worker is handed a test, sends
+    their values to every worker, and tears them down once the workers are gone."""
+
+    def __init__(self) -> None:
+        self.started: list[RunFixture] = []
+
+    def pytest_procpar_run_planned(self, plan: RunPlan) -> None:
+        self.started = set_up_for(plan.items, plan.config)
+
+    def pytest_procpar_worker_starting(self, node: WorkerNode) -> None:
+        node.workerinput[WORKERINPUT_KEY] = values_for_spawn(self.started)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self) -> Generator[None, object, object]:
+        try:
+            return (yield)
+        finally:
+            started, self.started = self.started, []
+            tear_down(started)
 
 
 def set_up_for(items: Sequence[pytest.Item], config: pytest.Config) -> list[RunFixture]:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 
 from pytest_procpar import faults, launch, messages
+from pytest_procpar.extension import Charge
 from pytest_procpar.output import OutputRelay
-from pytest_procpar.timelimits import Overdue
 from pytest_procpar.xdist_compat import WorkerNode
 
 GRACE_S = 1.0  # from SIGTERM to SIGKILL when workers are ended
@@ -47,7 +47,7 @@ class Worker:
     crash_files: Path  # its stack dump; beside it, <name>.stdout/.stderr: what tests printed
     assigned: deque[int] = field(default_factory=deque)  # handed out, not reported, in order
     lifecycle: Lifecycle = Lifecycle.RUNNING
-    overdue: Overdue = field(default_factory=Overdue)
+    charged: Charge | None = None  # a feature ends it for this test (a time limit)
     heard_at: float = 0.0  # when its last frame arrived
     unusable: tuple[int, str] | None = None  # (item index, traceback): a test broke it
     handed: int = 0  # how many batches it was handed

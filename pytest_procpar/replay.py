@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 import pytest
 
 from pytest_procpar import junit, logfile, messages, pytest_internals, reports, xdist_compat
 from pytest_procpar.durations import DurationStore
+from pytest_procpar.extension import LostKind
 from pytest_procpar.messages import Event
 from pytest_procpar.pytest_internals import ReprFileLocation
 from pytest_procpar.xdist_compat import WorkerNode
@@ -22,7 +23,6 @@ from pytest_procpar.xdist_compat import WorkerNode
 _ITEM_EVENTS = (messages.PLAIN_REPORT, messages.REPORT, messages.LOGSTART, messages.LOGFINISH)
 
 # Why the controller reports a test its worker could not: the words of the run record.
-LostKind: TypeAlias = Literal["crashed", "timeout", "notrun"]
 
 
 class Replayer:

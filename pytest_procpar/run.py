@@ -25,7 +25,6 @@ from pytest_procpar import (
     isolation,
     launch,
     messages,
-    once,
     resources,
     scheduling,
     workitems,
@@ -33,7 +32,7 @@ from pytest_procpar import (
 )
 from pytest_procpar.dispatch import Dispatcher
 from pytest_procpar.durations import DurationStore
-from pytest_procpar.extension import AttemptPolicy, RunPlan
+from pytest_procpar.extension import AttemptPolicy, RunPlan, Ticker
 from pytest_procpar.live import LiveView
 from pytest_procpar.losses import NOT_RUN_BUG, LossAccounting
 from pytest_procpar.output import BatchedTerminal
@@ -44,7 +43,6 @@ from pytest_procpar.runreport import RunReport
 from pytest_procpar.scheduler import Scheduler
 from pytest_procpar.settings import Settings
 from pytest_procpar.template import TemplateGone
-from pytest_procpar.timelimits import TimeLimits
 from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid
 
 RESTARTS_PER_WORKER = 4  # like xdist: a crashing suite cannot restart workers forever
@@ -82,7 +80,7 @@ class ParallelRun:
         self.dispatcher = Dispatcher(
             session, self.replayer, self.report, self._give_work, self._collected
         )
-        self.time_limits = TimeLimits(settings.timeout, [])  # the items', once they are known
+        self.tickers: list[Ticker] = []  # the features' (time limits), once the items are known
         basetemp, self.own_basetemp = isolation.controller_basetemp(self.config)
         local_slots = [None] * (settings.workers - len(settings.remote))
         slot_specs = [*local_slots, *settings.remote][: self.worker_count]
@@ -106,7 +104,6 @@ class ParallelRun:
         self.gave_up: str | None = None
         self.attempts: AttemptPolicy | None = None  # retries' decisions: see _plan
         self.parked: list[Worker] = []  # asked for work while more may still come
-        self.run_fixtures: list[once.RunFixture] = []
         self.dispatcher.item_settled = self._wake_parked
 
     def _worker_count(self, settings: Settings) -> int:
@@ -124,7 +121,6 @@ class ParallelRun:
             self.config, self.items, self.replayer, self.scheduler, self.chains
         )
         self.dispatcher.losses = self.losses
-        self.time_limits = TimeLimits(self.settings.timeout, self.items)
         gate = self.pool.launcher.shared.gate
         if gate is not None and resources.any_gated(self.items):
             if any(self.pool.launcher.slot_specs):
@@ -136,6 +132,7 @@ class ParallelRun:
         plan = RunPlan(self.config, self.items, self.dist)
         self.config.hook.pytest_procpar_run_planned(plan=plan)
         self.attempts = self.dispatcher.attempts = self.losses.attempts = plan.attempts
+        self.tickers = plan.tickers
 
     def _make_scheduler(self) -> tuple[Scheduler, str]:
         return scheduling.make_scheduler(
@@ -166,10 +163,7 @@ class ParallelRun:
         """Start a worker in ``slot`` with its first items (or, see CollectingRun, the
         ``share`` of the files it collects)."""
         workerid = f"gw{self.pool.started_count}"
-        workerinput = {
-            **worker_identity(workerid, self.worker_count, self.testrunuid),
-            once.WORKERINPUT_KEY: once.values_for_spawn(self.run_fixtures),
-        }
+        workerinput = worker_identity(workerid, self.worker_count, self.testrunuid)
         node = WorkerNode(self.config, workerinput)
         self.config.hook.pytest_procpar_worker_starting(node=node)
         initial: list[int] = []
@@ -207,7 +201,6 @@ class ParallelRun:
         self.terminal = BatchedTerminal(self.config.pluginmanager.get_plugin("terminalreporter"))
         self.live.start(self.terminal, self.items)
         try:
-            self.run_fixtures = once.set_up_for(self.items, self.config)
             if not self.planned:
                 self._plan()
             for slot in range(self.pool.started_count, self.worker_count):
@@ -222,7 +215,6 @@ class ParallelRun:
             self.live.stop()
             self.terminal.restore()
             self.pool.close()
-            once.tear_down(self.run_fixtures)
             if self.own_basetemp is not None:
                 shutil.rmtree(self.own_basetemp, ignore_errors=True)
             self.report.finish()
@@ -259,7 +251,9 @@ class ParallelRun:
                     self._exited(worker)
                 elif not source.read():
                     self.pool.unwatch(source.fd)
-            self.time_limits.enforce(self.pool.living(), faults.now())
+            living, now = self.pool.living(), faults.now()
+            for ticker in self.tickers:
+                ticker.tick(living, now)
             if not self.pool.stopping and (
                 self.session.shouldfail or self.session.shouldstop or self.dispatcher.fatal
             ):
@@ -322,10 +316,11 @@ class ParallelRun:
 
     def _wait_time(self) -> float | None:
         now = faults.now()
+        living = self.pool.living()
         waits = [
             self.terminal.wait_time(),
-            self.time_limits.wait_time(self.pool.living(), now),
             self.live.wait_time(now),
+            *(ticker.wait_time(living, now) for ticker in self.tickers),
         ]
         known = [wait for wait in waits if wait is not None]
         return min(known) if known else None

@@ -14,22 +14,12 @@ from __future__ import annotations
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
 import pytest
 
 from pytest_procpar import faults
+from pytest_procpar.extension import Busy, Charge, RunPlan
 from pytest_procpar.workitems import closest_marker
-
-
-class Stoppable(Protocol):
-    """A started worker, as the time limits act on it (the launcher's worker handle)."""
-
-    def running(self) -> tuple[int, float]: ...  # (item index or -1, since when: faults.now())
-    def request_stack(self) -> None: ...  # dump the Python stack where its stack path points
-    def signal(self, signum: int) -> None: ...  # to the worker and what its tests started
-
 
 TIMEOUT_MARKER = "procpar_timeout"
 STACK_WAIT_S = 1.0  # how long a hung worker gets to write its stack
@@ -46,19 +36,6 @@ class Overdue:
     kill_at: float = 0.0  # when to SIGKILL what is left of it
 
 
-class Watched(Protocol):
-    """One live worker, as the time limits see it."""
-
-    @property
-    def handle(self) -> Stoppable: ...
-
-    @property
-    def overdue(self) -> Overdue: ...
-
-    @property
-    def crash_files(self) -> Path: ...  # the stack dump's path
-
-
 class TimeLimits:
     """Every item's limit, and the steps taken against workers running past one."""
 
@@ -66,6 +43,13 @@ class TimeLimits:
         known: dict[int, pytest.Mark | None] = {}
         self.limits = [self._limit(item, default, known) for item in items]
         self.enabled = any(self.limits)
+        self.overdue: dict[str, Overdue] = {}  # by workerid: the steps taken against it
+
+    def _steps(self, worker: Busy) -> Overdue:
+        steps = self.overdue.get(worker.workerid)
+        if steps is None:
+            steps = self.overdue[worker.workerid] = Overdue()
+        return steps
 
     @staticmethod
     def _limit(item: pytest.Item, default: float, known: dict[int, pytest.Mark | None]) -> float:
@@ -87,10 +71,11 @@ class TimeLimits:
         limit = self.limits[index]
         return limit if limit > 0 and now - started > limit else None
 
-    def wait_time(self, workers: Sequence[Watched], now: float) -> float | None:
+    def wait_time(self, workers: Sequence[Busy], now: float) -> float | None:
         """How long the controller may block before one of the steps is due."""
-        waits = [worker.overdue.kill_at - now for worker in workers if worker.overdue.kill_at]
-        if any(worker.overdue.term_at for worker in workers):
+        steps = [self._steps(worker) for worker in workers]
+        waits = [overdue.kill_at - now for overdue in steps if overdue.kill_at]
+        if any(overdue.term_at for overdue in steps):
             waits.append(faults.STACK_POLL_S)
         if self.enabled:
             overdue_in = [
@@ -101,10 +86,10 @@ class TimeLimits:
             waits.append(max(0.0, min(overdue_in)) + 0.01 if overdue_in else DEADLINE_POLL_S)
         return max(0.0, min(waits)) if waits else None
 
-    def enforce(self, workers: Sequence[Watched], now: float) -> None:
+    def tick(self, workers: Sequence[Busy], now: float) -> None:
         """Take the steps that are due: ask for a stack, TERM, KILL."""
         for worker in workers:
-            overdue, handle = worker.overdue, worker.handle
+            overdue, handle = self._steps(worker), worker.handle
             written = overdue.term_at and faults.stack_size(worker.crash_files)
             if overdue.term_at and (now >= overdue.term_at or written):
                 overdue.term_at = 0.0
@@ -118,5 +103,20 @@ class TimeLimits:
             limit = self._passed(index, started, now)
             if limit is not None:
                 overdue.test = (index, limit)
+                worker.charged = Charge(index, f"Timeout after {limit:g}s", "timeout")
                 handle.request_stack()  # faulthandler: dump the hung stack
                 overdue.term_at = now + STACK_WAIT_S
+
+
+class TimeLimitsPolicy:
+    """Registered in every parallel run's controller (``features.py``): once the items are
+    known, their limits (a bad marker value is a usage error then); a run where no test has
+    one has no ticker."""
+
+    def __init__(self, default: float) -> None:
+        self.default = default
+
+    def pytest_procpar_run_planned(self, plan: RunPlan) -> None:
+        limits = TimeLimits(self.default, plan.items)
+        if limits.enabled:
+            plan.tickers.append(limits)

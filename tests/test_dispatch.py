@@ -19,11 +19,11 @@ import pytest
 
 from pytest_procpar import framing, gc_policy, messages, pytest_internals, xdist_compat
 from pytest_procpar.dispatch import Dispatcher
+from pytest_procpar.extension import Charge
 from pytest_procpar.losses import LossAccounting
 from pytest_procpar.pool import Lifecycle, Worker
 from pytest_procpar.replay import Replayer
 from pytest_procpar.runreport import RunReport
-from pytest_procpar.timelimits import Overdue
 from pytest_procpar.worker import Shared, WorkerLoop
 from pytest_procpar.workitems import Chains
 from pytest_procpar.xdist_compat import WorkerNode
@@ -279,7 +279,7 @@ def test_a_crash_after_the_test_reported_is_a_teardown_error(controller: Control
 
 def test_timeouts_name_the_limit_and_clean_ends_lose_nothing(controller: Controller) -> None:
     worker = controller.worker(assigned=[2])
-    worker.overdue = Overdue(test=(2, 1.5))
+    worker.charged = Charge(2, "Timeout after 1.5s", "timeout")
     error = controller.losses.worker_gone(worker, Lifecycle.RUNNING)
     assert error == f"Timeout after 1.5s while running {controller.items[2].nodeid}"
     assert controller.losses.worker_gone(controller.worker(), Lifecycle.FINISHED) is None
