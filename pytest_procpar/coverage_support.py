@@ -90,6 +90,13 @@ class WorkerCoverage:
         workeroutput[DATA_KEY] = self.cov.get_data().dumps()
 
 
+def pytest_procpar_worker_finished(node: WorkerNode, error: str | None) -> None:
+    """Controller: a worker that finished cleanly sent its measurement along, which joins
+    the running one (this module is a plugin of parallel runs, see ``features.py``)."""
+    if error is None:
+        merge(node.workeroutput)
+
+
 def merge(workeroutput: dict[str, Any]) -> None:
     """In the controller: add a worker's data to the running measurement."""
     dumped = workeroutput.get(DATA_KEY)

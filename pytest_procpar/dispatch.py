@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import coverage_support, messages, reports
+from pytest_procpar import messages, reports
 from pytest_procpar.extension import AttemptPolicy
 from pytest_procpar.losses import LossAccounting
 from pytest_procpar.messages import Event, FromWorker
@@ -103,7 +103,6 @@ class Dispatcher:
     def finished(self, worker: Worker, workeroutput: dict[str, Any]) -> None:
         worker.node.workeroutput = workeroutput
         worker.lifecycle = Lifecycle.FINISHED
-        coverage_support.merge(workeroutput)
         self.config.hook.pytest_procpar_worker_finished(node=worker.node, error=None)
 
     def recycled(self, worker: Worker, limit: str, detail: str) -> None:

@@ -32,7 +32,8 @@ def told_to_workers(recycling: Recycling | None) -> list[tuple[object, str]]:
     """The plugins that tell every worker (and every probe of ``--procpar-bisect``) what a
     feature needs there, as keys of its ``workerinput`` (``pytest_procpar_worker_starting``):
     coverage's settings, whether records go to ``--log-file``, the JUnit XML family, and the
-    recycling limits (``recycling``; None: probes, which are not recycled)."""
+    recycling limits (``recycling``; None: probes, which are not recycled). Coverage also
+    merges what each worker measured when it finishes (``pytest_procpar_worker_finished``)."""
     plugins: list[tuple[object, str]] = [
         (coverage_support, "procpar_coverage"),
         (logfile, "procpar_log_file"),
