@@ -688,6 +688,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.json:
         payload = {
+            "date": time.strftime("%Y-%m-%d"),
             "machine": info,
             "rounds": args.rounds,
             "elapsed_s": elapsed,

@@ -1,19 +1,25 @@
-"""The typed extension points of a parallel run: what a feature plugs into the run loop, the
-dispatcher and the loss accounting on the per-test path, without the core naming it.
+"""The typed extension points of a parallel run: what a feature plugs into the per-test path
+of the controller (the run loop, the dispatcher, the loss accounting) and of each worker's
+loop, without the core naming it.
 
-A feature implements ``pytest_procpar_run_planned(plan)`` (``hookspecs.py``): once the run's
-items are known it looks at them and, if it has anything to do in this run, puts its object
-into the :class:`RunPlan`. A feature that puts nothing there costs the run nothing per test.
+A feature implements ``pytest_procpar_run_planned(plan)`` in the controller and
+``pytest_procpar_worker_loop_planned(plan)`` in the workers (``hookspecs.py``): once the items
+are known it looks at them and, if it has anything to do, puts its object into the
+:class:`RunPlan` or :class:`WorkerPlan`. A feature that puts nothing there costs nothing per
+test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections import deque
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 import pytest
+
+from pytest_procpar.messages import Event
 
 LostKind: TypeAlias = Literal["crashed", "timeout", "notrun"]  # how a test without a report ended
 
@@ -104,3 +110,43 @@ class RunPlan:
     dist: str  # the run's --dist
     attempts: AttemptPolicy | None = None  # at most one feature decides on attempts
     tickers: list[Ticker] = field(default_factory=list)
+
+
+class Turns(Protocol):
+    """When a worker's queued tests may start (serial and capped tests)."""
+
+    def next_index(self, queue: deque[int]) -> int | None:
+        """Take the next test to run from ``queue``, once it may start (None: the run stops
+        while it waits)."""
+        ...
+
+    def done(self) -> None:
+        """The test it gave last is over."""
+        ...
+
+
+class AttemptWatch(Protocol):
+    """Before each test: whether its failure may not be final (retries)."""
+
+    def before(self, item: pytest.Item, index: int) -> bool: ...
+
+
+class Retirement(Protocol):
+    """After each test: the limit the worker is over, with what it measured (recycling)."""
+
+    def due(self, tests_run: int) -> tuple[str, str] | None: ...
+
+
+@dataclass
+class WorkerPlan:
+    """One worker loop's extension points, filled by ``pytest_procpar_worker_loop_planned``."""
+
+    config: pytest.Config
+    workerinput: Mapping[str, Any]
+    items: Sequence[pytest.Item] | Mapping[int, pytest.Item]  # by the run's index
+    slot: int
+    shared: Any  # worker.Shared: what the run's local workers share
+    events: Callable[[], list[Event]]  # the events recorded for the running test
+    turns: Turns | None = None
+    attempts: AttemptWatch | None = None
+    retirement: Retirement | None = None

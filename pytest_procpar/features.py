@@ -7,7 +7,7 @@ launcher name none. A feature that is off is not registered and costs nothing.
 
 from __future__ import annotations
 
-from pytest_procpar import coverage_support, junit, logfile
+from pytest_procpar import coverage_support, junit, logfile, resources, retries, worker_limits
 from pytest_procpar.once import RunFixtures
 from pytest_procpar.retries import RetriesPolicy
 from pytest_procpar.settings import Settings
@@ -42,3 +42,14 @@ def told_to_workers(recycling: Recycling | None) -> list[tuple[object, str]]:
     if recycling is not None and recycling.active:
         plugins.append((recycling, "procpar_recycling"))
     return plugins
+
+
+def for_worker() -> list[tuple[object, str]]:
+    """The plugins of every worker that plug into its loop (``pytest_procpar_worker_loop_planned``):
+    the gate of serial and capped tests, retries, recycling, and the JUnit XML stand-in."""
+    return [
+        (resources, "procpar_resources"),
+        (retries, "procpar_retries_worker"),
+        (worker_limits, "procpar_worker_limits"),
+        (junit, "procpar_junit_worker"),
+    ]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_procpar.extension import RunPlan
+    from pytest_procpar.extension import RunPlan, WorkerPlan
     from pytest_procpar.scheduler import Scheduler, WorkItem
     from pytest_procpar.xdist_compat import WorkerNode
 
@@ -42,6 +42,12 @@ def pytest_procpar_run_planned(plan: RunPlan) -> None:
     """A parallel run's items are known (``plan.items``), before any of them is handed out:
     a feature plugs what it does in this run into ``plan`` (see ``extension.py``). Controller
     only."""
+
+
+@pytest.hookspec()
+def pytest_procpar_worker_loop_planned(plan: WorkerPlan) -> None:
+    """A worker's loop is about to run its tests: a feature plugs what it does in this worker
+    into ``plan`` (see ``extension.py``). Worker only."""
 
 
 @pytest.hookspec()

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from pytest_procpar import messages, xdist_compat
+from pytest_procpar import messages
+from pytest_procpar.extension import WorkerPlan
 from pytest_procpar.pytest_internals import bin_xml_escape, check_record_param_type, xml_key
 from pytest_procpar.xdist_compat import WorkerNode
 
@@ -65,11 +66,13 @@ class WorkerLogXML:
         return _NoAttributes()
 
 
-def forward_from_worker(config: pytest.Config, events: Callable[[], list[messages.Event]]) -> None:
-    """In a worker: stand in for the controller's ``LogXML``, if it has one."""
-    family = (xdist_compat.workerinput(config) or {}).get(FAMILY_KEY)
+def pytest_procpar_worker_loop_planned(plan: WorkerPlan) -> None:
+    """Worker: stand in for the controller's ``LogXML``, if it has one (this module is a
+    plugin of every worker, see ``features.py``)."""
+    config = plan.config
+    family = plan.workerinput.get(FAMILY_KEY)
     if family is not None:
-        stand_in = WorkerLogXML(family, events)
+        stand_in = WorkerLogXML(family, plan.events)
         stash: Any = config.stash  # a stand-in, not the LogXML the key is typed for
         stash[xml_key] = stand_in
         # pytest's junitxml unregisters what the key holds when the session is unconfigured

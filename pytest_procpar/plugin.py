@@ -118,6 +118,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if not xdist_compat.xdist_loaded(config.pluginmanager):
         config.addinivalue_line("markers", "xdist_group(name): the same as procpar_group")
     settings = config.stash.get(SETTINGS_KEY, None)
+    if xdist_compat.workerinput(config) is not None:
+        for feature, name in features.for_worker():
+            config.pluginmanager.register(feature, name)
     if xdist_compat.workerinput(config) is not None or (settings is not None and settings.workers):
         xdist_compat.register_adapters(config)
     if settings is None or (settings.shard is None and not settings.workers):

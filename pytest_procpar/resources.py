@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from pytest_procpar import workitems
+from pytest_procpar.extension import WorkerPlan
 
 SERIAL_MARKER = "procpar_serial"
 RESOURCE_MARKER = "procpar_resource"
@@ -210,3 +211,11 @@ class Turns:
             if index not in self.needs:
                 self.needs[index] = needs_of(self.items[index])
             yield self.needs[index]
+
+
+def pytest_procpar_worker_loop_planned(plan: WorkerPlan) -> None:
+    """Worker: where the local workers share a gate, each test waits for its turn (this module
+    is a plugin of every worker, see ``features.py``)."""
+    gate = plan.shared.gate
+    if gate is not None:
+        plan.turns = Turns(gate, plan.slot, plan.items, plan.shared.should_stop)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from pytest_procpar import pytest_internals, workitems
-from pytest_procpar.extension import Busy, RunPlan
+from pytest_procpar.extension import Busy, RunPlan, WorkerPlan
 from pytest_procpar.xdist_compat import WorkerNode
 
 FLAKY_MARKER = "procpar_flaky"
@@ -234,3 +234,11 @@ class WorkerRetries:
         if retryable and item.config.option.maxfail:
             item.config.option.maxfail = 0  # the controller's session counts final failures
         return retryable
+
+
+def pytest_procpar_worker_loop_planned(plan: WorkerPlan) -> None:
+    """Worker: with retries on, each test's failure is the controller's to call final (this
+    module is a plugin of every worker, see ``features.py``)."""
+    retries = WorkerRetries(dict(plan.workerinput))
+    if retries.default or retries.marked:
+        plan.attempts = retries

@@ -26,17 +26,15 @@ from pytest_procpar import (
     faults,
     framing,
     isolation,
-    junit,
     logfile,
     messages,
     pytest_internals,
     reports,
     resources,
-    retries,
-    worker_limits,
     xdist_compat,
 )
 from pytest_procpar.collect_share import ShareCollection
+from pytest_procpar.extension import WorkerPlan
 from pytest_procpar.messages import Event, ToWorker
 
 # Set on the worker's session so the running item's teardown takes every fixture down, as serial
@@ -168,19 +166,20 @@ class WorkerLoop:
         self.pid = os.getpid()
         self.broken: int | None = None
         self.recorder = EventRecorder(session.config, shared, slot)
-        given = xdist_compat.workerinput(session.config) or {}
-        self.recycling = worker_limits.Recycling.from_workerinput(given)
         self.tests_run = 0
         self.nothing_yet = False
-        self.retries = retries.WorkerRetries(given)
-        self.turns = (
-            resources.Turns(shared.gate, slot, self.items, shared.should_stop)
-            if shared.gate is not None
-            else None
-        )
         session.config.pluginmanager.register(self.recorder, "procpar_worker")
         self.recorder.live = True
-        junit.forward_from_worker(session.config, lambda: self.recorder.events)
+        plan = WorkerPlan(
+            session.config,
+            xdist_compat.workerinput(session.config) or {},
+            self.items,
+            slot,
+            shared,
+            lambda: self.recorder.events,
+        )
+        session.config.hook.pytest_procpar_worker_loop_planned(plan=plan)
+        self.turns, self.attempts, self.retirement = plan.turns, plan.attempts, plan.retirement
 
     def take(self, commands: list[ToWorker]) -> None:
         """Apply controller commands: more items (and how early to ask again), or no more."""
@@ -246,7 +245,8 @@ class WorkerLoop:
                 break  # the run stopped while this worker waited for its next test to start
             nextitem = self.items[self.queue[0]] if self.queue else None
             self.recorder.begin(self.items[index])
-            self.recorder.retryable = self.retries.before(self.items[index], index)
+            attempts = self.attempts
+            self.recorder.retryable = bool(attempts and attempts.before(self.items[index], index))
             started = faults.now()
             self.shared.running_since[self.slot] = started
             self.shared.running[self.slot] = index
@@ -268,7 +268,7 @@ class WorkerLoop:
                 self.broken = index
                 raise WorkerUnusable("the test closed the worker's stdout or stderr")
             self.tests_run += 1
-            over = self.recycling.due(self.tests_run)
+            over = self.retirement.due(self.tests_run) if self.retirement else None
             last = self.no_more and not self.queue
             if over is not None and not last and not self.shared.should_stop():
                 framing.send(self.write_fd, messages.recycle(*over))

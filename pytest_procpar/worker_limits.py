@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_procpar.extension import WorkerPlan
 from pytest_procpar.xdist_compat import WorkerNode
 
 THREAD_VARIABLES = (
@@ -134,3 +135,11 @@ def format_size(size: int) -> str:
         if size >= _UNITS[unit]:
             return f"{size / _UNITS[unit]:.1f} {unit}iB"
     return f"{size} B"
+
+
+def pytest_procpar_worker_loop_planned(plan: WorkerPlan) -> None:
+    """Worker: with recycling limits, it checks itself after each test (this module is a
+    plugin of every worker, see ``features.py``)."""
+    recycling = Recycling.from_workerinput(plan.workerinput)
+    if recycling.active:
+        plan.retirement = recycling
