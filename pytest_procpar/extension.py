@@ -145,7 +145,7 @@ class WorkerPlan:
     workerinput: Mapping[str, Any]
     items: Sequence[pytest.Item] | Mapping[int, pytest.Item]  # by the run's index
     slot: int
-    shared: Any  # worker.Shared: what the run's local workers share
+    shared: Any  # shared.Shared: what the run's local workers share
     events: Callable[[], list[Event]]  # the events recorded for the running test
     turns: Turns | None = None
     attempts: AttemptWatch | None = None

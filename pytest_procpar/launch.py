@@ -32,11 +32,11 @@ from pytest_procpar import (
     isolation,
     resources,
     template,
-    worker,
     worker_start,
 )
 from pytest_procpar.messages import FromWorker, ToWorker
 from pytest_procpar.remote import RemoteLauncher
+from pytest_procpar.shared import Shared
 from pytest_procpar.xdist_compat import collecting_worker_options, worker_basetemp
 
 
@@ -72,7 +72,7 @@ class WorkerProcess:
     reader: framing.FrameReader[FromWorker]
     command_fd: int
     output_fds: dict[str, int]
-    shared: worker.Shared
+    shared: Shared
     slot: int
     connections: list[Any] = field(default_factory=list)  # own the controller-side fds
 
@@ -154,7 +154,7 @@ class LocalStart:
     method: str
     notice: str = ""
     template: template.Template | None = None
-    shared: worker.Shared | None = None
+    shared: Shared | None = None
 
 
 def prepare(config: pytest.Config, slots: int, resource_limits: Mapping[str, int]) -> bool:
@@ -193,7 +193,7 @@ def local_start(config: pytest.Config, method: str, slots: int) -> LocalStart:
         return LocalStart("forkserver", "; no template was made before the conftests loaded")
     if made.template is None:
         return LocalStart("forkserver", made.notice)
-    shared: worker.Shared = made.shared
+    shared: Shared = made.shared
     if slots > len(shared.failures):
         return LocalStart("forkserver", f"; the template was made for {len(shared.failures)}")
     return LocalStart("fork", " from template", made.template, shared)
@@ -201,8 +201,8 @@ def local_start(config: pytest.Config, method: str, slots: int) -> LocalStart:
 
 def make_shared(
     context: Any, slots: int, maxfail: int, resource_limits: Mapping[str, int]
-) -> worker.Shared:
-    return worker.Shared(
+) -> Shared:
+    return Shared(
         failures=context.RawArray("i", slots),
         stop=context.RawValue("i", 0),
         maxfail=maxfail,

@@ -37,8 +37,8 @@ from pytest_procpar.run_record import (
     keep_sequence,
     outcome_of,
 )
+from pytest_procpar.shared import Shared
 from pytest_procpar.template import Template, TemplateChild
-from pytest_procpar.worker import Shared
 from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid, worker_basetemp
 
 T = TypeVar("T")

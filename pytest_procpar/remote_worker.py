@@ -23,7 +23,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
 
-from pytest_procpar import faults, framing, messages, remote, worker, worker_start
+from pytest_procpar import faults, framing, messages, remote, worker_start
+from pytest_procpar.shared import Shared
 
 PUMP_CHUNK = 1 << 16
 OWN_DIR_PREFIX = "procpar-remote-"
@@ -63,7 +64,7 @@ class Agent:
         self.channel = channel
         self.commands, self.results, self.stdout, self.stderr = (Pipe() for _ in range(4))
         framing.enlarge_pipe(self.results.write_end.fileno())
-        self.shared = worker.Shared(
+        self.shared = Shared(
             failures=[0],  # this worker's own; the controller counts everybody's
             stop=SimpleNamespace(value=0),
             maxfail=maxfail,

@@ -44,7 +44,8 @@ from pytest_procpar.collect_share import (
     WorkerCollectionMismatch,
     describe_difference,
 )
-from pytest_procpar.worker import Shared, WorkerSession
+from pytest_procpar.shared import Shared
+from pytest_procpar.worker import WorkerSession
 
 
 @dataclass

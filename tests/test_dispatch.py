@@ -24,7 +24,8 @@ from pytest_procpar.losses import LossAccounting
 from pytest_procpar.pool import Lifecycle, Worker
 from pytest_procpar.replay import Replayer
 from pytest_procpar.runreport import RunReport
-from pytest_procpar.worker import Shared, WorkerLoop
+from pytest_procpar.shared import Shared
+from pytest_procpar.worker import WorkerLoop
 from pytest_procpar.workitems import Chains
 from pytest_procpar.xdist_compat import WorkerNode
 
