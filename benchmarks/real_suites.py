@@ -33,6 +33,11 @@ of ``--projects`` where PostgreSQL is neither installed nor installable (the scr
 before any run). Its 1664 tests take 16 s serially on SQLite and 36 s on PostgreSQL on an idle
 2-CPU machine; the five runs of each took about 2.5 and 4 minutes with other work running.
 
+``sympy`` is not in the default list (its five runs take many minutes): name it in
+``--projects``. Five directories of its suite, 2281 tests, whose serial ``--collect-only``
+took about a minute of CPU on a busy 2-CPU machine: benchmarks/collect_modes.py times
+procpar's ``--procpar-collect`` modes on it.
+
 usage: python benchmarks/real_suites.py [--projects attrs,toolz] [--workdir DIR] [--json PATH]
 """
 
@@ -104,6 +109,8 @@ PINS = {
     "idna": "3.21",
     "urllib3": "2.8.0",
     "uritemplate": "4.2.0",
+    # SymPy: its one dependency (below 1.4, as it requires); its conftest requires hypothesis.
+    "mpmath": "1.3.0",
 }
 
 
@@ -117,6 +124,7 @@ class Project:
     variant: str = ""  # tells apart runs of one project with other settings
     venv: str = "venv"  # the venv's dir in the work dir: the deps of one venv load into its runs
     postgres: bool = False  # give the suite a PostgreSQL server in DATABASE_URL
+    opt_in: bool = False  # not in the default --projects: its runs take many minutes
 
     @property
     def key(self) -> str:
@@ -172,6 +180,18 @@ PROJECTS: dict[str, Project] = {
         pyparsing(parallel_args=("--dist", "load")),
         drf(variant="sqlite"),
         drf(variant="postgres", postgres=True),
+        # Collection-heavy: importing sympy and these test modules. Its own pyproject.toml adds
+        # -m 'not slow and not tooslow' (16 of the 2297 tests are slow, none too slow).
+        Project(
+            "sympy",
+            "1.14.0",
+            (
+                *("sympy/printing", "sympy/sets", "sympy/logic"),
+                *("sympy/assumptions", "sympy/functions"),
+            ),
+            ("mpmath", "hypothesis"),
+            opt_in=True,
+        ),
     )
 }
 
@@ -306,13 +326,27 @@ def run_pytest(
     env: dict[str, str],
 ) -> Run:
     stem = f"{project.key}-{runner}"
-    xml = results / f"{stem}.xml"
-    log = results / f"{stem}.log"
-    xml.unlink(missing_ok=True)
-    cmd = [str(python), "-m", "pytest", *RUNNERS[runner], *cache_args(results, stem, with_cache)]
+    options = [*RUNNERS[runner], *cache_args(results, stem, with_cache)]
     if runner != "serial":
-        cmd += project.parallel_args
-    cmd += ["-q", "-ra"]
+        options += project.parallel_args
+    return run_logged(python, tree, project, runner, options, results / stem, env)
+
+
+def run_logged(
+    python: Path,
+    tree: Path,
+    project: Project,
+    runner: str,
+    options: list[str],
+    stem: Path,
+    env: dict[str, str],
+) -> Run:
+    """One timed run of the project's tests with ``options``; its JUnit XML and its output go
+    to ``stem`` + ``.xml`` and ``.log``."""
+    xml = stem.parent / f"{stem.name}.xml"
+    log = stem.parent / f"{stem.name}.log"
+    xml.unlink(missing_ok=True)
+    cmd = [str(python), "-m", "pytest", *options, "-q", "-ra"]
     cmd += [f"--junitxml={xml}", *project.test_args]
     start = time.perf_counter()
     proc = subprocess.Popen(
@@ -364,6 +398,27 @@ def database_server(
     return pgserver.running() if project.postgres else contextlib.nullcontext()
 
 
+def warm_up(
+    python: Path,
+    tree: Path,
+    project: Project,
+    results: Path,
+    with_cache: bool,
+    env: dict[str, str],
+) -> None:
+    """Untimed: compile (and assertion-rewrite) everything once, so no timed run pays for it."""
+    warmup = cache_args(results, f"{project.name}-warmup", with_cache)
+    pytest = [str(python), "-m", "pytest", *RUNNERS["serial"], *warmup]
+    subprocess.run(
+        [*pytest, "-q", "--collect-only", *project.test_args],
+        cwd=tree,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+
+
 def run_project(python: Path, workdir: Path, project: Project, with_cache: bool) -> ProjectResult:
     print(f"\n[{project.key} {project.version}]", flush=True)
     tree = fetch_project(python, workdir, project)
@@ -373,17 +428,7 @@ def run_project(python: Path, workdir: Path, project: Project, with_cache: bool)
         env = child_env()
         if server:
             env["DATABASE_URL"] = server.url(project.name.replace("-", "_"))
-        # Untimed: compile (and assertion-rewrite) everything once, so no timed run pays for it.
-        warmup = cache_args(results, f"{project.name}-warmup", with_cache)
-        pytest = [str(python), "-m", "pytest", *RUNNERS["serial"], *warmup]
-        subprocess.run(
-            [*pytest, "-q", "--collect-only", *project.test_args],
-            cwd=tree,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            check=False,
-        )
+        warm_up(python, tree, project, results, with_cache, env)
         runs = {}
         for runner in RUNNERS:
             if server:
@@ -471,7 +516,8 @@ def report(results: list[ProjectResult]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--projects", default=",".join(PROJECTS), help="comma-separated names")
+    default = ",".join(key for key, project in PROJECTS.items() if not project.opt_in)
+    parser.add_argument("--projects", default=default, help="comma-separated names")
     parser.add_argument(
         "--workdir", type=Path, help="venv, sdists, sources and logs (kept; default: a temp dir)"
     )
