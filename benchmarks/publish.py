@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Write the benchmark's results where users read them: the README's performance table and
-the one docs/performance.rst includes, both from one ``bench.py --json`` file, each with the
-commit, the date and the machine they were measured on. Nobody edits these tables by hand.
+the one docs/performance.rst includes, from ``bench.py --json`` files of one build (their
+rounds pooled), with the commit, the date and the machine they were measured on. Nobody edits
+these tables by hand.
 
-usage: python benchmarks/publish.py RESULTS.json [--readme README.md] [--rst docs/bench-results.rst]
+usage: python benchmarks/publish.py RESULTS.json [MORE.json ...] [--readme README.md]
+                                    [--rst docs/bench-results.rst]
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ COLUMNS = (("plain", "pytest"), ("xdist", "pytest-xdist"), ("procpar", "procpar"
 def caption(results: dict[str, Any]) -> str:
     """What the figures were measured with: the commit first, as every measured sentence."""
     machine = results["machine"]
-    date = results.get("date", "on an unknown date")
+    date = results.get("date")
     return (
-        f"procpar at `{machine['procpar_git']}`, measured {date} "
+        f"procpar at `{machine['procpar_git']}`, measured on {date or 'an unknown date'} "
         f"with `python benchmarks/bench.py --rounds {results['rounds']}`: {machine['nproc']} CPUs, "
         f"Python {machine['python']}, pytest {machine['pytest']}, "
         f"pytest-xdist {machine['pytest-xdist']}; median of {results['rounds']} interleaved "
@@ -93,13 +95,52 @@ def replace_between_markers(text: str, new: str) -> str:
     return pattern.sub(lambda _: f"{START}\n{new}\n{END}", text)
 
 
+def pooled(files: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from runs of one build: every configuration's runs of a suite together, the
+    medians and the per-round ratios to plain worked out again over all of them."""
+    first = files[0]
+    builds = {result["machine"]["procpar_git"] for result in files}
+    if len(builds) > 1:
+        raise SystemExit(f"results of several builds: {', '.join(sorted(builds))}")
+    suites: dict[str, dict[str, Any]] = {}
+    for result in files:
+        for suite in result["suites"]:
+            into = suites.setdefault(suite["name"], {**suite, "configs": {}})
+            for name, config in suite["configs"].items():
+                runs = into["configs"].setdefault(name, {**config, "runs": []})["runs"]
+                runs.extend(config["runs"])
+    for suite in suites.values():
+        plain = suite["configs"]["plain"]["runs"]
+        for config in suite["configs"].values():
+            runs = config["runs"]
+            config["ok"] = all(run["ok"] for run in runs)
+            config["median_wall_s"] = statistics.median(run["wall_s"] for run in runs)
+            config["median_ratio_to_plain"] = _ratio(runs, plain, "wall_s")
+            pss = [run["peak_pss_mib"] for run in runs if run.get("peak_pss_mib") is not None]
+            config["median_peak_pss_mib"] = statistics.median(pss) if pss else None
+            config["median_pss_ratio_to_plain"] = _ratio(runs, plain, "peak_pss_mib")
+    rounds = sum(result["rounds"] for result in files)
+    dates = sorted(result.get("date", "") for result in files)
+    return {**first, "rounds": rounds, "date": dates[-1], "suites": list(suites.values())}
+
+
+def _ratio(runs: list[dict[str, Any]], plain: list[dict[str, Any]], field: str) -> float | None:
+    """The median over rounds of a run's ``field`` divided by plain's in the same round."""
+    ratios = [
+        run[field] / base[field]
+        for run, base in zip(runs, plain, strict=True)
+        if run.get(field) is not None and base.get(field)
+    ]
+    return statistics.median(ratios) if ratios else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", type=Path, help="the JSON file bench.py --json wrote")
+    parser.add_argument("results", type=Path, nargs="+", help="JSON files bench.py --json wrote")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--rst", type=Path, default=ROOT / "docs" / "bench-results.rst")
     args = parser.parse_args(argv)
-    results = json.loads(args.results.read_text())
+    results = pooled([json.loads(path.read_text()) for path in args.results])
     args.readme.write_text(replace_between_markers(args.readme.read_text(), markdown(results)))
     args.rst.write_text(rst(results))
     print(f"wrote the table of {results['machine']['procpar_git']} to {args.readme}, {args.rst}")

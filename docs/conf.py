@@ -13,7 +13,7 @@ copyright = "pytest-procpar developers"
 
 extensions: list[str] = []
 root_doc = "index"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "bench-results.rst"]  # included by performance.rst
 highlight_language = "none"
 pygments_style = "sphinx"
 

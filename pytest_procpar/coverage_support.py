@@ -17,7 +17,7 @@ import atexit
 import sys
 from typing import Any
 
-from pytest_procpar.xdist_compat import WorkerNode
+from pytest_procpar.node import WorkerNode
 
 SETTINGS_KEY = "procpar_coverage"
 DATA_KEY = "procpar_coverage_data"

@@ -9,8 +9,8 @@ import pytest
 
 if TYPE_CHECKING:
     from pytest_procpar.extension import RunPlan, WorkerPlan
+    from pytest_procpar.node import WorkerNode
     from pytest_procpar.scheduler import Scheduler, WorkItem
-    from pytest_procpar.xdist_compat import WorkerNode
 
 
 @pytest.hookspec(firstresult=True)

@@ -18,8 +18,8 @@ import pytest
 
 from pytest_procpar import messages
 from pytest_procpar.extension import WorkerPlan
+from pytest_procpar.node import WorkerNode
 from pytest_procpar.pytest_internals import bin_xml_escape, check_record_param_type, xml_key
-from pytest_procpar.xdist_compat import WorkerNode
 
 FAMILY_KEY = "procpar_junit_family"  # in workerinput: the controller writes JUnit XML
 BAZEL_XML_OUTPUT = "XML_OUTPUT_FILE"

@@ -5,7 +5,7 @@ controller made before pytest configured (:func:`prepare`, see :mod:`pytest_proc
 it configures itself as a worker and collects by itself, sharing the memory pages of pytest
 and the plugins with the controller. With ``spawn`` and ``forkserver`` a worker
 is a fresh interpreter that rebuilds the config from the controller's options. Either way the
-worker is handed the same :class:`~pytest_procpar.worker_start.SpawnStart`.
+worker is handed the same :class:`~pytest_procpar.handover.SpawnStart`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pytest_procpar import (
     faults,
     framing,
     gc_policy,
+    handover,
     isolation,
     resources,
     template,
@@ -304,9 +305,9 @@ class Launcher:
             payload = pickle.dumps((worker_start.continue_as_worker, argument))
             process = self.template.start(payload, fds)
         else:
-            start = worker_start.SpawnStart(
+            start = handover.SpawnStart(
                 **fields,
-                ends=worker_start.ChildEnds(*theirs),
+                ends=handover.ChildEnds(*theirs),
                 shared=self.shared,
                 parent_pid=os.getpid() if self.start_method != "forkserver" else None,
             )

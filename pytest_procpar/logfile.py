@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from pytest_procpar import messages, xdist_compat
-from pytest_procpar.xdist_compat import WorkerNode
+from pytest_procpar.node import WorkerNode
 
 LOG_FILE_KEY = "procpar_log_file"
 

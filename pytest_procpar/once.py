@@ -27,7 +27,7 @@ import pytest
 
 from pytest_procpar import pytest_internals, xdist_compat
 from pytest_procpar.extension import RunPlan
-from pytest_procpar.xdist_compat import WorkerNode
+from pytest_procpar.node import WorkerNode
 
 WORKERINPUT_KEY = "procpar_run_values"
 ALLOWED_ARGUMENTS = ("config", "tmp_path_factory")

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import pytest
 
 from pytest_procpar import faults, isolation, launch, worker_start
+from pytest_procpar.node import WorkerNode
 from pytest_procpar.run import worker_identity
 from pytest_procpar.run_record import (
     NOT_PASSED,
@@ -39,7 +40,7 @@ from pytest_procpar.run_record import (
 )
 from pytest_procpar.shared import Shared
 from pytest_procpar.template import Template, TemplateChild
-from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid, worker_basetemp
+from pytest_procpar.xdist_compat import new_testrunuid, worker_basetemp
 
 T = TypeVar("T")
 PROBE_SLACK_S = 60.0  # a probe may take this much longer than its tests took when recorded

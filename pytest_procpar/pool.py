@@ -20,8 +20,8 @@ from typing import Literal, TypeAlias
 
 from pytest_procpar import faults, launch, messages
 from pytest_procpar.extension import Charge
+from pytest_procpar.node import WorkerNode
 from pytest_procpar.output import OutputRelay
-from pytest_procpar.xdist_compat import WorkerNode
 
 GRACE_S = 1.0  # from SIGTERM to SIGKILL when workers are ended
 

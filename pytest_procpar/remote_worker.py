@@ -23,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
 
-from pytest_procpar import faults, framing, messages, remote, worker_start
+from pytest_procpar import faults, framing, handover, messages, remote, worker_start
 from pytest_procpar.shared import Shared
 
 PUMP_CHUNK = 1 << 16
@@ -32,7 +32,7 @@ DRAIN_TIMEOUT_S = 2.0  # a test's leftover child may hold stdout open: do not wa
 
 
 class Pipe:
-    """An OS pipe; each end is an object with ``fileno()``, as ``worker_start.ChildEnds`` wants."""
+    """An OS pipe; each end is an object with ``fileno()``, as ``handover.ChildEnds`` wants."""
 
     def __init__(self) -> None:
         read_fd, write_fd = os.pipe()
@@ -119,13 +119,13 @@ class Agent:
             case _:
                 raise messages.ProtocolError(message if isinstance(message, tuple) else (message,))
 
-    def spawn_start(self, payload: dict[str, Any]) -> worker_start.SpawnStart:
+    def spawn_start(self, payload: dict[str, Any]) -> handover.SpawnStart:
         """What a spawned local worker gets, with this end's pipes and stand-ins."""
-        ends = worker_start.ChildEnds(
+        ends = handover.ChildEnds(
             self.commands.read_end, self.results.write_end, self.stdout.write_end,
             self.stderr.write_end,
         )  # fmt: skip
-        return worker_start.SpawnStart(
+        return handover.SpawnStart(
             **payload, slot=0, ends=ends, shared=self.shared, stack_path=self.stack_path,
             parent_pid=None,
         )  # fmt: skip

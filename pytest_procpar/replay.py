@@ -17,8 +17,8 @@ from pytest_procpar import junit, logfile, messages, pytest_internals, reports, 
 from pytest_procpar.durations import DurationStore
 from pytest_procpar.extension import LostKind
 from pytest_procpar.messages import Event
+from pytest_procpar.node import WorkerNode
 from pytest_procpar.pytest_internals import ReprFileLocation
-from pytest_procpar.xdist_compat import WorkerNode
 
 _ITEM_EVENTS = (messages.PLAIN_REPORT, messages.REPORT, messages.LOGSTART, messages.LOGFINISH)
 

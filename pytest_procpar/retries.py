@@ -22,7 +22,7 @@ import pytest
 
 from pytest_procpar import pytest_internals, workitems
 from pytest_procpar.extension import Busy, RunPlan, WorkerPlan
-from pytest_procpar.xdist_compat import WorkerNode
+from pytest_procpar.node import WorkerNode
 
 FLAKY_MARKER = "procpar_flaky"
 # What pytest's short test summary lists for each -r character (a header only when it does)

@@ -35,6 +35,7 @@ from pytest_procpar.durations import DurationStore
 from pytest_procpar.extension import AttemptPolicy, RunPlan, Ticker
 from pytest_procpar.live import LiveView
 from pytest_procpar.losses import NOT_RUN_BUG, LossAccounting
+from pytest_procpar.node import WorkerNode
 from pytest_procpar.output import BatchedTerminal
 from pytest_procpar.pool import Lifecycle, Worker, WorkerPool
 from pytest_procpar.remote import RemoteStartError
@@ -43,7 +44,7 @@ from pytest_procpar.runreport import RunReport
 from pytest_procpar.scheduler import Scheduler
 from pytest_procpar.settings import Settings
 from pytest_procpar.template import TemplateGone
-from pytest_procpar.xdist_compat import WorkerNode, new_testrunuid
+from pytest_procpar.xdist_compat import new_testrunuid
 
 RESTARTS_PER_WORKER = 4  # like xdist: a crashing suite cannot restart workers forever
 INTERRUPT_GRACE_S = 1.0  # after Ctrl-C: time for workers to answer, before TERM then KILL

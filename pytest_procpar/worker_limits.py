@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_procpar.extension import WorkerPlan
-from pytest_procpar.xdist_compat import WorkerNode
+from pytest_procpar.node import WorkerNode
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",

@@ -21,13 +21,13 @@ from pytest_procpar import framing, gc_policy, messages, pytest_internals, xdist
 from pytest_procpar.dispatch import Dispatcher
 from pytest_procpar.extension import Charge
 from pytest_procpar.losses import LossAccounting
+from pytest_procpar.node import WorkerNode
 from pytest_procpar.pool import Lifecycle, Worker
 from pytest_procpar.replay import Replayer
 from pytest_procpar.runreport import RunReport
 from pytest_procpar.shared import Shared
 from pytest_procpar.worker import WorkerLoop
 from pytest_procpar.workitems import Chains
-from pytest_procpar.xdist_compat import WorkerNode
 
 SUITE = """
 def test_one(): pass
