@@ -165,10 +165,18 @@ def disable_rerunfailures_xdist_mode() -> None:
     """pytest-rerunfailures' xdist mode keeps rerun counts in a socket server thread of the
     controller and reruns crashed tests through xdist's scheduler (``mark_test_pending``);
     procpar has neither (a thread would also make forking unsafe). Its plain mode reruns
-    failures inside the worker, which is what procpar supports."""
+    failures inside the worker, which is what procpar supports. In a worker it reports each
+    rerun only if the installed pytest-xdist is recent enough (with none installed: never);
+    procpar's workers report every attempt, so its reruns are always reported."""
     module: Any = sys.modules.get("pytest_rerunfailures")
     if getattr(module, "HAS_PYTEST_HANDLECRASHITEM", False):
         module.HAS_PYTEST_HANDLECRASHITEM = False
+    if module is not None and hasattr(module, "works_with_current_xdist"):
+        module.works_with_current_xdist = _reports_every_attempt
+
+
+def _reports_every_attempt() -> bool:
+    return True
 
 
 class HookBridge:

@@ -94,8 +94,18 @@ def without_xdist(distributions):
     return listed
 
 
+def refuse_xdist(distribution):
+    def found(name):
+        if name.lower().replace("_", "-") == "pytest-xdist":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return distribution(name)
+
+    return found
+
+
 sys.meta_path.insert(0, HideXdist())
 importlib.metadata.distributions = without_xdist(importlib.metadata.distributions)
+importlib.metadata.distribution = refuse_xdist(importlib.metadata.distribution)
 """
 
 

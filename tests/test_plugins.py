@@ -312,11 +312,14 @@ def test_always_fails():
 """
 
 
-def test_reruns_flaky_test_like_serial(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("xdist", ["installed", "absent"])
+def test_reruns_flaky_test_like_serial(pytester: pytest.Pytester, xdist: str) -> None:
     """A test failing once then passing, and one failing however often its marker lets it
     rerun, give ``1 failed, 2 passed, 2 rerun`` serially, and the same with forked and with
-    spawned workers."""
+    spawned workers; also where pytest-xdist is not installed (rerunfailures then reports a
+    worker's reruns only because procpar tells it that its workers report every attempt)."""
     pytest.importorskip("pytest_rerunfailures")
+    xdist_as(xdist, pytester)
     pytester.makepyfile(test_flaky=FLAKY)
     marker = pytester.path / "flaky-ran"
     expected = reference(pytester, "--reruns", "2")
