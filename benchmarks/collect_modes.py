@@ -36,19 +36,18 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import pgserver
 from common import child_env, format_table, git_revision
 from real_suites import (
     ABORTED,
-    PROJECTS,
     REPO,
     RUNNERS,
     WORKERS,
     Project,
     Run,
+    chosen_projects,
     database_server,
     fetch_project,
-    make_venv,
+    prepare_venvs,
     run_logged,
     warm_up,
 )
@@ -176,11 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         help='instead of the projects\' test paths (shell words), such as "sympy/logic"',
     )
     args = parser.parse_args(argv)
-    names = [name.strip() for name in args.projects.split(",") if name.strip()]
-    unknown = [name for name in names if name not in PROJECTS]
-    if unknown:
-        parser.error(f"unknown project(s) {', '.join(unknown)}; known: {', '.join(PROJECTS)}")
-    projects = [PROJECTS[name] for name in names]
+    projects = chosen_projects(parser, args.projects)
     if args.test_args is not None:
         test_args = tuple(shlex.split(args.test_args))
         projects = [replace(project, test_args=test_args) for project in projects]
@@ -192,12 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         print(f"workdir: {workdir}")
         print(f"procpar: {REPO} (git {git_revision(REPO)})")
-        if any(project.postgres for project in projects):
-            pgserver.server_bindir()  # before any run: it may need installing
-        pythons = {
-            venv: make_venv(workdir, args.python, [p for p in projects if p.venv == venv], venv)
-            for venv in dict.fromkeys(project.venv for project in projects)
-        }
+        pythons = prepare_venvs(workdir, args.python, projects)
         measured = {
             project: measure(pythons[project.venv], workdir, project, args.rounds)
             for project in projects

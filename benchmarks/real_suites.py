@@ -419,6 +419,26 @@ def warm_up(
     )
 
 
+def chosen_projects(parser: argparse.ArgumentParser, names_text: str) -> list[Project]:
+    """The projects ``--projects`` names, in its order; an unknown name is a usage error."""
+    names = [name.strip() for name in names_text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PROJECTS]
+    if unknown:
+        parser.error(f"unknown project(s) {', '.join(unknown)}; known: {', '.join(PROJECTS)}")
+    return [PROJECTS[name] for name in names]
+
+
+def prepare_venvs(workdir: Path, base_python: str, projects: list[Project]) -> dict[str, Path]:
+    """The venv of each of ``projects``' venv names (made once each), by name; a PostgreSQL
+    server's binaries first, where a project needs one (they may need installing)."""
+    if any(project.postgres for project in projects):
+        pgserver.server_bindir()
+    return {
+        venv: make_venv(workdir, base_python, [p for p in projects if p.venv == venv], venv)
+        for venv in dict.fromkeys(project.venv for project in projects)
+    }
+
+
 def run_project(python: Path, workdir: Path, project: Project, with_cache: bool) -> ProjectResult:
     print(f"\n[{project.key} {project.version}]", flush=True)
     tree = fetch_project(python, workdir, project)
@@ -529,11 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         help="keep pytest's cacheprovider (a fresh cache dir per run) instead of disabling it",
     )
     args = parser.parse_args(argv)
-    names = [name.strip() for name in args.projects.split(",") if name.strip()]
-    unknown = [name for name in names if name not in PROJECTS]
-    if unknown:
-        parser.error(f"unknown project(s) {', '.join(unknown)}; known: {', '.join(PROJECTS)}")
-    projects = [PROJECTS[name] for name in names]
+    projects = chosen_projects(parser, args.projects)
 
     started = time.perf_counter()
     start_load = [round(x, 2) for x in os.getloadavg()]
@@ -544,12 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"procpar: {REPO} (git {git_revision(REPO)})")
         cache = "a fresh cache_dir each" if args.with_cacheprovider else "-p no:cacheprovider"
         print(f"runs: {cache}")
-        if any(project.postgres for project in projects):
-            pgserver.server_bindir()  # before any run: it may need installing
-        pythons = {
-            venv: make_venv(workdir, args.python, [p for p in projects if p.venv == venv], venv)
-            for venv in dict.fromkeys(project.venv for project in projects)
-        }
+        pythons = prepare_venvs(workdir, args.python, projects)
         results = [
             run_project(pythons[project.venv], workdir, project, args.with_cacheprovider)
             for project in projects
