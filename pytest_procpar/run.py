@@ -252,9 +252,10 @@ class ParallelRun:
                     self._exited(worker)
                 elif not source.read():
                     self.pool.unwatch(source.fd)
-            living, now = self.pool.living(), faults.now()
-            for ticker in self.tickers:
-                ticker.tick(living, now)
+            if self.tickers:
+                living, now = self.pool.living(), faults.now()
+                for ticker in self.tickers:
+                    ticker.tick(living, now)
             if not self.pool.stopping and (
                 self.session.shouldfail or self.session.shouldstop or self.dispatcher.fatal
             ):
@@ -317,12 +318,10 @@ class ParallelRun:
 
     def _wait_time(self) -> float | None:
         now = faults.now()
-        living = self.pool.living()
-        waits = [
-            self.terminal.wait_time(),
-            self.live.wait_time(now),
-            *(ticker.wait_time(living, now) for ticker in self.tickers),
-        ]
+        waits = [self.terminal.wait_time(), self.live.wait_time(now)]
+        if self.tickers:
+            living = self.pool.living()
+            waits += [ticker.wait_time(living, now) for ticker in self.tickers]
         known = [wait for wait in waits if wait is not None]
         return min(known) if known else None
 
